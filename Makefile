@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.installed
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+# peers we compare against in tests and benchmarks
+PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv
+
+.PHONY: demo test lint bench bench-peers clean
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(p)) $(PEERS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lazymat demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy core solvers plugins
+
+test: lint
+	$(PY) -m pytest -q -n 2 tests $(foreach p,$(PLUGINS),$(p)tests)
+
+bench: $(STAMP)
+	cd asv_bench && ../$(VENV)/bin/asv run --python=same --quick --show-stderr
+
+bench-peers: $(STAMP)
+	$(PY) asv_bench/peers.py --write BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,67 @@
+"""lazymat: symbolic matrices reduced on the fly in linear memory, with gradients.
+
+    >>> import numpy as np, lazymat as lm
+    >>> x, y = np.random.rand(1000, 3), np.random.rand(2000, 3)
+    >>> K = (-lm.Vi(x).sqdist(lm.Vj(y)) / 0.1).exp()      # a 1000 x 2000 Gaussian kernel
+    >>> K.sum(axis=1).shape                                # reduced over j, never stored
+    (1000, 1)
+
+``import lazymat`` imports no array library but numpy; plugins load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .autodiff import matrix_vjp as vjp
+from .backend import Backend
+from .config import config, set_backend
+from .engine import Engine
+from .hookspecs import hookimpl
+from .ir.node import DimensionError
+from .keops_compat import LazyTensor
+from .lazymatrix import LazyMatrix, Pm, Vi, Vj
+from .plugin_manager import get_registry
+from .request import ReductionRequest, ReductionSpec
+
+__version__ = "0.1.0"
+
+
+
+def grad(matrix: LazyMatrix, **kw: Any) -> tuple[Any, ...]:
+    """Gradient of the sum of a reduction's values: ``lazymat.grad(K, reduction="lse", wrt=[x])``."""
+    return vjp(matrix, None, **kw)
+
+
+def backends() -> dict[str, dict[str, object]]:
+    """Installed backends: name -> version, devices and distribution."""
+    return {
+        name: {"version": b.version(), "devices": b.devices(), "distribution": b.distribution}
+        for name, b in get_registry().backends.items()
+    }
+
+
+def engines() -> dict[str, str]:
+    """Installed engines: name -> one-line description."""
+    return {name: e.describe() for name, e in get_registry().engines.items()}
+
+
+__all__ = [
+    "Backend",
+    "DimensionError",
+    "Engine",
+    "LazyMatrix",
+    "LazyTensor",
+    "Pm",
+    "ReductionRequest",
+    "ReductionSpec",
+    "Vi",
+    "Vj",
+    "backends",
+    "config",
+    "engines",
+    "grad",
+    "hookimpl",
+    "set_backend",
+    "vjp",
+]

@@ -1,0 +1,163 @@
+"""Gradients of reductions, built as new reductions (linear memory, any order).
+
+For a j-reduction R_i = red_j F(x_i, y_j, p) with output cotangent G_i, the reduction
+kind gives a weight formula W_ij (G_i for a sum, G_i exp(F_ij - R_i) for log-sum-exp,
+G_i [j = argmin_i] for min, ...). Then, with H_v = (dF/dv)^T W:
+
+- an i-variable x_i gets sum_j H_x (a j-reduction),
+- a j-variable y_j gets sum_i H_y (an i-reduction: the transposed problem),
+- a parameter p gets sum_i sum_j H_p (a j-reduction summed over i).
+
+All i-side gradients share one reduction (their formulas are concatenated), and so do
+all j-side ones. These reductions go through ``backend.reduce`` again, so a backend's
+autodiff differentiates them like any other reduction: grad of grad needs no extra code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .ir.leaves import Var
+from .ir.node import Node
+from .ir.transform import renumber, transpose, variables, vjp
+from .ir.vector import Concat
+from .request import ReductionSpec
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+
+def _compact(formula: Node, args: Sequence[Any]) -> tuple[ReductionSpec, list[Any]]:
+    """Renumber the variables a formula actually uses, keeping only their arrays."""
+    used = sorted(variables(formula), key=lambda v: v.index)
+    return ReductionSpec(renumber(formula, used), "sum"), [args[v.index] for v in used]
+
+
+def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum ``g`` over the batch dimensions that were broadcast to reach it from ``shape``."""
+    extra = len(g.shape) - len(shape)
+    if extra > 0:
+        g = xp.sum(g, axis=tuple(range(extra)))
+    axes = tuple(k for k, (s, t) in enumerate(zip(shape, g.shape, strict=True)) if s == 1 and t != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return g
+
+
+def _concat_all(parts: list[Node]) -> Node:
+    out = parts[0]
+    for p in parts[1:]:
+        out = Concat(out, p)
+    return out
+
+
+def reduction_vjp(
+    spec: ReductionSpec,
+    args: Sequence[Any],
+    outputs: Sequence[Any],
+    cotangents: Sequence[Any | None],
+    wanted: Sequence[bool],
+    *,
+    backend: Backend,
+    engine: str | None = None,
+) -> list[Any | None]:
+    """Gradients of a reduction's outputs, contracted with ``cotangents``, per argument.
+
+    Returns one array per entry of ``args`` (shaped like it), or None where ``wanted`` is
+    False, the argument is an integer array, or the formula does not depend on it.
+    """
+    red = spec.kind
+    grads: list[Any | None] = [None] * len(args)
+    if not red.differentiable:
+        return grads
+    cot = cotangents[red.outputs.index("value")]
+    if cot is None:
+        return grads
+    xp = backend.namespace(cot)
+    data = next(a for a in args if backend.is_floating(a))
+    cot = xp.astype(cot, data.dtype)
+
+    aux = red.aux_from_outputs(tuple(outputs))
+    if aux is None:
+        assert red.aux_reduction is not None
+        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k)
+        aux = list(backend.reduce(aux_spec, tuple(args), engine))
+    n = len(args)
+    cot_var = Var(n, "i", cot.shape[-1])
+    aux_vars = [Var(n + 1 + k, "i", a.shape[-1]) for k, a in enumerate(aux)]
+    weight = red.vjp_weight(spec.formula, cot_var, aux_vars)
+    all_args = [*args, cot, *aux]
+
+    sides: dict[str, list[tuple[int, Var, Node]]] = {"i": [], "j": []}
+    for k, v in enumerate(spec.variables):
+        if not wanted[k] or not backend.is_floating(args[k]):
+            continue
+        h = vjp(spec.formula, v, weight)
+        if h is not None:
+            sides["j" if v.cat == "j" else "i"].append((k, v, h))
+
+    for side, items in sides.items():
+        if not items:
+            continue
+        formula = _concat_all([h for _, _, h in items])
+        if side == "j":
+            formula = transpose(formula)
+        sub_spec, sub_args = _compact(formula, all_args)
+        out = backend.reduce(sub_spec, tuple(sub_args), engine)[0]
+        start = 0
+        for k, v, h in items:
+            piece = out[..., start : start + h.dim]
+            start += h.dim
+            if v.cat == "p":
+                piece = xp.sum(piece, axis=-2)
+            grads[k] = _unbroadcast(xp, piece, tuple(args[k].shape))
+    return grads
+
+
+def matrix_vjp(
+    matrix: Any,
+    cotangent: Any = None,
+    *,
+    reduction: str = "sum",
+    axis: int = 1,
+    k: int = 0,
+    wrt: Sequence[Any] | None = None,
+    engine: str | None = None,
+) -> tuple[Any, ...]:
+    """Gradient of ``matrix.reduce(reduction, axis)`` contracted with ``cotangent``.
+
+    With ``cotangent=None``, the gradient of the sum of the values (``lazymat.grad``).
+    Works for every backend, with or without autodiff of its own (numpy, cupy). ``wrt``
+    lists the arrays (as passed to Vi/Vj/Pm) to differentiate with respect to; by default
+    every array of the formula, in order of first appearance. An array the formula does
+    not depend on gets zeros.
+    """
+    from .dispatch import reduce, select_backend
+
+    spec, args = matrix.prepare(reduction, axis, k)
+    backend = select_backend(args)
+    outputs = reduce(spec, args, backend=backend, engine=engine)
+    red = spec.kind
+    if not red.differentiable:
+        raise ValueError(f"{reduction} returns indices and has no gradient")
+    value = outputs[red.outputs.index("value")]
+    if cotangent is None:  # gradient of the sum of the values
+        cotangent = backend.namespace(value).ones_like(value)
+    if tuple(cotangent.shape) != tuple(value.shape):
+        raise ValueError(
+            f"cotangent of shape {tuple(cotangent.shape)} for an output of shape {tuple(value.shape)}"
+        )
+    cots = [cotangent if kind == "value" else None for kind in red.outputs]
+    grads = reduction_vjp(spec, args, outputs, cots, [True] * len(args), backend=backend, engine=engine)
+    targets = list(args) if wrt is None else list(wrt)
+    result = []
+    for target in targets:
+        total = None
+        for a, g in zip(args, grads, strict=True):
+            if a is target and g is not None:
+                total = g if total is None else total + g
+        if total is None:
+            total = backend.namespace(target).zeros_like(target)
+        result.append(total)
+    return tuple(result)

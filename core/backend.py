@@ -1,0 +1,112 @@
+"""The backend interface: what an array library brings to lazymat.
+
+A backend recognises its arrays, gives their array-API namespace, device and dtype rules,
+moves data to and from numpy (for tests and DLPack exchange), and wires reductions into
+its automatic differentiation, if it has one. It never computes reductions itself: that
+is the engines' job (``lazymat.engine``).
+
+Plugins subclass :class:`Backend` and register an instance through the
+``lazymat_register_backends`` hook. Recognition must not import the library (check the
+type's module name), so that loading plugins stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import array_api_compat
+
+if TYPE_CHECKING:
+    from .request import ReductionSpec
+
+
+class Backend:
+    """Base class of array-library adapters. Subclasses set ``name`` and ``module``."""
+
+    #: name used in config, env variables and messages
+    name: str = ""
+    #: top-level module of the library (``type(x).__module__`` starts with it)
+    module: str = ""
+    #: distribution to install for this backend (named in error messages)
+    distribution: str = "lazymat"
+    #: True when the backend wires reductions into an autodiff system of its own
+    has_autodiff: bool = False
+
+    # -- recognition and array facts --------------------------------------------------------
+    def recognizes(self, x: Any) -> bool:
+        """True when ``x`` is an array of this library (must not import the library)."""
+        mod = type(x).__module__
+        return mod == self.module or mod.startswith(self.module + ".")
+
+    def namespace(self, x: Any) -> Any:
+        """The array-API namespace of ``x``."""
+        return array_api_compat.array_namespace(x)
+
+    def device(self, x: Any) -> Any:
+        return array_api_compat.device(x)
+
+    def device_name(self, x: Any) -> str:
+        return str(self.device(x))
+
+    def is_floating(self, x: Any) -> bool:
+        xp = self.namespace(x)
+        return bool(xp.isdtype(x.dtype, "real floating"))
+
+    def check_dtype(self, x: Any) -> None:
+        """Raise ``TypeError`` unless the backend computes reductions in ``x``'s dtype."""
+        if not self.is_floating(x):
+            raise TypeError(
+                f"lazymat needs real floating-point data, got an array of dtype {x.dtype} "
+                f"({type(x).__module__}.{type(x).__name__}); convert it, e.g. to float32 or float64"
+            )
+
+    # -- data exchange --------------------------------------------------------------------
+    def from_numpy(self, a: Any, device: Any = None) -> Any:
+        """A copy of the numpy array ``a`` as an array of this library (on ``device``)."""
+        xp = self.default_namespace()
+        return xp.asarray(a, device=device) if device is not None else xp.asarray(a)
+
+    def to_numpy(self, x: Any) -> Any:
+        import numpy as np
+
+        return np.asarray(x)
+
+    def default_namespace(self) -> Any:
+        """The library's array-API namespace (imports the library)."""
+        raise NotImplementedError
+
+    def stop_gradient(self, x: Any) -> Any:
+        """``x`` cut from the autodiff graph (identity for libraries without autodiff)."""
+        return x
+
+    # -- reductions -----------------------------------------------------------------------
+    def reduce(self, spec: ReductionSpec, args: Sequence[Any], engine: str | None) -> tuple[Any, ...]:
+        """Run a reduction, differentiably when the library has autodiff.
+
+        The default (no autodiff) runs the engine directly. A backend with autodiff wraps
+        the call into its custom-gradient op, whose backward calls
+        ``lazymat.autodiff.reduction_vjp(..., backend=self, engine=engine)``; that function
+        builds the gradient as new reductions and runs them through ``self.reduce`` again,
+        so gradients of any order come without extra code.
+        """
+        from .dispatch import run_engine
+
+        return run_engine(spec, args, self, engine)
+
+    # -- description ----------------------------------------------------------------------
+    def version(self) -> str:
+        """Version of the array library, or "not installed"."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(self.module.replace("_", "-"))
+        except PackageNotFoundError:
+            return "not installed"
+
+    def devices(self) -> list[str]:
+        """Devices this backend can compute on, as strings ("cpu", "cuda:0", ...)."""
+        return ["cpu"]
+
+    def __repr__(self) -> str:
+        return f"<lazymat backend {self.name!r}>"

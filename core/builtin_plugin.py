@@ -1,0 +1,22 @@
+"""The built-in plugin: numpy and array-api-strict backends, the reference engine.
+
+It registers through the same hooks as third-party plugins do.
+"""
+
+from __future__ import annotations
+
+from .backends.array_api import ArrayApiStrictBackend, NumpyBackend
+from .engines.reference import ReferenceEngine
+from .hookspecs import hookimpl
+from .registry import Registry
+
+
+@hookimpl
+def lazymat_register_backends(registry: Registry) -> None:
+    registry.add_backend(NumpyBackend())
+    registry.add_backend(ArrayApiStrictBackend())
+
+
+@hookimpl
+def lazymat_register_engines(registry: Registry) -> None:
+    registry.add_engine(ReferenceEngine())

@@ -1,0 +1,1 @@
+"""Engines shipped with the core (the reference engine)."""

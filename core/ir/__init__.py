@@ -1,0 +1,1 @@
+"""The formula IR: immutable expression trees over i-, j- and parameter variables."""

@@ -1,0 +1,385 @@
+"""The LazyMatrix facade: symbolic matrices built from arrays with Python operators.
+
+``Vi(x)``, ``Vj(y)`` and ``Pm(p)`` wrap arrays of any supported library as i-indexed,
+j-indexed and parameter variables; operators and methods build a formula; reductions
+return dense arrays of the inputs' own library, on their device, differentiable through
+that library's autodiff when it has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from .backend import Backend
+from .dispatch import reduce, select_backend
+from .ir import functions as fn
+from .ir import vector as vec
+from .ir.algebra import add, div, mul, neg, sub, sum_dim
+from .ir.leaves import Const, Var
+from .ir.node import Node
+from .ir.transform import renumber, substitute, transpose, variables
+from .plugin_manager import get_registry
+from .request import ReductionSpec
+
+_ids = itertools.count()
+
+
+def _wrap(x: Any, cat: str) -> LazyMatrix:
+    backend = get_registry().backend_for(x)
+    backend.check_dtype(x)
+    shape = tuple(x.shape)
+    xp = backend.namespace(x)
+    if cat == "p":
+        if len(shape) == 0:
+            x = xp.reshape(x, (1,))
+    else:
+        if len(shape) == 0:
+            raise ValueError(f"V{cat} expects an array of shape (N,) or (..., N, D), got a scalar")
+        if len(shape) == 1:
+            x = xp.reshape(x, (shape[0], 1))
+    if any(s == 0 for s in x.shape):
+        raise ValueError(f"V{cat} got an empty array of shape {tuple(x.shape)}: expected at least one point")
+    var = Var(next(_ids), cat, int(x.shape[-1]))
+    return LazyMatrix._new(var, {var: x}, backend)
+
+
+def Vi(x: Any) -> LazyMatrix:  # noqa: N802 - KeOps' names
+    """An i-indexed variable: ``x`` of shape (N,), (N, D) or (*batch, N, D)."""
+    return _wrap(x, "i")
+
+
+def Vj(y: Any) -> LazyMatrix:  # noqa: N802
+    """A j-indexed variable: ``y`` of shape (M,), (M, D) or (*batch, M, D)."""
+    return _wrap(y, "j")
+
+
+def Pm(p: Any) -> LazyMatrix:  # noqa: N802
+    """A parameter shared by every pair: shape (), (D,) or (*batch, D)."""
+    return _wrap(p, "p")
+
+
+class LazyMatrix:
+    """A symbolic N-by-M matrix (of vectors of dimension ``dim``), never stored."""
+
+    __slots__ = ("formula", "bindings", "backend")
+
+    formula: Node
+    bindings: dict[Var, Any]
+    backend: Backend | None
+
+    @classmethod
+    def _new(cls, formula: Node, bindings: dict[Var, Any], backend: Backend | None) -> Any:
+        obj = object.__new__(cls)
+        obj.formula = formula
+        obj.bindings = bindings
+        obj.backend = backend
+        return obj
+
+    # -- building formulas ----------------------------------------------------------------
+    def _lift(self, other: Any) -> LazyMatrix:
+        if isinstance(other, LazyMatrix):
+            return other
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return LazyMatrix._new(Const(float(other)), {}, None)
+        raise TypeError(
+            f"cannot combine a LazyMatrix with {type(other).__module__}.{type(other).__name__}: "
+            "wrap arrays with Vi(...), Vj(...) or Pm(...) to say how they are indexed"
+        )
+
+    def _combine(self, others: tuple[Any, ...], build: Callable[..., Node]) -> Any:
+        operands = [self] + [self._lift(o) for o in others]
+        backends = {o.backend.name: o.backend for o in operands if o.backend is not None}
+        if len(backends) > 1:
+            raise TypeError(
+                f"arrays from several libraries in one formula: {sorted(backends)}; "
+                "convert them to one library first"
+            )
+        backend = next(iter(backends.values()), None)
+        bindings: dict[Var, Any] = {}
+        for o in operands:
+            bindings.update(o.bindings)
+        if backend is not None:
+            devices = {backend.device_name(a) for a in bindings.values()}
+            if len(devices) > 1:
+                raise ValueError(f"arrays on different devices in one formula: {sorted(devices)}")
+        return type(self)._new(build(*(o.formula for o in operands)), bindings, backend)
+
+    def _unary(self, build: Callable[[Node], Node]) -> Any:
+        return type(self)._new(build(self.formula), self.bindings, self.backend)
+
+    def __add__(self, o: Any) -> Any:
+        return self._combine((o,), add)
+
+    def __radd__(self, o: Any) -> Any:
+        return self._combine((o,), lambda a, b: add(b, a))
+
+    def __sub__(self, o: Any) -> Any:
+        return self._combine((o,), sub)
+
+    def __rsub__(self, o: Any) -> Any:
+        return self._combine((o,), lambda a, b: sub(b, a))
+
+    def __mul__(self, o: Any) -> Any:
+        return self._combine((o,), mul)
+
+    def __rmul__(self, o: Any) -> Any:
+        return self._combine((o,), lambda a, b: mul(b, a))
+
+    def __truediv__(self, o: Any) -> Any:
+        return self._combine((o,), div)
+
+    def __rtruediv__(self, o: Any) -> Any:
+        return self._combine((o,), lambda a, b: div(b, a))
+
+    def __neg__(self) -> Any:
+        return self._unary(neg)
+
+    def __abs__(self) -> Any:
+        return self._unary(fn.Abs)
+
+    def __pow__(self, p: Any) -> Any:
+        if isinstance(p, (int, float)) and not isinstance(p, bool):
+            return self._unary(lambda a: fn.power(a, float(p)))
+        return self._combine((p,), lambda a, b: fn.Exp(mul(b, fn.Log(a))))
+
+    def __or__(self, o: Any) -> Any:
+        """Dot product of the inner vectors: ``x_i | y_j``."""
+        return self._combine((o,), vec.dot)
+
+    def __getitem__(self, key: int | slice) -> Any:
+        """Slice of the inner vector: ``K[0]``, ``K[1:3]``."""
+        d = self.formula.dim
+        if isinstance(key, int):
+            k = key + d if key < 0 else key
+            return self._unary(lambda a: vec.elem(a, k))
+        if isinstance(key, slice):
+            start, stop, step = key.indices(d)
+            if step != 1:
+                raise IndexError("only contiguous slices of the inner dimension are supported")
+            return self._unary(lambda a: vec.Slice(a, start, stop))
+        raise TypeError(f"index the inner dimension with an int or a slice, got {type(key).__name__}")
+
+    # element-wise functions
+    def exp(self) -> Any:
+        return self._unary(fn.Exp)
+
+    def log(self) -> Any:
+        return self._unary(fn.Log)
+
+    def sqrt(self) -> Any:
+        return self._unary(fn.Sqrt)
+
+    def rsqrt(self) -> Any:
+        return self._unary(fn.Rsqrt)
+
+    def sin(self) -> Any:
+        return self._unary(fn.Sin)
+
+    def cos(self) -> Any:
+        return self._unary(fn.Cos)
+
+    def tanh(self) -> Any:
+        return self._unary(fn.Tanh)
+
+    def abs(self) -> Any:
+        return self._unary(fn.Abs)
+
+    def sign(self) -> Any:
+        return self._unary(fn.Sign)
+
+    def relu(self) -> Any:
+        return self._unary(fn.Relu)
+
+    def step(self) -> Any:
+        return self._unary(fn.Step)
+
+    def square(self) -> Any:
+        return self._unary(fn.Square)
+
+    def power(self, p: Any) -> Any:
+        return self**p
+
+    def clamp(self, lo: Any, hi: Any) -> Any:
+        return self._combine((lo, hi), vec.clamp)
+
+    def atan2(self, other: Any) -> Any:
+        """atan2(self, other)."""
+        return self._combine((other,), fn.Atan2)
+
+    def minimum(self, other: Any) -> Any:
+        return self._combine((other,), fn.Minimum)
+
+    def maximum(self, other: Any) -> Any:
+        return self._combine((other,), fn.Maximum)
+
+    def ifelse(self, a: Any, b: Any) -> Any:
+        """``a`` where self >= 0, else ``b``."""
+        return self._combine((a, b), fn.IfElse)
+
+    # vector operations
+    def sqnorm2(self) -> Any:
+        return self._unary(vec.sqnorm2)
+
+    def norm2(self) -> Any:
+        return self._unary(vec.norm2)
+
+    def normalize(self) -> Any:
+        return self._unary(vec.normalize)
+
+    def sqdist(self, other: Any) -> Any:
+        return self._combine((other,), vec.sqdist)
+
+    def weightedsqnorm(self, s: Any) -> Any:
+        """<self, S self> with S of dim 1, dim D (diagonal) or D*D (full)."""
+        return self._combine((s,), lambda x, w: vec.weightedsqnorm(w, x))
+
+    def weightedsqdist(self, other: Any, s: Any) -> Any:
+        return self._combine((other, s), lambda x, y, w: vec.weightedsqnorm(w, sub(x, y)))
+
+    def concat(self, other: Any) -> Any:
+        return self._combine((other,), vec.concat)
+
+    def elem(self, k: int) -> Any:
+        return self[k]
+
+    def one_hot(self, size: int) -> Any:
+        return self._unary(lambda a: vec.OneHot(a, size))
+
+    def matvecmult(self, v: Any) -> Any:
+        """self (a D-by-E matrix, dim D*E) times v (dim E)."""
+        return self._combine((v,), vec.MatVecMult)
+
+    def vecmatmult(self, A: Any) -> Any:  # noqa: N803
+        """self (dim D) times A (a D-by-E matrix)."""
+        return self._combine((A,), vec.VecMatMult)
+
+    def tensorprod(self, other: Any) -> Any:
+        return self._combine((other,), vec.TensorProd)
+
+    def inner_sum(self) -> Any:
+        """Sum over the inner dimension: dim D -> 1."""
+        return self._unary(sum_dim)
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Inner dimension of the formula."""
+        return self.formula.dim
+
+    @property
+    def shape(self) -> tuple[int | None, int | None]:
+        """(N, M); None for a side with no variable yet."""
+        sizes: dict[str, int] = {}
+        for v, a in self.bindings.items():
+            if v.cat != "p":
+                sizes.setdefault(v.cat, int(a.shape[-2]))
+        return sizes.get("i"), sizes.get("j")
+
+    @property
+    def T(self) -> Any:  # noqa: N802
+        """The transposed matrix (i and j exchanged)."""
+        swap = {"i": "j", "j": "i", "p": "p"}
+        table = {v: Var(v.index, swap[v.cat], v.dim) for v in self.bindings}
+        bindings = {table[v]: a for v, a in self.bindings.items()}
+        return type(self)._new(transpose(self.formula), bindings, self.backend)
+
+    def __repr__(self) -> str:
+        n, m = self.shape
+        return f"LazyMatrix({n}x{m}, dim={self.dim}, formula={self.formula!r})"
+
+    # -- reductions -----------------------------------------------------------------------
+    def prepare(self, reduction: str, axis: int, k: int = 0) -> tuple[ReductionSpec, list[Any]]:
+        """The canonical spec (a j-reduction, variables renumbered) and its arrays."""
+        if axis not in (0, 1):
+            raise ValueError(
+                f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}"
+            )
+        formula = self.formula
+        # one variable per (array, category): the same array wrapped twice is one input
+        first: dict[tuple[int, str], Var] = {}
+        alias: dict[Var, Var] = {}
+        for v in variables(formula):
+            alias[v] = first.setdefault((id(self.bindings[v]), v.cat), v)
+        if any(a is not v for v, a in alias.items()):
+            formula = substitute(formula, lambda n: alias.get(n) if isinstance(n, Var) else None)
+        used = variables(formula)
+        formula = renumber(formula, used)
+        if axis == 0:
+            formula = transpose(formula)
+        return ReductionSpec(formula, reduction, k), [self.bindings[v] for v in used]
+
+    def reduce(
+        self,
+        reduction: str,
+        axis: int = 1,
+        *,
+        k: int = 0,
+        engine: str | None = None,
+        backend: str | None = None,
+    ) -> tuple[Any, ...]:
+        """Run any reduction by name; returns all of its outputs as a tuple."""
+        spec, args = self.prepare(reduction, axis, k)
+        chosen = select_backend(args, backend)
+        return reduce(spec, args, backend=chosen, engine=engine)
+
+    def sum(self, axis: int = 1, **kw: Any) -> Any:
+        """Sum over j (axis=1: one row per i) or over i (axis=0); axis=-1: inner sum."""
+        if axis == -1:
+            return self.inner_sum()
+        return self.reduce("sum", axis, **kw)[0]
+
+    def logsumexp(self, axis: int = 1, weight: Any = None, **kw: Any) -> Any:
+        """log sum exp(F); with ``weight`` W >= 0: log sum W exp(F)."""
+        target = self if weight is None else self + self._lift(weight).log()
+        return target.reduce("lse", axis, **kw)[0]
+
+    def sumsoftmaxweight(self, weight: Any, axis: int = 1, **kw: Any) -> Any:
+        """sum_j softmax_j(F_ij) V_ij: the softmax-weighted average of ``weight``."""
+        lse = LazyMatrix.logsumexp(self, axis, **kw)
+        rows = Vi(lse) if axis == 1 else Vj(lse)
+        return LazyMatrix.sum((self - rows).exp() * self._lift(weight), axis, **kw)
+
+    def min(self, axis: int = 1, **kw: Any) -> Any:
+        return self.reduce("min", axis, **kw)[0]
+
+    def max(self, axis: int = 1, **kw: Any) -> Any:
+        return self.reduce("max", axis, **kw)[0]
+
+    def argmin(self, axis: int = 1, **kw: Any) -> Any:
+        return self.reduce("argmin", axis, **kw)[0]
+
+    def argmax(self, axis: int = 1, **kw: Any) -> Any:
+        return self.reduce("argmax", axis, **kw)[0]
+
+    def min_argmin(self, axis: int = 1, **kw: Any) -> tuple[Any, Any]:
+        values, indices = self.reduce("min_argmin", axis, **kw)
+        return values, indices
+
+    def max_argmax(self, axis: int = 1, **kw: Any) -> tuple[Any, Any]:
+        values, indices = self.reduce("max_argmax", axis, **kw)
+        return values, indices
+
+    def Kmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802, N803
+        return self.reduce("kmin", axis, k=K, **kw)[0]
+
+    def argKmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802, N803
+        return self.reduce("argkmin", axis, k=K, **kw)[0]
+
+    def Kmin_argKmin(self, K: int, axis: int = 1, **kw: Any) -> tuple[Any, Any]:  # noqa: N802, N803
+        values, indices = self.reduce("kmin_argkmin", axis, k=K, **kw)
+        return values, indices
+
+    def __matmul__(self, b: Any) -> Any:
+        """Matrix-vector (or matrix-matrix) product with a dense (M,) or (M, E) array."""
+        if isinstance(b, LazyMatrix):
+            raise TypeError("K @ b needs a dense array b; for a product of formulas use *")
+        if self.dim != 1:
+            raise ValueError(f"K @ b needs a scalar formula (inner dimension 1), got dimension {self.dim}")
+        vector = len(b.shape) == 1
+        out = LazyMatrix.sum(self * Vj(b), axis=1)
+        if vector:
+            xp = get_registry().backend_for(out).namespace(out)
+            out = xp.reshape(out, out.shape[:-1])
+        return out

@@ -1,0 +1,277 @@
+"""Reduction kinds: what each computes, its online merge over j-tiles, and its derivative.
+
+Every reduction runs over j (the core transposes i-reductions before they reach an
+engine). The reference engine drives ``init`` / ``merge`` / ``finalize`` over tiles of
+values of shape ``(*batch, Ti, Tj, dim)``; fast engines implement the same semantics:
+
+- sums accumulate per tile (block-wise summation, which bounds float32 round-off);
+- log-sum-exp keeps a (shift, scaled sum) pair and handles rows that are all -inf;
+- min/max and K-min break ties by the lowest index, and NaN wins every comparison so
+  that NaN in the data shows up as NaN in the result, never as a finite number.
+
+``vjp_weight`` gives the formula W_ij that the gradient contracts with dF_ij: the VJP of
+the reduction with respect to a variable v is the sum reduction of (dF/dv)^T W.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from array_api_compat import device as device_of
+
+from .ir.algebra import mul, sub, sum_dim
+from .ir.functions import Exp
+from .ir.leaves import Var
+from .ir.node import Node
+from .ir.vector import IndexMatch
+
+
+class Reduction:
+    """Base class: one reduction kind."""
+
+    name: ClassVar[str]
+    #: kinds of the outputs: "value" (float) or "index" (int64)
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
+    uses_k: ClassVar[bool] = False
+    #: name of the reduction that gives the auxiliary arrays of the VJP when the
+    #: forward outputs do not contain them (min -> argmin)
+    aux_reduction: ClassVar[str | None] = None
+
+    def out_dim(self, dim: int, k: int) -> int:
+        return dim
+
+    def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
+        raise NotImplementedError
+
+    def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
+        raise NotImplementedError
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    @property
+    def differentiable(self) -> bool:
+        return "value" in self.outputs
+
+    def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
+        """Arrays the VJP needs besides the cotangent, if the outputs contain them."""
+        return []
+
+    def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
+        raise NotImplementedError
+
+
+class Sum(Reduction):
+    name = "sum"
+
+    def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
+        return xp.zeros(shape, dtype=dtype, device=device)
+
+    def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
+        return state + xp.sum(vals, axis=-2)
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return (state,)
+
+    def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
+        return cot
+
+
+class LogSumExp(Reduction):
+    """log sum_j exp(F_ij), element-wise over the inner dimension."""
+
+    name = "lse"
+
+    def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
+        return (
+            xp.full(shape, -float("inf"), dtype=dtype, device=device),
+            xp.zeros(shape, dtype=dtype, device=device),
+        )
+
+    def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
+        m, s = state
+        new_m = xp.maximum(m, xp.max(vals, axis=-2))
+        zero = xp.zeros_like(new_m)
+        shift_old = xp.where(xp.isfinite(m), m, zero)
+        shift_new = xp.where(xp.isfinite(new_m), new_m, zero)
+        s = s * xp.exp(shift_old - shift_new) + xp.sum(xp.exp(vals - shift_new[..., None, :]), axis=-2)
+        return new_m, s
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        m, s = state
+        shift = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+        return (shift + xp.log(s),)
+
+    def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
+        return [outputs[0]]
+
+    def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
+        return mul(cot, Exp(sub(formula, aux[0])))
+
+
+class _Extremum(Reduction):
+    """min or max over j, with the index of the first extremum."""
+
+    sign: ClassVar[int] = 1  # +1 for min, -1 for max
+
+    def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
+        start = float("inf") * self.sign
+        return (
+            xp.full(shape, start, dtype=dtype, device=device),
+            xp.zeros(shape, dtype=xp.int64, device=device),
+        )
+
+    def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
+        best, idx = state
+        pick = xp.argmin if self.sign > 0 else xp.argmax
+        t_idx = pick(vals, axis=-2)
+        # argmin/argmax skip nothing: NaN must win, so locate NaN explicitly
+        nan = xp.isnan(vals)
+        has_nan = xp.any(nan, axis=-2)
+        nan_idx = xp.argmax(xp.astype(nan, xp.int8), axis=-2)
+        t_idx = xp.where(has_nan, nan_idx, t_idx)
+        t_val = xp.squeeze(xp.take_along_axis(vals, t_idx[..., None, :], axis=-2), axis=-2)
+        t_idx = xp.astype(t_idx, xp.int64) + j0
+        better = (t_val < best) if self.sign > 0 else (t_val > best)
+        better = better | (xp.isnan(t_val) & ~xp.isnan(best))
+        return xp.where(better, t_val, best), xp.where(better, t_idx, idx)
+
+    def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
+        return [outputs[1]] if "index" in self.outputs and "value" in self.outputs else None
+
+    def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
+        return mul(cot, IndexMatch(aux[0], "j"))
+
+
+class Min(_Extremum):
+    name = "min"
+    aux_reduction = "argmin"
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return (state[0],)
+
+
+class ArgMin(_Extremum):
+    name = "argmin"
+    outputs = ("index",)
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return (state[1],)
+
+
+class MinArgMin(_Extremum):
+    name = "min_argmin"
+    outputs = ("value", "index")
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return state
+
+
+class Max(Min):
+    name = "max"
+    sign = -1
+    aux_reduction = "argmax"
+
+
+class ArgMax(ArgMin):
+    name = "argmax"
+    sign = -1
+
+
+class MaxArgMax(MinArgMin):
+    name = "max_argmax"
+    sign = -1
+
+
+class KMinArgKMin(Reduction):
+    """The K smallest values over j (sorted, ties to the lower index) and their indices.
+
+    Only scalar formulas (inner dimension 1); the output has K columns.
+    """
+
+    name = "kmin_argkmin"
+    outputs = ("value", "index")
+    uses_k = True
+
+    def out_dim(self, dim: int, k: int) -> int:
+        return k
+
+    def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
+        rows = shape[:-1] + (k,)
+        return (
+            xp.full(rows, float("inf"), dtype=dtype, device=device),
+            xp.full(rows, -1, dtype=xp.int64, device=device),
+        )
+
+    def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
+        best, idx = state
+        k = best.shape[-1]
+        vals = vals[..., 0]
+        tj = vals.shape[-1]
+        t_idx = xp.arange(j0, j0 + tj, dtype=xp.int64, device=device_of(vals))
+        t_idx = xp.broadcast_to(t_idx, vals.shape)
+        if j0 == 0:  # the first tile (at least K wide) replaces the +inf padding
+            cand, cand_idx = vals, t_idx
+        else:
+            cand = xp.concat((best, vals), axis=-1)
+            cand_idx = xp.concat((idx, t_idx), axis=-1)
+        key = xp.where(xp.isnan(cand), xp.full_like(cand, -float("inf")), cand)
+        order = xp.argsort(key, axis=-1, stable=True)[..., :k]
+        return (
+            xp.take_along_axis(cand, order, axis=-1),
+            xp.take_along_axis(cand_idx, order, axis=-1),
+        )
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return state
+
+    def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
+        return [outputs[1]]
+
+    def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
+        return sum_dim(mul(IndexMatch(aux[0], "j"), cot))
+
+
+class KMin(KMinArgKMin):
+    name = "kmin"
+    outputs = ("value",)
+    aux_reduction = "argkmin"
+
+    def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
+        return None
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return (state[0],)
+
+
+class ArgKMin(KMinArgKMin):
+    name = "argkmin"
+    outputs = ("index",)
+
+    def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
+        return (state[1],)
+
+
+REDUCTIONS: dict[str, Reduction] = {
+    r.name: r
+    for r in (
+        Sum(),
+        LogSumExp(),
+        Min(),
+        ArgMin(),
+        MinArgMin(),
+        Max(),
+        ArgMax(),
+        MaxArgMax(),
+        KMin(),
+        ArgKMin(),
+        KMinArgKMin(),
+    )
+}
+
+
+def get_reduction(name: str) -> Reduction:
+    try:
+        return REDUCTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown reduction {name!r}; expected one of {sorted(REDUCTIONS)}") from None

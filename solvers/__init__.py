@@ -1,0 +1,1 @@
+"""Backend-neutral solvers written against the array API and LazyMatrix."""
