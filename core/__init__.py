@@ -27,10 +27,14 @@ from .request import ReductionRequest, ReductionSpec
 __version__ = "0.1.0"
 
 
-
 def grad(matrix: LazyMatrix, **kw: Any) -> tuple[Any, ...]:
     """Gradient of the sum of a reduction's values: ``lazymat.grad(K, reduction="lse", wrt=[x])``."""
     return vjp(matrix, None, **kw)
+
+
+def backend_for(x: Any) -> Backend:
+    """The backend that handles the array ``x`` (its namespace, stop_gradient, custom_vjp)."""
+    return get_registry().backend_for(x)
 
 
 def backends() -> dict[str, dict[str, object]]:
@@ -57,6 +61,7 @@ __all__ = [
     "ReductionSpec",
     "Vi",
     "Vj",
+    "backend_for",
     "backends",
     "config",
     "engines",

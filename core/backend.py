@@ -12,7 +12,7 @@ type's module name), so that loading plugins stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import array_api_compat
@@ -80,19 +80,45 @@ class Backend:
         """``x`` cut from the autodiff graph (identity for libraries without autodiff)."""
         return x
 
-    # -- reductions -----------------------------------------------------------------------
-    def reduce(self, spec: ReductionSpec, args: Sequence[Any], engine: str | None) -> tuple[Any, ...]:
-        """Run a reduction, differentiably when the library has autodiff.
+    # -- autodiff -------------------------------------------------------------------------
+    def custom_vjp(
+        self,
+        forward: Callable[..., tuple[Any, ...]],
+        backward: Callable[..., Sequence[Any | None]],
+        inputs: Sequence[Any],
+    ) -> tuple[Any, ...]:
+        """Call ``forward(*inputs)`` with a custom gradient (the one autodiff hook).
 
-        The default (no autodiff) runs the engine directly. A backend with autodiff wraps
-        the call into its custom-gradient op, whose backward calls
-        ``lazymat.autodiff.reduction_vjp(..., backend=self, engine=engine)``; that function
-        builds the gradient as new reductions and runs them through ``self.reduce`` again,
-        so gradients of any order come without extra code.
+        ``forward`` returns a tuple of arrays and is run outside the autodiff graph.
+        ``backward(inputs, outputs, cotangents, wanted)`` returns one gradient (or None)
+        per input; ``cotangents`` has one entry per output (None for outputs without
+        one, such as indices) and ``wanted[k]`` says whether input k needs a gradient.
+        ``backward`` is written with differentiable operations of the same backend, so a
+        backend that records it gives gradients of any order. Reductions use this hook
+        (forward = an engine, backward = ``lazymat.autodiff.reduction_vjp``), and so do the
+        implicit-function gradients of the solvers.
+
+        The default, for libraries without autodiff, only calls ``forward``.
         """
+        return tuple(forward(*inputs))
+
+    def reduce(self, spec: ReductionSpec, args: Sequence[Any], engine: str | None) -> tuple[Any, ...]:
+        """Run a reduction on an engine, differentiably through ``custom_vjp``."""
+        from .autodiff import reduction_vjp
         from .dispatch import run_engine
 
-        return run_engine(spec, args, self, engine)
+        def forward(*a: Any) -> tuple[Any, ...]:
+            return run_engine(spec, a, self, engine)
+
+        if not self.has_autodiff:
+            return forward(*args)
+
+        def backward(
+            inputs: Sequence[Any], outputs: Sequence[Any], cots: Sequence[Any | None], wanted: Sequence[bool]
+        ) -> list[Any | None]:
+            return reduction_vjp(spec, inputs, outputs, cots, wanted, backend=self, engine=engine)
+
+        return self.custom_vjp(forward, backward, args)
 
     # -- description ----------------------------------------------------------------------
     def version(self) -> str:

@@ -22,7 +22,9 @@ DEFAULT_TILE_BYTES = 32 * 2**20
 
 _KEYS = ("backend", "engine", "tile_bytes")
 _ENV = {"backend": "LAZYMAT_BACKEND", "engine": "LAZYMAT_ENGINE", "tile_bytes": "LAZYMAT_TILE_BYTES"}
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("lazymat_config", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "lazymat_config", default=None
+)
 _global: dict[str, Any] = {}
 
 
@@ -46,7 +48,7 @@ def config(**options: Any) -> Iterator[None]:
     unknown = set(options) - set(_KEYS)
     if unknown:
         raise TypeError(f"unknown lazymat option(s) {sorted(unknown)}; expected some of {list(_KEYS)}")
-    new = dict(_context.get())
+    new = dict(_context.get() or {})
     new.update({k: _check(k, v) for k, v in options.items()})
     token = _context.set(new)
     try:
@@ -65,7 +67,7 @@ def get_option(key: str, explicit: Any = None) -> Any:
     """The value of an option by the precedence rules above (None when unset)."""
     if explicit is not None:
         return _check(key, explicit)
-    for source in (_context.get(), _global):
+    for source in (_context.get() or {}, _global):
         if source.get(key) is not None:
             return source[key]
     env = os.environ.get(_ENV[key])

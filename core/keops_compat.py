@@ -36,10 +36,9 @@ class LazyTensor(LazyMatrix):
             default=0,
         )
 
-    def _axis(self, dim: int | None, axis: int | None) -> int:
+    def _axis(self, dim: int | None, axis: int) -> int:
+        """Map a KeOps dimension (``dim=`` or the first positional argument) to 0, 1 or -1."""
         d = axis if dim is None else dim
-        if d is None:
-            raise TypeError("pass the reduction dimension as dim= (KeOps style) or axis=")
         nb = self.nbatch
         if d < 0:
             d += nb + 3
@@ -52,43 +51,43 @@ class LazyTensor(LazyMatrix):
             )
         return d - nb
 
-    def sum(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def sum(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().sum(self._axis(dim, axis), **kw)
 
-    def sum_reduction(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:
+    def sum_reduction(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().sum(self._axis(dim, axis), **kw)
 
-    def logsumexp(self, dim: int | None = None, axis: int | None = None, weight: Any = None, **kw: Any) -> Any:  # type: ignore[override]
+    def logsumexp(self, axis: int = 1, weight: Any = None, *, dim: int | None = None, **kw: Any) -> Any:
         return super().logsumexp(self._axis(dim, axis), weight=weight, **kw)
 
-    def sumsoftmaxweight(self, weight: Any, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def sumsoftmaxweight(self, weight: Any, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().sumsoftmaxweight(weight, self._axis(dim, axis), **kw)
 
-    def min(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def min(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().min(self._axis(dim, axis), **kw)
 
-    def max(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def max(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().max(self._axis(dim, axis), **kw)
 
-    def argmin(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def argmin(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().argmin(self._axis(dim, axis), **kw)
 
-    def argmax(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def argmax(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().argmax(self._axis(dim, axis), **kw)
 
-    def min_argmin(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def min_argmin(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().min_argmin(self._axis(dim, axis), **kw)
 
-    def max_argmax(self, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]
+    def max_argmax(self, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:
         return super().max_argmax(self._axis(dim, axis), **kw)
 
-    def Kmin(self, K: int, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]  # noqa: N802, N803
+    def Kmin(self, K: int, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:  # noqa: N802
         return super().Kmin(K, self._axis(dim, axis), **kw)
 
-    def argKmin(self, K: int, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]  # noqa: N802, N803
+    def argKmin(self, K: int, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:  # noqa: N802
         return super().argKmin(K, self._axis(dim, axis), **kw)
 
-    def Kmin_argKmin(self, K: int, dim: int | None = None, axis: int | None = None, **kw: Any) -> Any:  # type: ignore[override]  # noqa: N802, N803
+    def Kmin_argKmin(self, K: int, axis: int = 1, *, dim: int | None = None, **kw: Any) -> Any:  # noqa: N802
         return super().Kmin_argKmin(K, self._axis(dim, axis), **kw)
 
 

@@ -63,7 +63,7 @@ def Pm(p: Any) -> LazyMatrix:  # noqa: N802
 class LazyMatrix:
     """A symbolic N-by-M matrix (of vectors of dimension ``dim``), never stored."""
 
-    __slots__ = ("formula", "bindings", "backend")
+    __slots__ = ("backend", "bindings", "formula")
 
     formula: Node
     bindings: dict[Var, Any]
@@ -251,7 +251,7 @@ class LazyMatrix:
         """self (a D-by-E matrix, dim D*E) times v (dim E)."""
         return self._combine((v,), vec.MatVecMult)
 
-    def vecmatmult(self, A: Any) -> Any:  # noqa: N803
+    def vecmatmult(self, A: Any) -> Any:
         """self (dim D) times A (a D-by-E matrix)."""
         return self._combine((A,), vec.VecMatMult)
 
@@ -293,9 +293,7 @@ class LazyMatrix:
     def prepare(self, reduction: str, axis: int, k: int = 0) -> tuple[ReductionSpec, list[Any]]:
         """The canonical spec (a j-reduction, variables renumbered) and its arrays."""
         if axis not in (0, 1):
-            raise ValueError(
-                f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}"
-            )
+            raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")
         formula = self.formula
         # one variable per (array, category): the same array wrapped twice is one input
         first: dict[tuple[int, str], Var] = {}
@@ -361,13 +359,13 @@ class LazyMatrix:
         values, indices = self.reduce("max_argmax", axis, **kw)
         return values, indices
 
-    def Kmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802, N803
+    def Kmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802
         return self.reduce("kmin", axis, k=K, **kw)[0]
 
-    def argKmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802, N803
+    def argKmin(self, K: int, axis: int = 1, **kw: Any) -> Any:  # noqa: N802
         return self.reduce("argkmin", axis, k=K, **kw)[0]
 
-    def Kmin_argKmin(self, K: int, axis: int = 1, **kw: Any) -> tuple[Any, Any]:  # noqa: N802, N803
+    def Kmin_argKmin(self, K: int, axis: int = 1, **kw: Any) -> tuple[Any, Any]:  # noqa: N802
         values, indices = self.reduce("kmin_argkmin", axis, k=K, **kw)
         return values, indices
 

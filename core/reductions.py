@@ -153,7 +153,7 @@ class Min(_Extremum):
 
 class ArgMin(_Extremum):
     name = "argmin"
-    outputs = ("index",)
+    outputs: ClassVar[tuple[str, ...]] = ("index",)
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
         return (state[1],)
@@ -161,7 +161,7 @@ class ArgMin(_Extremum):
 
 class MinArgMin(_Extremum):
     name = "min_argmin"
-    outputs = ("value", "index")
+    outputs: ClassVar[tuple[str, ...]] = ("value", "index")
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
         return state
@@ -190,7 +190,7 @@ class KMinArgKMin(Reduction):
     """
 
     name = "kmin_argkmin"
-    outputs = ("value", "index")
+    outputs: ClassVar[tuple[str, ...]] = ("value", "index")
     uses_k = True
 
     def out_dim(self, dim: int, k: int) -> int:
@@ -234,7 +234,7 @@ class KMinArgKMin(Reduction):
 
 class KMin(KMinArgKMin):
     name = "kmin"
-    outputs = ("value",)
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
     aux_reduction = "argkmin"
 
     def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
@@ -246,7 +246,7 @@ class KMin(KMinArgKMin):
 
 class ArgKMin(KMinArgKMin):
     name = "argkmin"
-    outputs = ("index",)
+    outputs: ClassVar[tuple[str, ...]] = ("index",)
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
         return (state[1],)

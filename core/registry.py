@@ -12,7 +12,12 @@ from .backend import Backend
 from .engine import Engine
 
 #: distributions that provide a backend for an array library, by top-level module
-KNOWN_DISTRIBUTIONS = {"torch": "lazymat-torch", "jax": "lazymat-jax", "jaxlib": "lazymat-jax", "cupy": "lazymat-cupy"}
+KNOWN_DISTRIBUTIONS = {
+    "torch": "lazymat-torch",
+    "jax": "lazymat-jax",
+    "jaxlib": "lazymat-jax",
+    "cupy": "lazymat-cupy",
+}
 
 
 class Registry:

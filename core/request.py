@@ -82,8 +82,7 @@ def _batch_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
         for k, size in enumerate(s, start=ndim - len(s)):
             if size != 1 and out[k] not in (1, size):
                 raise DimensionError(
-                    f"batch dimensions do not broadcast: {tuple(out)} and {s} "
-                    "(expected equal sizes, or 1)"
+                    f"batch dimensions do not broadcast: {tuple(out)} and {s} (expected equal sizes, or 1)"
                 )
             out[k] = max(out[k], size)
     return tuple(out)

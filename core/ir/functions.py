@@ -144,6 +144,7 @@ class PowConst(Node):
     """a ** p for a constant real exponent p (integer exponents accept negative a)."""
 
     __slots__ = ("p",)
+    p: float
     arity = 1
 
     def __init__(self, a: Node, p: float) -> None:

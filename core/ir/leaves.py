@@ -18,7 +18,9 @@ CATEGORIES = ("i", "j", "p")
 class Var(Node):
     """A variable: ``dim`` numbers per row of an i- or j-indexed array, or a parameter."""
 
-    __slots__ = ("index", "cat")
+    __slots__ = ("cat", "index")
+    index: int
+    cat: str
     arity = 0
 
     def __init__(self, index: int, cat: str, dim: int) -> None:
@@ -48,6 +50,7 @@ class Const(Node):
     """A scalar constant repeated ``dim`` times (weakly typed: takes the data's dtype)."""
 
     __slots__ = ("value",)
+    value: float
     arity = 0
 
     def __init__(self, value: float, dim: int = 1) -> None:

@@ -23,7 +23,7 @@ class DimensionError(ValueError):
 class Node:
     """One operation of a formula. Subclasses set ``arity`` and implement ``eval``/``vjp``."""
 
-    __slots__ = ("children", "dim", "_hash")
+    __slots__ = ("_hash", "children", "dim")
     arity: ClassVar[int] = 0
     #: False for operations whose derivative is zero almost everywhere and that
     #: should not be differentiated through (index masks, one-hot encodings).
@@ -68,7 +68,7 @@ class Node:
 
     def rebuild(self, children: tuple[Node, ...]) -> Node:
         """The same operation over new children (used by rewrites such as transposition)."""
-        return type(self)(*children, *self.static())
+        return type(self)(*children, *self.static())  # type: ignore[call-arg]
 
     # -- semantics ------------------------------------------------------------------------
     def eval(self, ctx: Any, *vals: Any) -> Any:

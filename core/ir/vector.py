@@ -38,6 +38,8 @@ class Slice(Node):
     """a[start:stop] of the inner vector."""
 
     __slots__ = ("start", "stop")
+    start: int
+    stop: int
     arity = 1
 
     def __init__(self, a: Node, start: int, stop: int) -> None:
@@ -70,14 +72,14 @@ class MatVecMult(Node):
 
     arity = 2
 
-    def __init__(self, A: Node, v: Node) -> None:  # noqa: N803 - matrix name
+    def __init__(self, A: Node, v: Node) -> None:
         if A.dim % v.dim:
             raise DimensionError(
                 f"matvecmult: matrix of dim {A.dim} is not a multiple of the vector's dim {v.dim}"
             )
         super().__init__(A, v, dim=A.dim // v.dim)
 
-    def eval(self, ctx: Any, A: Any, v: Any) -> Any:  # noqa: N803
+    def eval(self, ctx: Any, A: Any, v: Any) -> Any:
         xp = ctx.xp
         d, e = self.dim, self.children[1].dim
         A = xp.reshape(A, A.shape[:-1] + (d, e))
@@ -93,14 +95,14 @@ class VecMatMult(Node):
 
     arity = 2
 
-    def __init__(self, u: Node, A: Node) -> None:  # noqa: N803
+    def __init__(self, u: Node, A: Node) -> None:
         if A.dim % u.dim:
             raise DimensionError(
                 f"vecmatmult: matrix of dim {A.dim} is not a multiple of the vector's dim {u.dim}"
             )
         super().__init__(u, A, dim=A.dim // u.dim)
 
-    def eval(self, ctx: Any, u: Any, A: Any) -> Any:  # noqa: N803
+    def eval(self, ctx: Any, u: Any, A: Any) -> Any:
         xp = ctx.xp
         d, e = self.children[0].dim, self.dim
         A = xp.reshape(A, A.shape[:-1] + (d, e))
@@ -133,6 +135,7 @@ class OneHot(Node):
     """One-hot encoding of round(a) (a of dim 1) in ``dim`` classes; not differentiable."""
 
     __slots__ = ("size",)
+    size: int
     arity = 1
     differentiable = False
 
@@ -164,6 +167,7 @@ class IndexMatch(Node):
     """
 
     __slots__ = ("axis",)
+    axis: str
     arity = 1
     differentiable = False
 
@@ -223,8 +227,7 @@ def weightedsqnorm(s: Node, x: Node) -> Node:
     if s.dim == d * d:
         return dot(x, MatVecMult(s, x))
     raise DimensionError(
-        f"weightedsqnorm: weights of dim {s.dim} do not fit a vector of dim {d} "
-        f"(expected 1, {d} or {d * d})"
+        f"weightedsqnorm: weights of dim {s.dim} do not fit a vector of dim {d} (expected 1, {d} or {d * d})"
     )
 
 
