@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ir.leaves import Var
 from .ir.node import Node
-from .ir.transform import renumber, transpose, variables, vjp
+from .ir.transform import renumber, transpose, transpose_var, variables, vjp
 from .ir.vector import Concat
 from .request import ReductionSpec
 
@@ -28,10 +28,19 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 
-def _compact(formula: Node, args: Sequence[Any]) -> tuple[ReductionSpec, list[Any]]:
-    """Renumber the variables a formula actually uses, keeping only their arrays."""
+def _compact(formula: Node, args: Sequence[Any], signature: Sequence[Var]) -> tuple[ReductionSpec, list[Any]]:
+    """Renumber the variables a formula uses, keeping only their arrays.
+
+    A side (i or j) that the gradient formula no longer mentions keeps one variable of
+    ``signature`` (all the arrays, as variables), which fixes its length.
+    """
     used = sorted(variables(formula), key=lambda v: v.index)
-    return ReductionSpec(renumber(formula, used), "sum"), [args[v.index] for v in used]
+    extra = [
+        next(v for v in signature if v.cat == cat) for cat in ("i", "j") if all(v.cat != cat for v in used)
+    ]
+    order = used + extra
+    sig = tuple(Var(n, v.cat, v.dim) for n, v in enumerate(order)) if extra else ()
+    return ReductionSpec(renumber(formula, order), "sum", signature=sig), [args[v.index] for v in order]
 
 
 def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
@@ -81,7 +90,7 @@ def reduction_vjp(
     aux = red.aux_from_outputs(tuple(outputs))
     if aux is None:
         assert red.aux_reduction is not None
-        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k)
+        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k, spec.signature)
         aux = list(backend.reduce(aux_spec, tuple(args), engine))
     n = len(args)
     cot_var = Var(n, "i", cot.shape[-1])
@@ -90,6 +99,7 @@ def reduction_vjp(
     all_args = [*args, cot, *aux]
 
     sides: dict[str, list[tuple[int, Var, Node]]] = {"i": [], "j": []}
+    signature = [*spec.variables, cot_var, *aux_vars]
     for k, v in enumerate(spec.variables):
         if not wanted[k] or not backend.is_floating(args[k]):
             continue
@@ -101,9 +111,11 @@ def reduction_vjp(
         if not items:
             continue
         formula = _concat_all([h for _, _, h in items])
+        sig = signature
         if side == "j":
             formula = transpose(formula)
-        sub_spec, sub_args = _compact(formula, all_args)
+            sig = [transpose_var(v) for v in signature]
+        sub_spec, sub_args = _compact(formula, all_args, sig)
         out = backend.reduce(sub_spec, tuple(sub_args), engine)[0]
         start = 0
         for k, v, h in items:

@@ -19,7 +19,7 @@ from .ir import vector as vec
 from .ir.algebra import add, div, mul, neg, sub, sum_dim
 from .ir.leaves import Const, Var
 from .ir.node import Node
-from .ir.transform import renumber, substitute, transpose, variables
+from .ir.transform import renumber, substitute, transpose, transpose_var, variables
 from .plugin_manager import get_registry
 from .request import ReductionSpec
 
@@ -280,8 +280,7 @@ class LazyMatrix:
     @property
     def T(self) -> Any:  # noqa: N802
         """The transposed matrix (i and j exchanged)."""
-        swap = {"i": "j", "j": "i", "p": "p"}
-        table = {v: Var(v.index, swap[v.cat], v.dim) for v in self.bindings}
+        table = {v: transpose_var(v) for v in self.bindings}
         bindings = {table[v]: a for v, a in self.bindings.items()}
         return type(self)._new(transpose(self.formula), bindings, self.backend)
 
@@ -303,10 +302,16 @@ class LazyMatrix:
         if any(a is not v for v, a in alias.items()):
             formula = substitute(formula, lambda n: alias.get(n) if isinstance(n, Var) else None)
         used = variables(formula)
-        formula = renumber(formula, used)
+        # variables simplified away (0 * x_i) still fix the sizes: keep them as arguments
+        unused = [v for v in self.bindings if v not in used and alias.get(v, v) is v]
+        order = used + unused
+        signature = tuple(Var(n, v.cat, v.dim) for n, v in enumerate(order)) if unused else ()
+        formula = renumber(formula, order)
         if axis == 0:
             formula = transpose(formula)
-        return ReductionSpec(formula, reduction, k), [self.bindings[v] for v in used]
+            signature = tuple(transpose_var(v) for v in signature)
+        spec = ReductionSpec(formula, reduction, k, signature)
+        return spec, [self.bindings[v] for v in order]
 
     def reduce(
         self,

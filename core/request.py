@@ -27,11 +27,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ReductionSpec:
-    """What to compute: ``reduction`` over j of ``formula`` (variables numbered 0..n-1)."""
+    """What to compute: ``reduction`` over j of ``formula`` (variables numbered 0..n-1).
+
+    ``signature`` lists every variable bound to an array, in index order, when it differs
+    from the formula's own variables: simplification can remove a variable from a
+    formula (``0 * x_i``) while its array still fixes the number of rows.
+    """
 
     formula: Node
     reduction: str
     k: int = 0
+    signature: tuple[Var, ...] = ()
 
     def __post_init__(self) -> None:
         red = get_reduction(self.reduction)
@@ -51,6 +57,8 @@ class ReductionSpec:
     @property
     def variables(self) -> list[Var]:
         """Variables sorted by index (index k is bound to args[k])."""
+        if self.signature:
+            return list(self.signature)
         return sorted(variables(self.formula), key=lambda v: v.index)
 
     @property

@@ -68,12 +68,17 @@ def substitute(formula: Node, mapping: Callable[[Node], Node | None]) -> Node:
 _SWAP = {"i": "j", "j": "i", "p": "p"}
 
 
+def transpose_var(v: Var) -> Var:
+    """The variable with i and j exchanged (parameters unchanged)."""
+    return Var(v.index, _SWAP[v.cat], v.dim)
+
+
 def transpose(formula: Node) -> Node:
     """The same formula with the roles of i and j exchanged (F^T as a formula)."""
 
     def swap(node: Node) -> Node | None:
         if isinstance(node, Var):
-            return Var(node.index, _SWAP[node.cat], node.dim)
+            return transpose_var(node)
         if isinstance(node, IndexMatch):
             return IndexMatch(transpose(node.children[0]), _SWAP[node.axis])
         return None

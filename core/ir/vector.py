@@ -24,9 +24,13 @@ class Concat(Node):
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
         xp = ctx.xp
-        shape = tuple(max(s, t) for s, t in zip(a.shape[:-1], b.shape[:-1], strict=True))
-        a = xp.broadcast_to(a, shape + (a.shape[-1],))
-        b = xp.broadcast_to(b, shape + (b.shape[-1],))
+        lead_a, lead_b = tuple(a.shape[:-1]), tuple(b.shape[:-1])
+        ndim = max(len(lead_a), len(lead_b))
+        lead_a = (1,) * (ndim - len(lead_a)) + lead_a
+        lead_b = (1,) * (ndim - len(lead_b)) + lead_b
+        shape = tuple(max(s, t) for s, t in zip(lead_a, lead_b, strict=True))
+        a = xp.broadcast_to(a, (*shape, a.shape[-1]))
+        b = xp.broadcast_to(b, (*shape, b.shape[-1]))
         return xp.concat((a, b), axis=-1)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
