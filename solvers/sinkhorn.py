@@ -1,0 +1,245 @@
+r"""Sinkhorn divergences and (unbalanced) entropic optimal transport between point clouds.
+
+``sinkhorn(x, y, a, b)`` computes, as GeomLoss does (same schedule, same updates, same
+formulas, so the same numbers), the debiased Sinkhorn divergence
+
+    S(a, b) = OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2 + eps/2 (sum a - sum b)^2
+
+or, with ``debias=False``, the entropic OT value OT(a, b) itself, where (see
+:mod:`.penalties`)
+
+    OT(a, b) = min_pi <pi, C> + eps KL(pi | a x b) + D(pi 1 | a) + D(pi^T 1 | b),
+
+eps = blur**p, and D is a hard constraint (``reach=None``), rho KL (``penalty="kl"``)
+or rho TV (``penalty="tv"``) with rho = reach**p.
+
+Values, from the potentials f, g of OT(a, b) and f_aa, g_bb of OT(a, a), OT(b, b) as
+returned by the last extrapolation (:mod:`.sinkhorn_loop`):
+
+- balanced: <a, f - f_aa> + <b, g - g_bb>; without debiasing <a, f> + <b, g>, which is
+  OT(a, b) + eps (m_a m_b - m_a) for masses m_a = m_b = sum a: OT itself for
+  probability measures (Feydy's thesis, eq. 3.207-3.209);
+- KL: (rho + eps/2) (<a, e^{-f_aa/rho} - e^{-f/rho}> + <b, e^{-g_bb/rho} - e^{-g/rho}>);
+  without debiasing (rho + eps/2) (<a, 1 - e^{-f/rho}> + <b, 1 - e^{-g/rho}>), which is
+  OT(a, b) + eps (m_a + m_b) / 2 - eps m_a m_b, again OT for probability measures
+  (Sejourne et al. 2019, prop. 12);
+- TV (not in GeomLoss): the dual objective at the final potentials held constant,
+  <a, f> + <b, g> - eps <a x b, exp((f + g - C)/eps)> + eps m_a m_b = OT(a, b), whose
+  gradient is the envelope-theorem gradient; debiased as in the first formula.
+
+Gradients (torch.autograd, jax.grad) flow through the last extrapolation only: dS/dx
+and dS/dy through the cost, dS/da and dS/db through the weights of the value formula;
+they are those of GeomLoss. Gradients of order two are not those of S.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from lazymat import LazyMatrix, Pm, Vi, Vj
+
+from .costs import Cost, evaluate_cost, ground_cost
+from .measures import Measures, check_measures
+from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
+from .schedule import check_scales, epsilon_schedule, max_diameter
+from .sinkhorn_loop import Transport, log_weights, sinkhorn_loop
+from .transport_plan import marginal_errors, transport_plan
+
+
+@dataclass
+class SinkhornResult:
+    """What :func:`sinkhorn` returns. Arrays keep the user's layout (batched or not).
+
+    Attributes: ``value`` (the divergence, or OT value with debias=False; shape () or
+    (B,)), potentials ``f`` (on x) and ``g`` (on y) of OT(a, b), ``f_aa`` and ``g_bb``
+    of OT(a, a) and OT(b, b) (None without debiasing), ``n_iter`` Sinkhorn iterations,
+    ``converged`` (None unless ``tol`` was given), ``eps``, ``rho`` (None: balanced),
+    ``schedule`` (the temperatures of the annealing). ``plan`` and ``marginal_errors``
+    are computed on first access.
+    """
+
+    value: Any
+    f: Any
+    g: Any
+    f_aa: Any
+    g_bb: Any
+    n_iter: int
+    converged: bool | None
+    eps: float
+    rho: float | None
+    schedule: list[float]
+    _measures: Measures = field(repr=False)
+    _cost: Cost = field(repr=False)
+    _f: Any = field(repr=False)
+    _g: Any = field(repr=False)
+
+    @functools.cached_property
+    def plan(self) -> LazyMatrix:
+        """The transport plan pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps), never stored.
+
+        For batched clouds, a batched LazyMatrix: reductions give (B, N, ...) arrays.
+        """
+        m = self._measures
+        xp = m.xp
+        x, y = m.unbatch(m.x), m.unbatch(m.y)
+        la, lb = log_weights(xp, m.a), log_weights(xp, m.b)
+        return transport_plan(
+            x, y, m.unbatch(la), m.unbatch(lb), m.unbatch(self._f), m.unbatch(self._g), self.eps, self._cost
+        )
+
+    @functools.cached_property
+    def marginal_errors(self) -> tuple[Any, Any]:
+        """(|pi 1 - a|_1, |pi^T 1 - b|_1): how far the plan's marginals are from a and b.
+
+        Zero at convergence for balanced transport; for unbalanced transport the
+        marginals differ from a, b by design.
+        """
+        m = self._measures
+        errs = marginal_errors(m.xp, self.plan, m.unbatch(m.a), m.unbatch(m.b))
+        return errs[0], errs[1]
+
+
+def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
+    """eps <a x b, exp((f + g - C)/eps)> with f, g constant and a, b, x, y live: (B,)."""
+    stop = t.stop
+    log_a, log_b = log_weights(xp, t.a), log_weights(xp, t.b)
+    y = t.x if t.symmetric else t.y
+    inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype)
+    u = log_a + stop(f) / eps
+    v = log_b + stop(g) / eps
+    c = evaluate_cost(t.cost, Vi(t.x), Vj(y))
+    lse = (Vj(xp.reshape(v, (*v.shape, 1))) - c * Pm(inv_eps)).logsumexp(axis=1)
+    return eps * xp.sum(xp.exp(u + xp.reshape(lse, u.shape)), axis=-1)
+
+
+def _value(
+    xp: Any,
+    penalty: Penalty,
+    eps: float,
+    m: Measures,
+    problems: list[Transport],
+    pots: list[tuple[Any, ...]],
+    debias: bool,
+) -> Any:
+    """The divergence (or OT value) of the module docstring, shape (B,)."""
+    a, b = m.a, m.b
+    f, g = pots[0]
+    if isinstance(penalty, Balanced):
+        if not debias:
+            return xp.sum(a * f, axis=-1) + xp.sum(b * g, axis=-1)
+        (f_aa,), (g_bb,) = pots[1], pots[2]
+        return xp.sum(a * (f - f_aa), axis=-1) + xp.sum(b * (g - g_bb), axis=-1)
+    if isinstance(penalty, KullbackLeibler):
+        rho = penalty.rho
+        assert rho is not None
+        w = rho + eps / 2
+        if not debias:
+            return w * (
+                xp.sum(a * (1 - xp.exp(-f / rho)), axis=-1) + xp.sum(b * (1 - xp.exp(-g / rho)), axis=-1)
+            )
+        (f_aa,), (g_bb,) = pots[1], pots[2]
+        return w * (
+            xp.sum(a * (xp.exp(-f_aa / rho) - xp.exp(-f / rho)), axis=-1)
+            + xp.sum(b * (xp.exp(-g_bb / rho) - xp.exp(-g / rho)), axis=-1)
+        )
+    # total variation: dual objectives at constant potentials (envelope theorem)
+    stop = problems[0].stop
+
+    def dual(t: Transport, u: Any, v: Any) -> Any:
+        w_a, w_b = t.a, (t.a if t.symmetric else t.b)
+        return (
+            xp.sum(w_a * penalty.dual_term(xp, stop(u)), axis=-1)
+            + xp.sum(w_b * penalty.dual_term(xp, stop(v)), axis=-1)
+            - _mass_term(xp, t, u, v, eps)
+        )
+
+    d_ab = dual(problems[0], f, g)
+    if not debias:
+        return d_ab + eps * xp.sum(a, axis=-1) * xp.sum(b, axis=-1)
+    (f_aa,), (g_bb,) = pots[1], pots[2]
+    return d_ab - 0.5 * dual(problems[1], f_aa, f_aa) - 0.5 * dual(problems[2], g_bb, g_bb)
+
+
+def sinkhorn(
+    x: Any,
+    y: Any,
+    a: Any = None,
+    b: Any = None,
+    *,
+    p: float = 2,
+    blur: float = 0.05,
+    reach: float | None = None,
+    diameter: float | None = None,
+    scaling: float = 0.5,
+    cost: Cost | None = None,
+    debias: bool = True,
+    penalty: str = "kl",
+    max_iter: int | None = None,
+    tol: float | None = None,
+    verbose: bool = False,
+) -> SinkhornResult:
+    """Sinkhorn divergence (or entropic OT) between sum_i a_i delta_{x_i} and sum_j b_j delta_{y_j}.
+
+    Args:
+        x, y: points (N, D) and (M, D), or batches (B, N, D) and (B, M, D), of any
+            array library with a lazymat backend (float32 or float64).
+        a, b: nonnegative weights (N,), (M,) or (B, N), (B, M); uniform 1/N by default.
+        p: exponent of the cost |x - y|^p / p (1 or 2) and of eps = blur**p, rho = reach**p.
+        blur: the target temperature's length scale, eps = blur**p.
+        reach: None for balanced transport, else the length scale of the marginal penalty.
+        diameter: upper bound of |x_i - y_j|, the start of the annealing (by default the
+            diagonal of the bounding box; pass it under ``jax.jit``).
+        scaling: ratio of two successive blurs in the annealing (0.5: fast, 0.9: accurate).
+        cost: a callable (Vi(x), Vj(y)) -> LazyMatrix replacing |x - y|^p / p.
+        debias: the debiased divergence S (True) or the entropic OT value (False).
+        penalty: "kl" or "tv", the marginal penalty when ``reach`` is given.
+        max_iter: the most iterations in all (the annealing always completes).
+        tol: if given, iterate at the final eps until the potentials move by less
+            than ``tol`` (sup norm) in one iteration, or ``max_iter`` (default: the
+            schedule + 1000) is reached. None: exactly GeomLoss's schedule.
+        verbose: print the temperatures (and changes) of the iterations.
+
+    Returns:
+        a :class:`SinkhornResult` (value, potentials, plan, marginal errors, iterations).
+    """
+    check_scales(blur, reach, diameter, scaling)
+    if p not in (1, 2) and cost is None:
+        raise ValueError(f"p must be 1 or 2 for the built-in costs, got p={p!r}; pass cost= for others")
+    if tol is not None and not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    pen = make_penalty(reach, p, penalty)
+    c = ground_cost(p, cost)
+    m = check_measures(x, y, a, b, balanced=isinstance(pen, Balanced))
+    xp = m.xp
+    if diameter is None:
+        diameter = max_diameter(xp, m.x, m.y) or blur  # every point at one place: no annealing
+    eps_list = epsilon_schedule(p, diameter, blur, scaling)
+    eps = blur**p
+
+    problems = [Transport(m.x, m.y, m.a, m.b, False, c)]
+    if debias:
+        problems += [Transport(m.x, m.x, m.a, m.a, True, c), Transport(m.y, m.y, m.b, m.b, True, c)]
+    outcome = sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
+    pots = [t.extrapolate(q, eps, pen) for t, q in zip(problems, outcome.potentials, strict=True)]
+    value = _value(xp, pen, eps, m, problems, pots, debias)
+    f, g = pots[0]
+    return SinkhornResult(
+        value=m.unbatch(value),
+        f=m.unbatch(f),
+        g=m.unbatch(g),
+        f_aa=m.unbatch(pots[1][0]) if debias else None,
+        g_bb=m.unbatch(pots[2][0]) if debias else None,
+        n_iter=outcome.n_iter,
+        converged=outcome.converged,
+        eps=eps,
+        rho=pen.rho,
+        schedule=eps_list,
+        _measures=m,
+        _cost=c,
+        _f=f,
+        _g=g,
+    )

@@ -1,0 +1,180 @@
+"""The symmetric Sinkhorn loop with epsilon-scaling, in the log domain, on symbolic matrices.
+
+This is Algorithm 3.5 of J. Feydy's thesis ("Geometric data analysis, beyond
+convolutions", 2020), the loop GeomLoss runs on point clouds:
+
+1. initialise every potential with one soft-min step at eps = diameter**p;
+2. for each eps of the schedule (see :mod:`.schedule`), compute the Sinkhorn updates of
+   all the potentials *in parallel* and average them with the old ones
+   ("symmetric" updates: f <- (f + ft) / 2, g <- (g + gt) / 2);
+3. optionally (``tol``), keep iterating at the final eps until the potentials move by
+   less than ``tol``;
+4. one last, differentiable extrapolation (:meth:`Transport.extrapolate`).
+
+Steps 1-3 run on arrays cut from the autodiff graph (``stop_gradient``): by the envelope
+theorem the gradient of the OT value only needs the optimal potentials, not their
+history, so nothing of the loop is recorded. Step 4 recomputes each potential once from
+the others (held constant), with the cost matrix rebuilt from the *original* points on
+the side the potential lives on: the value computed from these potentials has the
+gradient of the OT value (Feydy's thesis, eq. 3.226-3.227).
+
+The soft-min (C-transform) is a log-sum-exp reduction of a LazyMatrix,
+    ft_i = -eps log sum_j exp(h_j - C_ij / eps),   h_j = log b_j + g_j / eps,
+with 1/eps passed as a parameter ``Pm`` so that every iteration reuses one formula
+(engines that compile kernels compile it once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+import lazymat
+from lazymat import LazyMatrix, Pm, Vi, Vj
+
+from .costs import Cost, evaluate_cost
+from .penalties import Penalty
+
+#: log-weight standing for log(0), as in GeomLoss: exp(-1e5) underflows to 0 in every dtype
+LOG_ZERO = -100000.0
+
+
+def log_weights(xp: Any, w: Any) -> Any:
+    """log(w), with LOG_ZERO where w = 0 (and a zero, not NaN, gradient there)."""
+    positive = w > 0
+    return xp.where(positive, xp.log(xp.where(positive, w, xp.ones_like(w))), xp.full_like(w, LOG_ZERO))
+
+
+def softmin(xp: Any, cost: LazyMatrix, h: Any, eps: float, axis: int) -> Any:
+    """-eps log sum exp(h - C / eps), reduced over j (axis=1, h on j) or over i (axis=0, h on i).
+
+    ``h`` has shape (B, M) (or (B, N) for axis=0); the result (B, N) (or (B, M)).
+    """
+    wrap = Vj if axis == 1 else Vi
+    inv_eps = xp.asarray([1.0 / eps], dtype=h.dtype, device=array_api_compat.device(h))
+    lse = (wrap(xp.reshape(h, (*h.shape, 1))) - cost * Pm(inv_eps)).logsumexp(axis=axis)
+    return -eps * xp.reshape(lse, tuple(lse.shape[:-1]))
+
+
+@dataclass
+class Transport:
+    """One entropic OT problem between weighted clouds (x, a) on the i side and (y, b) on j.
+
+    ``symmetric`` problems (a cloud with itself: OT(a, a)) have a single potential.
+    Points and weights are the user's arrays (B, N, D), (B, N); the loop works on their
+    ``stop_gradient`` copies.
+    """
+
+    x: Any
+    y: Any
+    a: Any
+    b: Any
+    symmetric: bool
+    cost: Cost
+
+    def __post_init__(self) -> None:
+        self.xp = array_api_compat.array_namespace(self.x)
+        stop = lazymat.backend_for(self.x).stop_gradient
+        self.stop = stop
+        self.log_a = log_weights(self.xp, stop(self.a))
+        self.log_b = self.log_a if self.symmetric else log_weights(self.xp, stop(self.b))
+        xs = stop(self.x)
+        ys = xs if self.symmetric else stop(self.y)
+        self.matrix = evaluate_cost(self.cost, Vi(xs), Vj(ys))
+
+    def zeros(self) -> tuple[Any, ...]:
+        za = self.xp.zeros_like(self.log_a)
+        return (za,) if self.symmetric else (za, self.xp.zeros_like(self.log_b))
+
+    def sinkhorn_step(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
+        """The parallel Sinkhorn update of the potentials (f, g), or (f,) if symmetric."""
+        xp = self.xp
+        f = pots[0]
+        g = f if self.symmetric else pots[1]
+        ft = penalty.update(xp, softmin(xp, self.matrix, self.log_b + g / eps, eps, axis=1), eps)
+        if self.symmetric:
+            return (ft,)
+        gt = penalty.update(xp, softmin(xp, self.matrix, self.log_a + f / eps, eps, axis=0), eps)
+        return ft, gt
+
+    def extrapolate(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
+        """One last update, differentiable with respect to the points and nothing else.
+
+        f_i is recomputed from C(x_i, y_j) with x_i the user's (differentiable) array and
+        y_j, g_j, log b_j held constant; g_j likewise from C(x_i, y_j) with y_j live.
+        """
+        xp, stop = self.xp, self.stop
+        f = pots[0]
+        g = f if self.symmetric else pots[1]
+        ys = stop(self.x) if self.symmetric else stop(self.y)
+        c_f = evaluate_cost(self.cost, Vi(self.x), Vj(ys))
+        f_new = penalty.update(xp, softmin(xp, c_f, stop(self.log_b + g / eps), eps, axis=1), eps)
+        if self.symmetric:
+            return (f_new,)
+        c_g = evaluate_cost(self.cost, Vi(stop(self.x)), Vj(self.y))
+        g_new = penalty.update(xp, softmin(xp, c_g, stop(self.log_a + f / eps), eps, axis=0), eps)
+        return f_new, g_new
+
+
+@dataclass
+class LoopOutcome:
+    """Potentials after the loop (cut from autodiff), per problem, and the iteration count."""
+
+    potentials: list[tuple[Any, ...]]
+    n_iter: int
+    converged: bool | None
+
+
+def _largest_change(xp: Any, old: list[tuple[Any, ...]], new: list[tuple[Any, ...]]) -> float:
+    return max(
+        float(xp.max(xp.abs(n - o)))
+        for po, pn in zip(old, new, strict=True)
+        for o, n in zip(po, pn, strict=True)
+    )
+
+
+def sinkhorn_loop(
+    problems: list[Transport],
+    eps_list: list[float],
+    penalty: Penalty,
+    *,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    verbose: bool = False,
+    log: Callable[[str], None] = print,
+) -> LoopOutcome:
+    """Steps 1-3 of the module docstring for several problems at once (same schedule)."""
+    xp = problems[0].xp
+    eps0 = eps_list[0]
+    pots = [t.sinkhorn_step(t.zeros(), eps0, penalty) for t in problems]
+
+    def averaged_step(eps: float) -> list[tuple[Any, ...]]:
+        updates = [t.sinkhorn_step(p, eps, penalty) for t, p in zip(problems, pots, strict=True)]
+        return [
+            tuple(0.5 * (o + n) for o, n in zip(p, u, strict=True))
+            for p, u in zip(pots, updates, strict=True)
+        ]
+
+    for k, eps in enumerate(eps_list):
+        pots = averaged_step(eps)
+        if verbose:
+            log(f"sinkhorn iteration {k + 1}/{len(eps_list)}: eps = {eps:.3e}")
+    n_iter = len(eps_list)
+    converged: bool | None = None
+    if tol is not None:
+        converged = False
+        limit = max_iter if max_iter is not None else n_iter + 1000
+        while n_iter < limit:
+            new = averaged_step(eps_list[-1])
+            change = _largest_change(xp, pots, new)
+            pots = new
+            n_iter += 1
+            if verbose:
+                log(f"sinkhorn iteration {n_iter}: eps = {eps_list[-1]:.3e}, change = {change:.3e}")
+            if change < tol:
+                converged = True
+                break
+    return LoopOutcome(potentials=pots, n_iter=n_iter, converged=converged)

@@ -1,0 +1,46 @@
+"""The entropic transport plan as a symbolic matrix.
+
+From dual potentials (f, g) at temperature eps, the optimal plan is
+    pi_ij = a_i b_j exp((f_i + g_j - C(x_i, y_j)) / eps),
+an N-by-M matrix that is never stored: it is a LazyMatrix, so it can be reduced
+(``plan.sum(axis=1)`` gives the first marginal), multiplied (``plan @ v``: e.g.
+``plan @ y / a`` is the barycentric projection of x onto y) and queried row by row
+(``plan.argmax(axis=1)``: the most likely match of each x_i).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+from lazymat import LazyMatrix, Pm, Vi, Vj
+
+from .costs import Cost, evaluate_cost
+
+
+def _column(xp: Any, v: Any) -> Any:
+    return xp.reshape(v, (*v.shape, 1))
+
+
+def transport_plan(
+    x: Any, y: Any, log_a: Any, log_b: Any, f: Any, g: Any, eps: float, cost: Cost
+) -> LazyMatrix:
+    """pi_ij = exp(log a_i + f_i / eps + log b_j + g_j / eps - C(x_i, y_j) / eps).
+
+    Points (B, N, D) and (B, M, D), log-weights and potentials (B, N) and (B, M).
+    """
+    xp = array_api_compat.array_namespace(x)
+    inv_eps = xp.asarray([1.0 / eps], dtype=x.dtype, device=array_api_compat.device(x))
+    u = Vi(_column(xp, log_a + f / eps))
+    v = Vj(_column(xp, log_b + g / eps))
+    c = evaluate_cost(cost, Vi(x), Vj(y))
+    result: LazyMatrix = (u + v - c * Pm(inv_eps)).exp()
+    return result
+
+
+def marginal_errors(xp: Any, plan: LazyMatrix, a: Any, b: Any) -> tuple[Any, Any]:
+    """L1 distances |pi 1 - a|_1 and |pi^T 1 - b|_1, per batch: arrays of shape (B,)."""
+    rows = xp.reshape(plan.sum(axis=1), a.shape)
+    cols = xp.reshape(plan.sum(axis=0), b.shape)
+    return xp.sum(xp.abs(rows - a), axis=-1), xp.sum(xp.abs(cols - b), axis=-1)
