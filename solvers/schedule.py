@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import lazymat
+
 
 def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> list[float]:
     """Temperatures of the successive Sinkhorn iterations, from diameter**p to blur**p."""
@@ -26,6 +28,8 @@ def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> 
 
 def max_diameter(xp: Any, x: Any, y: Any) -> float:
     """Diagonal of the bounding box of both clouds (all batches): an upper bound of |x_i - y_j|."""
+    stop = lazymat.backend_for(x).stop_gradient
+    x, y = stop(x), stop(y)
     d = x.shape[-1]
     pts = xp.concat((xp.reshape(x, (-1, d)), xp.reshape(y, (-1, d))), axis=0)
     extent = xp.max(pts, axis=0) - xp.min(pts, axis=0)
