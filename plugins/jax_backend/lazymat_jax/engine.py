@@ -1,0 +1,31 @@
+"""The ``jax-xla`` engine: lazymat reductions traced into XLA programs.
+
+The work happens in :mod:`lazymat_jax.tiling` (imported on first use, so that loading
+the plugin does not import jax).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lazymat import Engine, ReductionRequest
+
+
+class JaxXlaEngine(Engine):
+    """Tiled reductions of jax arrays compiled by XLA (lax.map over rows, lax.scan over columns)."""
+
+    name = "jax-xla"
+    priority = 10
+
+    def supports(self, request: ReductionRequest) -> bool:
+        return request.backend.name == "jax" and request.ranges is None
+
+    def why_not(self, request: ReductionRequest) -> str:
+        if request.backend.name != "jax":
+            return f"it computes on jax arrays only, got {request.backend.name} arrays"
+        return "it does not support block-sparse ranges"
+
+    def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+        from .tiling import run_tiled
+
+        return run_tiled(request)
