@@ -94,7 +94,9 @@ class LogSumExp(Reduction):
         zero = xp.zeros_like(new_m)
         shift_old = xp.where(xp.isfinite(m), m, zero)
         shift_new = xp.where(xp.isfinite(new_m), new_m, zero)
-        s = s * xp.exp(shift_old - shift_new) + xp.sum(xp.exp(vals - shift_new[..., None, :]), axis=-2)
+        # rows still empty (m = -inf, s = 0) stay 0: exp(0 - shift_new) may overflow to inf
+        s = xp.where(xp.isfinite(m), s * xp.exp(shift_old - shift_new), s)
+        s = s + xp.sum(xp.exp(vals - shift_new[..., None, :]), axis=-2)
         return new_m, s
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
