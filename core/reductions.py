@@ -95,8 +95,9 @@ class LogSumExp(Reduction):
         shift_old = xp.where(xp.isfinite(m), m, zero)
         shift_new = xp.where(xp.isfinite(new_m), new_m, zero)
         # rows still empty (m = -inf, s = 0) stay 0: exp(0 - shift_new) may overflow to inf
-        s = xp.where(xp.isfinite(m), s * xp.exp(shift_old - shift_new), s)
-        s = s + xp.sum(xp.exp(vals - shift_new[..., None, :]), axis=-2)
+        empty = m == -float("inf")
+        rescale = xp.exp(xp.where(empty, xp.full_like(m, -float("inf")), shift_old - shift_new))
+        s = s * rescale + xp.sum(xp.exp(vals - shift_new[..., None, :]), axis=-2)
         return new_m, s
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
