@@ -386,3 +386,12 @@ class LazyMatrix:
             xp = get_registry().backend_for(out).namespace(out)
             out = xp.reshape(out, out.shape[:-1])
         return out
+
+    def solve(self, b: Any, alpha: Any = 0.0, **kw: Any) -> Any:
+        """x with (alpha I + K) x = b, by conjugate gradient (``lazymat.solvers.cg``; same keywords).
+
+        K must be symmetric over the same points (``Vi(x)``, ``Vj(x)``) and positive definite.
+        """
+        from lazymat.solvers.cg import cg
+
+        return cg(self, b, alpha=alpha, **kw)[0]
