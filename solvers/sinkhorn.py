@@ -29,7 +29,13 @@ returned by the last extrapolation (:mod:`.sinkhorn_loop`):
 
 Gradients (torch.autograd, jax.grad) flow through the last extrapolation only: dS/dx
 and dS/dy through the cost, dS/da and dS/db through the weights of the value formula;
-they are those of GeomLoss. Gradients of order two are not those of S.
+at convergence they are the derivatives of the value (envelope theorem). Balanced, they
+are GeomLoss's. With the KL penalty the exponential terms weigh rho + eps/2 in the value
+and rho + eps in the gradient (Sejourne et al., prop. 12), as GeomLoss intends; GeomLoss
+0.3.1's gradients are (rho + eps/2) / (rho + eps) times these, as its custom backward is
+a torch.nn.Module method that autograd never calls (finite differences agree with ours).
+Without debiasing, the KL value's mass terms eps (m_a + m_b) / 2 are differentiated too.
+Gradients of order two are not those of S.
 """
 
 from __future__ import annotations
@@ -97,8 +103,10 @@ class SinkhornResult:
         marginals differ from a, b by design.
         """
         m = self._measures
-        errs = marginal_errors(m.xp, self.plan, m.unbatch(m.a), m.unbatch(m.b))
-        return errs[0], errs[1]
+        xp = m.xp
+        rows, cols = self.plan.sum(axis=1), self.plan.sum(axis=0)
+        err_a, err_b = marginal_errors(xp, xp.reshape(rows, m.a.shape), xp.reshape(cols, m.b.shape), m.a, m.b)
+        return m.unbatch(err_a), m.unbatch(err_b)
 
 
 def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
@@ -134,13 +142,18 @@ def _value(
     if isinstance(penalty, KullbackLeibler):
         rho = penalty.rho
         assert rho is not None
-        w = rho + eps / 2
+        stop = problems[0].stop
+
+        def weighted(v: Any) -> Any:
+            # (rho + eps/2) v in value, (rho + eps) dv in gradient (Sejourne et al., prop. 12)
+            return (rho + eps) * v - (eps / 2) * stop(v)
+
         if not debias:
-            return w * (
-                xp.sum(a * (1 - xp.exp(-f / rho)), axis=-1) + xp.sum(b * (1 - xp.exp(-g / rho)), axis=-1)
-            )
+            masses = xp.sum(a, axis=-1) + xp.sum(b, axis=-1)
+            v = xp.sum(a * (1 - xp.exp(-f / rho)), axis=-1) + xp.sum(b * (1 - xp.exp(-g / rho)), axis=-1)
+            return weighted(v) - (eps / 2) * (masses - stop(masses))
         (f_aa,), (g_bb,) = pots[1], pots[2]
-        return w * (
+        return weighted(
             xp.sum(a * (xp.exp(-f_aa / rho) - xp.exp(-f / rho)), axis=-1)
             + xp.sum(b * (xp.exp(-g_bb / rho) - xp.exp(-g / rho)), axis=-1)
         )
