@@ -49,7 +49,7 @@ def select_engine(request: ReductionRequest, explicit: str | None = None) -> Eng
     candidates = [e for e in registry.engines.values() if e.supports(request)]
     if not candidates:
         raise ValueError(f"no installed engine supports this request ({request.spec.reduction})")
-    return max(candidates, key=lambda e: e.priority)
+    return max(candidates, key=lambda e: e.priority_for(request))
 
 
 def run_engine(

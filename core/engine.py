@@ -26,6 +26,13 @@ class Engine:
         """True when this engine can run the request (backend, device, formula, reduction)."""
         raise NotImplementedError
 
+    def priority_for(self, request: ReductionRequest) -> int:
+        """The priority of this engine for one request (default: ``priority``).
+
+        Lets an engine rank differently by device: e.g. first on CUDA, behind another on the CPU.
+        """
+        return self.priority
+
     def why_not(self, request: ReductionRequest) -> str:
         """A sentence saying why ``supports`` is False (used in error messages)."""
         return f"engine {self.name!r} does not support this request"
