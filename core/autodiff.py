@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .block_sparse import BlockSparsity
 from .ir.leaves import Var
 from .ir.node import Node
 from .ir.transform import renumber, transpose, transpose_var, variables, vjp
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 
-def _compact(formula: Node, args: Sequence[Any], signature: Sequence[Var]) -> tuple[ReductionSpec, list[Any]]:
+def _compact(
+    formula: Node, args: Sequence[Any], signature: Sequence[Var], ranges: BlockSparsity | None
+) -> tuple[ReductionSpec, list[Any]]:
     """Renumber the variables a formula uses, keeping only their arrays.
 
     A side (i or j) that the gradient formula no longer mentions keeps one variable of
@@ -40,7 +43,8 @@ def _compact(formula: Node, args: Sequence[Any], signature: Sequence[Var]) -> tu
     ]
     order = used + extra
     sig = tuple(Var(n, v.cat, v.dim) for n, v in enumerate(order)) if extra else ()
-    return ReductionSpec(renumber(formula, order), "sum", signature=sig), [args[v.index] for v in order]
+    spec = ReductionSpec(renumber(formula, order), "sum", signature=sig, ranges=ranges)
+    return spec, [args[v.index] for v in order]
 
 
 def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
@@ -90,7 +94,7 @@ def reduction_vjp(
     aux = red.aux_from_outputs(tuple(outputs))
     if aux is None:
         assert red.aux_reduction is not None
-        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k, spec.signature)
+        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k, spec.signature, spec.ranges)
         aux = list(backend.reduce(aux_spec, tuple(args), engine))
     n = len(args)
     cot_var = Var(n, "i", cot.shape[-1])
@@ -111,11 +115,12 @@ def reduction_vjp(
         if not items:
             continue
         formula = _concat_all([h for _, _, h in items])
-        sig = signature
+        sig, ranges = signature, spec.ranges
         if side == "j":
             formula = transpose(formula)
             sig = [transpose_var(v) for v in signature]
-        sub_spec, sub_args = _compact(formula, all_args, sig)
+            ranges = None if ranges is None else ranges.transpose()
+        sub_spec, sub_args = _compact(formula, all_args, sig, ranges)
         out = backend.reduce(sub_spec, tuple(sub_args), engine)[0]
         start = 0
         for k, v, h in items:
@@ -136,6 +141,7 @@ def matrix_vjp(
     k: int = 0,
     wrt: Sequence[Any] | None = None,
     engine: str | None = None,
+    ranges: BlockSparsity | None = None,
 ) -> tuple[Any, ...]:
     """Gradient of ``matrix.reduce(reduction, axis)`` contracted with ``cotangent``.
 
@@ -147,7 +153,7 @@ def matrix_vjp(
     """
     from .dispatch import reduce, select_backend
 
-    spec, args = matrix.prepare(reduction, axis, k)
+    spec, args = matrix.prepare(reduction, axis, k, ranges)
     backend = select_backend(args)
     outputs = reduce(spec, args, backend=backend, engine=engine)
     red = spec.kind

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .backend import Backend
+from .block_sparse import BlockSparsity
 from .dispatch import reduce, select_backend
 from .ir import functions as fn
 from .ir import vector as vec
@@ -289,8 +290,14 @@ class LazyMatrix:
         return f"LazyMatrix({n}x{m}, dim={self.dim}, formula={self.formula!r})"
 
     # -- reductions -----------------------------------------------------------------------
-    def prepare(self, reduction: str, axis: int, k: int = 0) -> tuple[ReductionSpec, list[Any]]:
-        """The canonical spec (a j-reduction, variables renumbered) and its arrays."""
+    def prepare(
+        self, reduction: str, axis: int, k: int = 0, ranges: BlockSparsity | None = None
+    ) -> tuple[ReductionSpec, list[Any]]:
+        """The canonical spec (a j-reduction, variables renumbered) and its arrays.
+
+        ``ranges`` (a :class:`~lazymat.block_sparse.BlockSparsity` of this N-by-M matrix)
+        restricts the reduction to chosen block pairs, whatever the axis.
+        """
         if axis not in (0, 1):
             raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")
         formula = self.formula
@@ -310,7 +317,8 @@ class LazyMatrix:
         if axis == 0:
             formula = transpose(formula)
             signature = tuple(transpose_var(v) for v in signature)
-        spec = ReductionSpec(formula, reduction, k, signature)
+            ranges = None if ranges is None else ranges.transpose()
+        spec = ReductionSpec(formula, reduction, k, signature, ranges)
         return spec, [self.bindings[v] for v in order]
 
     def reduce(
@@ -321,9 +329,14 @@ class LazyMatrix:
         k: int = 0,
         engine: str | None = None,
         backend: str | None = None,
+        ranges: BlockSparsity | None = None,
     ) -> tuple[Any, ...]:
-        """Run any reduction by name; returns all of its outputs as a tuple."""
-        spec, args = self.prepare(reduction, axis, k)
+        """Run any reduction by name; returns all of its outputs as a tuple.
+
+        ``ranges`` restricts it to the block pairs of a
+        :class:`~lazymat.block_sparse.BlockSparsity` (given for the N-by-M matrix).
+        """
+        spec, args = self.prepare(reduction, axis, k, ranges)
         chosen = select_backend(args, backend)
         return reduce(spec, args, backend=chosen, engine=engine)
 

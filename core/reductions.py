@@ -121,7 +121,7 @@ class _Extremum(Reduction):
         start = float("inf") * self.sign
         return (
             xp.full(shape, start, dtype=dtype, device=device),
-            xp.zeros(shape, dtype=xp.int64, device=device),
+            xp.full(shape, -1, dtype=xp.int64, device=device),  # -1: no column seen yet
         )
 
     def merge(self, xp: Any, state: Any, vals: Any, j0: int) -> Any:
@@ -136,7 +136,7 @@ class _Extremum(Reduction):
         t_val = xp.squeeze(xp.take_along_axis(vals, t_idx[..., None, :], axis=-2), axis=-2)
         t_idx = xp.astype(t_idx, xp.int64) + j0
         better = (t_val < best) if self.sign > 0 else (t_val > best)
-        better = better | (xp.isnan(t_val) & ~xp.isnan(best))
+        better = better | (xp.isnan(t_val) & ~xp.isnan(best)) | (idx < 0)
         return xp.where(better, t_val, best), xp.where(better, t_idx, idx)
 
     def aux_from_outputs(self, outputs: tuple[Any, ...]) -> list[Any] | None:
@@ -213,11 +213,13 @@ class KMinArgKMin(Reduction):
         tj = vals.shape[-1]
         t_idx = xp.arange(j0, j0 + tj, dtype=xp.int64, device=device_of(vals))
         t_idx = xp.broadcast_to(t_idx, vals.shape)
-        if j0 == 0:  # the first tile (at least K wide) replaces the +inf padding
-            cand, cand_idx = vals, t_idx
-        else:
-            cand = xp.concat((best, vals), axis=-1)
-            cand_idx = xp.concat((idx, t_idx), axis=-1)
+        cand = xp.concat((best, vals), axis=-1)
+        cand_idx = xp.concat((idx, t_idx), axis=-1)
+        # padding (index -1) goes after real entries of equal value (+inf): sort by the
+        # padding flag first, then stably by value (NaN first, so that it shows)
+        first = xp.argsort(xp.astype(cand_idx < 0, xp.int8), axis=-1, stable=True)
+        cand = xp.take_along_axis(cand, first, axis=-1)
+        cand_idx = xp.take_along_axis(cand_idx, first, axis=-1)
         key = xp.where(xp.isnan(cand), xp.full_like(cand, -float("inf")), cand)
         order = xp.argsort(key, axis=-1, stable=True)[..., :k]
         return (

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .block_sparse import BlockSparsity
 from .ir.leaves import Var
 from .ir.node import DimensionError, Node
 from .ir.transform import variables
@@ -38,6 +39,8 @@ class ReductionSpec:
     reduction: str
     k: int = 0
     signature: tuple[Var, ...] = ()
+    #: block-sparsity: the (i-block, j-block) pairs to visit; None for the whole matrix
+    ranges: BlockSparsity | None = None
 
     def __post_init__(self) -> None:
         red = get_reduction(self.reduction)
@@ -157,6 +160,10 @@ def build_request(
         raise ValueError(f"empty point cloud: N={n}, M={m} (expected at least one point on each side)")
     if spec.kind.uses_k and spec.k > m:
         raise ValueError(f"{spec.reduction} with K={spec.k} over only {m} points (K must be <= {m})")
+    if spec.ranges is not None and spec.ranges.shape != (n, m):
+        raise DimensionError(
+            f"block-sparsity ranges built for a {spec.ranges.shape} matrix, applied to a {(n, m)} one"
+        )
     xp = backend.namespace(args[0])
     return ReductionRequest(
         spec=spec,
@@ -169,4 +176,5 @@ def build_request(
         n=n,
         m=m,
         tile_bytes=tile_bytes,
+        ranges=spec.ranges,
     )

@@ -66,7 +66,7 @@ class ReferenceEngine(Engine):
     priority = 0
 
     def supports(self, request: ReductionRequest) -> bool:
-        return request.ranges is None
+        return True
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
         xp = request.xp
@@ -77,18 +77,40 @@ class ReferenceEngine(Engine):
         itemsize = xp.finfo(request.dtype).bits // 8
         ti, tj = tile_sizes(request, itemsize)
         out_tiles: list[tuple[Any, ...]] = []
-        for i0 in range(0, request.n, ti):
-            ctx.i0, ctx.i1 = i0, min(request.n, i0 + ti)
-            rows = request.batch + (ctx.i1 - i0, formula.dim)
-            state = red.init(xp, rows, spec.k, request.dtype, request.device)
-            for j0 in range(0, request.m, tj):
-                ctx.j0, ctx.j1 = j0, min(request.m, j0 + tj)
-                vals = evaluate(formula, ctx)
-                shape = request.batch + (ctx.i1 - i0, ctx.j1 - j0, formula.dim)
-                vals = xp.broadcast_to(vals, shape)
-                state = red.merge(xp, state, vals, j0)
-            out_tiles.append(red.finalize(xp, state))
+        for a, b, columns in row_blocks(request):
+            for i0 in range(a, b, ti):
+                ctx.i0, ctx.i1 = i0, min(b, i0 + ti)
+                rows = (*request.batch, ctx.i1 - i0, formula.dim)
+                state = red.init(xp, rows, spec.k, request.dtype, request.device)
+                for c, d in columns:
+                    for j0 in range(c, d, tj):
+                        ctx.j0, ctx.j1 = j0, min(d, j0 + tj)
+                        vals = evaluate(formula, ctx)
+                        shape = (*request.batch, ctx.i1 - i0, ctx.j1 - j0, formula.dim)
+                        state = red.merge(xp, state, xp.broadcast_to(vals, shape), j0)
+                out_tiles.append(red.finalize(xp, state))
         return tuple(
             xp.concat([t[k] for t in out_tiles], axis=-2) if len(out_tiles) > 1 else out_tiles[0][k]
             for k in range(len(red.outputs))
         )
+
+
+def row_blocks(request: ReductionRequest) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """(row start, row end, column intervals) per block of rows; one block when dense.
+
+    Adjacent j-blocks of a row block are merged into one interval.
+    """
+    ranges = request.ranges
+    if ranges is None:
+        return [(0, request.n, [(0, request.m)])]
+    out = []
+    for block, row in enumerate(ranges.pairs):
+        columns: list[tuple[int, int]] = []
+        for j in row:
+            c, d = ranges.j_bounds[j], ranges.j_bounds[j + 1]
+            if columns and columns[-1][1] == c:
+                columns[-1] = (columns[-1][0], d)
+            else:
+                columns.append((c, d))
+        out.append((ranges.i_bounds[block], ranges.i_bounds[block + 1], columns))
+    return out
