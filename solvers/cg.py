@@ -144,7 +144,7 @@ def _build_precond(precond: Any, op: KernelOperator | None, alpha: float) -> Pre
     if precond == "jacobi":
         return jacobi(op, alpha)
     if precond == "nystrom":
-        return nystrom(op, alpha)
+        return nystrom(op, alpha, method="uniform" if op.batched else "rpcholesky")
     raise ValueError(f"precond must be None, 'jacobi', 'nystrom' or a callable r -> z, got {precond!r}")
 
 
@@ -165,8 +165,9 @@ def cg(
     :mod:`lazymat.solvers.kernel_operator`) or a callable ``v -> A v`` on (*batch, N, E) arrays.
     ``b``: shape (N,), (N, E) or (*batch, N, E). ``alpha``: a number or a 0-d array (>= 0;
     differentiable). ``tol``: relative residual ||b - (alpha I + A) x|| <= tol ||b|| for every
-    column. ``maxiter``: defaults to 10 N. ``precond``: None, "jacobi", "nystrom" (rank 200
-    randomly pivoted Cholesky, see :mod:`lazymat.solvers.preconditioners`) or a callable
+    column. ``maxiter``: defaults to 10 N. ``precond``: None, "jacobi", "nystrom" (rank 200,
+    randomly pivoted Cholesky; uniform landmarks for a batched matrix; see
+    :mod:`lazymat.solvers.preconditioners`) or a callable
     ``r -> z``. ``callback(x)`` runs after every iteration (forward pass only).
 
     Warns :class:`ConvergenceWarning` when the tolerance is not reached. Differentiable with
