@@ -2,7 +2,8 @@
 
 Row tiles of Ti points are mapped with ``lax.map``; inside each, ``lax.scan`` walks the
 column tiles of Tj points and merges each tile's values into the reduction's running
-state with the core's online merges (``lazymat.reductions``). Tile sizes come from the
+state with the core's online merges (``lazymat.reductions``); a side that fits in one
+tile has no loop. Tile sizes come from the
 memory budget (``lazymat.engines.reference.tile_sizes``), so the largest intermediate is
 one (Ti, Tj, width) tile: never an N*M array.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -161,8 +163,21 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
                 vals = jnp.where(inside[:, None], vals, jnp.asarray(pad, dtype=dtype))
             return merge(xp, state, vals, j0), None
 
-        state, _ = lax.scan(step, init(), (cols, j_offsets))
-        return red.finalize(xp, state)
+        return red.finalize(xp, _scan(step, init(), (cols, j_offsets), count_j))
 
-    outs = lax.map(row_tile, (rows, i_offsets))
+    outs = _map(row_tile, (rows, i_offsets), count_i)
     return tuple(_join(o, n) for o in outs)
+
+
+def _first(tree: Any) -> Any:
+    return jax.tree.map(lambda a: a[0], tree)
+
+
+def _scan(step: Any, init: Any, xs: Any, count: int) -> Any:
+    """The final carry of ``lax.scan``; a single tile needs no loop (faster to compile and run)."""
+    return step(init, _first(xs))[0] if count == 1 else lax.scan(step, init, xs)[0]
+
+
+def _map(f: Any, xs: Any, count: int) -> Any:
+    """``lax.map``; a single tile needs no loop."""
+    return jax.tree.map(lambda a: a[None], f(_first(xs))) if count == 1 else lax.map(f, xs)
