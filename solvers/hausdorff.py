@@ -3,9 +3,11 @@
 A soft, debiased weighted Hausdorff (chamfer / ICP) distance: with the symmetric
 potentials f_aa of OT(a, a) and g_bb of OT(b, b) (the same annealed Sinkhorn loop as
 :func:`~lazymat.solvers.sinkhorn.sinkhorn`, on the two self-problems only) extended to
-the whole space by one soft-min step,
+the whole space by one soft-min step (the loop's last extrapolation),
 
-    F_a(z) = -eps log sum_i a_i exp((f_aa_i - C(x_i, z)) / eps),  G_b(z) likewise with (y, b, g_bb),
+    F_a(z) = -eps log sum_i a_i exp((f_i - C(x_i, z)) / eps),  G_b(z) likewise with (y, b, g),
+
+where f, g are the self-potentials after the loop, so that f_aa = F_a(x) and g_bb = G_b(y),
 
 the divergence is
 
@@ -49,15 +51,17 @@ def hausdorff_loss(
     eps = eps_list[-1]
     problems = [Transport(m.x, m.x, m.a, m.a, True, cost), Transport(m.y, m.y, m.b, m.b, True, cost)]
     outcome = sinkhorn_loop(problems, eps_list, penalty, verbose=verbose)
+    (f_loop,), (g_loop,) = outcome.potentials
     (f_aa,), (g_bb,) = (
         t.extrapolate(q, eps, penalty) for t, q in zip(problems, outcome.potentials, strict=True)
     )
-    t_a, t_b = problems
-    stop = t_a.stop
+    # F_a and G_b are one soft-min step from the loop's potentials: f_aa = F_a(x), g_bb = G_b(y)
+    stop = problems[0].stop
+    log_a, log_b = problems[0].log_a, problems[1].log_a
     c_xy = evaluate_cost(cost, Vi(m.x), Vj(stop(m.y)))
     c_xy_cols = evaluate_cost(cost, Vi(stop(m.x)), Vj(m.y))
-    g_on_x = penalty.update(xp, softmin(xp, c_xy, stop(t_b.log_a + g_bb / eps), eps, axis=1), eps)
-    f_on_y = penalty.update(xp, softmin(xp, c_xy_cols, stop(t_a.log_a + f_aa / eps), eps, axis=0), eps)
+    g_on_x = penalty.update(xp, softmin(xp, c_xy, stop(log_b + g_loop / eps), eps, axis=1), eps)
+    f_on_y = penalty.update(xp, softmin(xp, c_xy_cols, stop(log_a + f_loop / eps), eps, axis=0), eps)
     big_f, big_g = g_on_x - f_aa, f_on_y - g_bb
     if potentials:
         return big_f, big_g
