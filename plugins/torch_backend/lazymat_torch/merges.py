@@ -1,0 +1,169 @@
+"""Online reductions over j-tiles with torch, with the semantics of ``lazymat.reductions``.
+
+One reducer per kind keeps the state of a block of rows while the engine walks the
+j-tiles, then hands back its outputs by kind ("value", "index"):
+
+- sums add each tile's sum to the running total (block-wise summation: a float32 sum of M
+  terms carries about (Tj + M/Tj) rounding errors, not M);
+- log-sum-exp keeps (max, scaled sum) and handles rows that are all -inf;
+- min/max take the first extremum of each tile (torch returns the lowest index among ties
+  and lets NaN win) and keep the earlier tile on ties;
+- K-min keeps a sorted K-list, ties broken by the lower index, NaN first.
+
+Tiles come as ``(B, Ti, Tj, D)`` values (possibly broadcast views), with a flag saying
+whether the buffer may be overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class Reducer:
+    """State of one block of rows; subclasses implement the three steps."""
+
+    def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        raise NotImplementedError
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        raise NotImplementedError
+
+    def finish(self, state: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SumReducer(Reducer):
+    def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        return torch.zeros(rows, dtype=dtype, device=device)
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        return state.add_(vals.sum(-2))
+
+    def finish(self, state: Any) -> dict[str, Any]:
+        return {"value": state}
+
+
+class KernelProductReducer(SumReducer):
+    """sum_j k_ij w_j as tile products: ``vals`` is the (B, Ti, Tj, 1) k-tile and
+    ``weights`` the (B|1, Tj, E) w-tile, set by the engine before each merge."""
+
+    weights: Any = None
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        k = vals[..., 0]
+        w = self.weights
+        if k.shape[0] == 1 and w.shape[0] == 1 and state.shape[0] == 1:
+            state[0].addmm_(k[0], w[0])
+            return state
+        batch = state.shape[0]
+        return state.baddbmm_(k.expand(batch, *k.shape[1:]), w.expand(batch, *w.shape[1:]))
+
+
+class LogSumExpReducer(Reducer):
+    def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        return (
+            torch.full(rows, -float("inf"), dtype=dtype, device=device),
+            torch.zeros(rows, dtype=dtype, device=device),
+        )
+
+    @staticmethod
+    def _shift(m: Any) -> Any:
+        return torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype, device=m.device))
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        m, s = state
+        new_m = torch.maximum(m, vals.amax(-2))
+        shift = self._shift(new_m)
+        s.mul_(torch.exp(self._shift(m) - shift))
+        shifted = torch.sub(vals, shift[..., None, :], out=vals) if owned else vals - shift[..., None, :]
+        s.add_(torch.exp(shifted, out=shifted).sum(-2))
+        return new_m, s
+
+    def finish(self, state: Any) -> dict[str, Any]:
+        m, s = state
+        return {"value": self._shift(m) + torch.log(s)}
+
+
+class ExtremumReducer(Reducer):
+    """min (sign +1) or max (sign -1) with the index of the first extremum."""
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign
+
+    def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        return None  # the first tile sets the state
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        t_val, t_idx = torch.min(vals, dim=-2) if self.sign > 0 else torch.max(vals, dim=-2)
+        t_idx += j0
+        if state is None:
+            return t_val, t_idx
+        best, idx = state
+        better = (t_val < best) if self.sign > 0 else (t_val > best)
+        better |= torch.isnan(t_val) & ~torch.isnan(best)
+        return torch.where(better, t_val, best), torch.where(better, t_idx, idx)
+
+    def finish(self, state: Any) -> dict[str, Any]:
+        return {"value": state[0], "index": state[1]}
+
+
+class KMinReducer(Reducer):
+    """The K smallest values of a scalar formula, sorted, ties to the lower index."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        return None  # the first tile (at least K wide) sets the state
+
+    def _tile_kmin(self, vals: Any, j0: int) -> tuple[Any, Any]:
+        """The K smallest entries of a (B, Ti, Tj) tile, sorted by (key, index)."""
+        key = torch.where(torch.isnan(vals), -float("inf"), vals)  # NaN sorts first
+        k = self.k
+        top_key, top_idx = torch.topk(key, k, dim=-1, largest=False, sorted=True)
+        # topk breaks ties arbitrarily: where values equal to the K-th one were left out,
+        # redo those rows with a stable sort, which keeps the lowest indices
+        kth = top_key[..., -1:]
+        redo = (key <= kth).sum(-1) > k
+        if bool(redo.any()):
+            stable = torch.sort(key[redo], dim=-1, stable=True)[1][..., :k]
+            top_idx[redo] = stable
+            top_key[redo] = torch.gather(key[redo], -1, stable)
+        # order the K entries by (key, index): sort by index, then stably by key
+        by_index = torch.sort(top_idx, dim=-1)[1]
+        top_key, top_idx = torch.gather(top_key, -1, by_index), torch.gather(top_idx, -1, by_index)
+        by_key = torch.sort(top_key, dim=-1, stable=True)[1]
+        top_idx = torch.gather(top_idx, -1, by_key)
+        return torch.gather(vals, -1, top_idx), top_idx + j0
+
+    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+        t_val, t_idx = self._tile_kmin(vals[..., 0], j0)
+        if state is None:
+            return t_val, t_idx
+        best, idx = state
+        # earlier tiles (lower indices) first, so a stable sort keeps them first on ties
+        cand = torch.cat((best, t_val), dim=-1)
+        cand_idx = torch.cat((idx, t_idx), dim=-1)
+        key = torch.where(torch.isnan(cand), -float("inf"), cand)
+        order = torch.sort(key, dim=-1, stable=True)[1][..., : self.k]
+        return torch.gather(cand, -1, order), torch.gather(cand_idx, -1, order)
+
+    def finish(self, state: Any) -> dict[str, Any]:
+        return {"value": state[0], "index": state[1]}
+
+
+def reducer_for(name: str, k: int) -> Reducer:
+    """The torch reducer of a reduction kind (by its name in ``lazymat.reductions``)."""
+    if name == "sum":
+        return SumReducer()
+    if name == "lse":
+        return LogSumExpReducer()
+    if name in ("min", "argmin", "min_argmin"):
+        return ExtremumReducer(+1)
+    if name in ("max", "argmax", "max_argmax"):
+        return ExtremumReducer(-1)
+    if name in ("kmin", "argkmin", "kmin_argkmin"):
+        return KMinReducer(k)
+    raise ValueError(f"the torch engines have no reducer for the reduction {name!r}")

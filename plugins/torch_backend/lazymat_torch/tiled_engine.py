@@ -1,0 +1,32 @@
+"""The ``torch-tiled`` engine: the default engine for torch tensors.
+
+Blocked reductions with torch operations (see :mod:`lazymat_torch.tiled_loop`): every
+formula and every reduction kind, on any device, float16/bfloat16 accumulated in float32.
+This module does not import torch; the loop does, on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lazymat import Engine, ReductionRequest
+
+
+class TorchTiledEngine(Engine):
+    """Blocked torch reductions: squared distances and kernel products through GEMM."""
+
+    name = "torch-tiled"
+    priority = 10
+
+    def supports(self, request: ReductionRequest) -> bool:
+        return request.backend.name == "torch" and request.ranges is None
+
+    def why_not(self, request: ReductionRequest) -> str:
+        if request.backend.name != "torch":
+            return f"engine 'torch-tiled' runs on torch tensors, got backend {request.backend.name!r}"
+        return "engine 'torch-tiled' does not support block-sparsity ranges"
+
+    def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+        from .tiled_loop import run_tiled
+
+        return run_tiled(request)

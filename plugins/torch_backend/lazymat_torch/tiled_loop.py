@@ -1,0 +1,95 @@
+"""The blocked loop of the ``torch-tiled`` engine.
+
+For each block of Ti rows the loop walks the j-tiles of Tj columns, evaluates the formula
+on the Ti x Tj tile (:class:`~lazymat_torch.evaluator.TilePlan`) and merges it into the
+block's running reduction (:mod:`lazymat_torch.merges`). Nothing of size N x M exists:
+the largest buffers are a few tiles and the O((N + M) * D) precomputed sides.
+
+Tile sizes: on the CPU a tile of 2^20 pairs (4 MiB per float32 intermediate) stays in the
+last-level cache across the few passes a formula makes over it, while being large enough
+that the per-operation cost of torch (dispatch, waking the intra-op threads) is amortised;
+on CUDA, tiles of up to 2^24 pairs give every streaming multiprocessor work. Both are
+capped by ``tile_bytes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+
+from lazymat import ReductionRequest, ReductionSpec
+
+from .evaluator import TileContext, TilePlan
+from .gemm import rewrite_gemm, split_kernel_product
+from .layout import compute_dtype, flat_args, restore
+from .merges import KernelProductReducer, Reducer, reducer_for
+
+#: pairs per tile on the CPU (cache) and on CUDA (occupancy), before the memory budget
+CPU_TILE_PAIRS = 2**20
+CUDA_TILE_PAIRS = 2**24
+#: widest j-tile: long rows for the reductions over j, several row blocks per tile
+MAX_TILE_J = 16384
+
+#: reductions whose values tolerate the different rounding of GEMM (see lazymat_torch.gemm)
+_GEMM_REDUCTIONS = ("sum", "lse")
+
+
+@functools.lru_cache(maxsize=256)
+def plan_for(spec: ReductionSpec) -> tuple[TilePlan, bool]:
+    """The tile plan of a spec, and whether its sum runs as a kernel product (cached)."""
+    formula = spec.formula
+    if spec.reduction in _GEMM_REDUCTIONS:
+        formula = rewrite_gemm(formula)
+    if spec.reduction == "sum":
+        split = split_kernel_product(formula)
+        if split is not None:
+            return TilePlan(split[0], extra=(split[1],)), True
+    return TilePlan(formula), False
+
+
+def tile_shape(request: ReductionRequest, plan: TilePlan, itemsize: int) -> tuple[int, int]:
+    """(Ti, Tj) within the memory budget and the device's preferred tile size."""
+    per_pair = itemsize * math.prod(request.batch) * (plan.width + 1)
+    pairs = max(1, request.tile_bytes // per_pair)
+    pairs = min(pairs, CUDA_TILE_PAIRS if request.device.type == "cuda" else CPU_TILE_PAIRS)
+    tj = min(request.m, max(request.spec.k, min(pairs, MAX_TILE_J)))
+    ti = min(request.n, max(1, pairs // tj))
+    return ti, tj
+
+
+def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
+    """Run a reduction request tile by tile; outputs as the engine interface describes."""
+    spec = request.spec
+    plan, kernel_product = plan_for(spec)
+    dtype = compute_dtype(request.dtype)
+    device = request.device
+    args = flat_args(request)
+    ctx = TileContext(args, dtype, device, request.n, request.m)
+    pre = plan.precompute(ctx)
+    reducer: Reducer = KernelProductReducer() if kernel_product else reducer_for(spec.reduction, spec.k)
+    weights = pre[plan.extra[0]][:, 0] if kernel_product else None  # (B|1, M, E)
+
+    batch = math.prod(request.batch)
+    width = spec.formula.dim
+    ti, tj = tile_shape(request, plan, torch.finfo(dtype).bits // 8)
+    blocks: list[dict[str, Any]] = []
+    for i0 in range(0, request.n, ti):
+        i1 = min(request.n, i0 + ti)
+        state = reducer.init((batch, i1 - i0, width), dtype, device)
+        for j0 in range(0, request.m, tj):
+            j1 = min(request.m, j0 + tj)
+            ctx.i0, ctx.i1, ctx.j0, ctx.j1 = i0, i1, j0, j1
+            vals, owned = plan.tile(ctx, pre)
+            full = (batch, i1 - i0, j1 - j0, vals.shape[-1])
+            if tuple(vals.shape) != full:
+                vals, owned = vals.expand(full), False
+            if weights is not None:
+                assert isinstance(reducer, KernelProductReducer)
+                reducer.weights = weights[:, j0:j1]
+            state = reducer.merge(state, vals, owned, j0)
+        blocks.append(reducer.finish(state))
+    outputs = {kind: torch.cat([b[kind] for b in blocks], dim=1) for kind in blocks[0]}
+    return restore(request, outputs)
