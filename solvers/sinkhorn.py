@@ -47,11 +47,12 @@ from typing import Any
 from lazymat import LazyMatrix, Pm, Vi, Vj
 
 from .costs import Cost, evaluate_cost, ground_cost
+from .envelope import extrapolation_vjp, potential_weights
 from .measures import Measures, check_measures
-from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
+from .penalties import Balanced, KullbackLeibler, Penalty, TotalVariation, make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
 from .sinkhorn_loop import Transport, log_weights, sinkhorn_loop
-from .transport_plan import marginal_errors, transport_plan
+from .transport_plan import marginal_errors, transport_cost_gradients, transport_plan
 
 
 @dataclass
@@ -63,7 +64,7 @@ class SinkhornResult:
     of OT(a, a) and OT(b, b) (None without debiasing), ``n_iter`` Sinkhorn iterations,
     ``converged`` (None unless ``tol`` was given), ``eps``, ``rho`` (None: balanced),
     ``schedule`` (the temperatures of the annealing). ``plan`` and ``marginal_errors``
-    are computed on first access.
+    are computed on first access; :meth:`gradients` gives dS/dx and dS/dy without autodiff.
     """
 
     value: Any
@@ -78,8 +79,11 @@ class SinkhornResult:
     schedule: list[float]
     _measures: Measures = field(repr=False)
     _cost: Cost = field(repr=False)
-    _f: Any = field(repr=False)
-    _g: Any = field(repr=False)
+    _penalty: Penalty = field(repr=False)
+    _problems: list[Transport] = field(repr=False)
+    #: potentials after the loop, and after the last extrapolation (batched layout)
+    _loop: list[tuple[Any, ...]] = field(repr=False)
+    _pots: list[tuple[Any, ...]] = field(repr=False)
 
     @functools.cached_property
     def plan(self) -> LazyMatrix:
@@ -91,9 +95,8 @@ class SinkhornResult:
         xp = m.xp
         x, y = m.unbatch(m.x), m.unbatch(m.y)
         la, lb = log_weights(xp, m.a), log_weights(xp, m.b)
-        return transport_plan(
-            x, y, m.unbatch(la), m.unbatch(lb), m.unbatch(self._f), m.unbatch(self._g), self.eps, self._cost
-        )
+        f, g = (m.unbatch(v) for v in self._pots[0])
+        return transport_plan(x, y, m.unbatch(la), m.unbatch(lb), f, g, self.eps, self._cost)
 
     @functools.cached_property
     def marginal_errors(self) -> tuple[Any, Any]:
@@ -107,6 +110,34 @@ class SinkhornResult:
         rows, cols = self.plan.sum(axis=1), self.plan.sum(axis=0)
         err_a, err_b = marginal_errors(xp, xp.reshape(rows, m.a.shape), xp.reshape(cols, m.b.shape), m.a, m.b)
         return m.unbatch(err_a), m.unbatch(err_b)
+
+    def gradients(self) -> tuple[Any, Any]:
+        """(dS/dx, dS/dy), shaped like x and y, for array libraries without autodiff.
+
+        The gradients that torch.autograd or jax.grad give for ``value`` (see
+        :mod:`.envelope`), from lazymat's symbolic VJPs; at convergence, the derivatives
+        of the value (envelope theorem). Divided by the weights: the velocity field of a
+        Wasserstein gradient flow.
+        """
+        m, pen, eps = self._measures, self._penalty, self.eps
+        xp = m.xp
+        if isinstance(pen, TotalVariation):
+            la, lb = log_weights(xp, m.a), log_weights(xp, m.b)
+            f, g = self._pots[0]
+            gx, gy = transport_cost_gradients(m.x, m.y, la, lb, f, g, eps, self._cost)
+            if len(self._pots) == 3:
+                (f_aa,), (g_bb,) = self._pots[1], self._pots[2]
+                gxx, _ = transport_cost_gradients(m.x, m.x, la, la, f_aa, f_aa, eps, self._cost)
+                gyy, _ = transport_cost_gradients(m.y, m.y, lb, lb, g_bb, g_bb, eps, self._cost)
+                gx, gy = gx - 0.5 * gxx, gy - 0.5 * gyy
+            return m.unbatch(gx), m.unbatch(gy)
+        weights = potential_weights(xp, pen, eps, m.a, m.b, self._pots, len(self._pots) == 3)
+        gx, gy = extrapolation_vjp(self._problems[0], self._loop[0], eps, pen, weights[0])
+        if len(self._pots) == 3:
+            gxx, _ = extrapolation_vjp(self._problems[1], self._loop[1], eps, pen, weights[1])
+            gyy, _ = extrapolation_vjp(self._problems[2], self._loop[2], eps, pen, weights[2])
+            gx, gy = gx + gxx, gy + gyy
+        return m.unbatch(gx), m.unbatch(gy)
 
 
 def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
@@ -253,6 +284,8 @@ def sinkhorn(
         schedule=eps_list,
         _measures=m,
         _cost=c,
-        _f=f,
-        _g=g,
+        _penalty=pen,
+        _problems=problems,
+        _loop=outcome.potentials,
+        _pots=pots,
     )
