@@ -1,0 +1,125 @@
+"""Formulas that exercise every IR operation, each with a dense numpy twin (tests only).
+
+``OPS[name] = (builder, dense)``: ``builder(X, Y, P)`` builds a LazyMatrix from ``Vi(x)``,
+``Vj(y)``, ``Pm(p)`` (inner dimensions 3, 3, 3); ``dense(x, y, p)`` computes the same
+values with numpy on the broadcast (N, M, dim) grid, never through lazymat. The IndexMatch
+operation needs integer arrays: :data:`INDEX_MATCH` builds its formulas directly as IR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lazymat.ir.algebra import mul
+from lazymat.ir.leaves import Var
+from lazymat.ir.node import Node
+from lazymat.ir.vector import IndexMatch
+
+Dense = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def cat(*arrays: np.ndarray) -> np.ndarray:
+    """Concatenate along the inner dimension after broadcasting the grid dimensions."""
+    shape = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
+    return np.concatenate([np.broadcast_to(a, (*shape, a.shape[-1])) for a in arrays], -1)
+
+
+def grid(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x (N, d), y (M, d), p (d,) placed on the (N, M, d) grid."""
+    return x[:, None, :], y[None, :, :], p[None, None, :]
+
+
+OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
+    "add_sub_mul_div_neg_const": (
+        lambda X, Y, P: (X + Y) * (X - 1.5) / (P * P + 2.0) - (-Y) * 0.25,
+        lambda x, y, p: (x + y) * (x - 1.5) / (p * p + 2.0) + y * 0.25,
+    ),
+    "sumdim_square": (
+        lambda X, Y, P: (X * Y).inner_sum().concat((X - Y).square()),
+        lambda x, y, p: cat(np.sum(x * y, -1, keepdims=True), (x - y) ** 2),
+    ),
+    "exp_log": (
+        lambda X, Y, P: (-(X - Y).sqnorm2()).exp().concat((X * Y + 4.0).abs().log()),
+        lambda x, y, p: cat(np.exp(-np.sum((x - y) ** 2, -1, keepdims=True)), np.log(np.abs(x * y + 4.0))),
+    ),
+    "sin_cos_tanh": (
+        lambda X, Y, P: (X * Y).sin().concat((X - Y).cos()).concat((X + Y).tanh()),
+        lambda x, y, p: cat(np.sin(x * y), np.cos(x - y), np.tanh(x + y)),
+    ),
+    "sqrt_rsqrt_normalize": (
+        lambda X, Y, P: (X * X + Y * Y).sqrt().concat((X * X + 0.5).rsqrt() * Y).concat((X - Y).normalize()),
+        lambda x, y, p: cat(
+            np.sqrt(x * x + y * y),
+            y / np.sqrt(x * x + 0.5),
+            (x - y) / np.sqrt(np.sum((x - y) ** 2, -1, keepdims=True)),
+        ),
+    ),
+    "abs_sign_step_relu": (
+        lambda X, Y, P: (X - Y).abs().concat((X - Y).sign()).concat((X * Y).step()).concat((X + Y).relu()),
+        lambda x, y, p: cat(np.abs(x - y), np.sign(x - y), (x * y >= 0) * 1.0, np.maximum(x + y, 0)),
+    ),
+    "powers": (
+        lambda X, Y, P: (X - Y) ** 3 + (X * X + Y * Y + 1.0) ** 1.5 + (X * X + 1.0) ** -2 + (X * Y) ** 4,
+        lambda x, y, p: (x - y) ** 3 + (x * x + y * y + 1.0) ** 1.5 + (x * x + 1.0) ** -2.0 + (x * y) ** 4,
+    ),
+    "minimum_maximum_atan2_ifelse_clamp": (
+        lambda X, Y, P: (
+            X.minimum(Y)
+            .concat(X.maximum(Y * P))
+            .concat(X.atan2(Y))
+            .concat((X - Y).ifelse(X * 2.0, Y))
+            .concat((X + Y).clamp(-0.5, 0.5))
+        ),
+        lambda x, y, p: cat(
+            np.minimum(x, y),
+            np.maximum(x, y * p),
+            np.arctan2(x, y),
+            np.where(x - y >= 0, x * 2.0, y),
+            np.clip(x + y, -0.5, 0.5),
+        ),
+    ),
+    "slice_concat_matvec_vecmat_tensorprod": (
+        lambda X, Y, P: (
+            X[1:3]
+            .concat(Y[0] * X[2])
+            .concat(X.tensorprod(Y).matvecmult(P))
+            .concat(P.vecmatmult(X.tensorprod(Y)))
+            .concat(X.weightedsqdist(Y, X.tensorprod(P)))
+        ),
+        lambda x, y, p: cat(
+            x[..., 1:3],
+            y[..., :1] * x[..., 2:3],
+            x * np.sum(y * p, -1, keepdims=True),
+            y * np.sum(x * p, -1, keepdims=True),
+            np.einsum("...a,...ab,...b->...", x - y, x[..., :, None] * p[..., None, :], x - y)[..., None],
+        ),
+    ),
+    "one_hot": (
+        lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
+        lambda x, y, p: (np.rint(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],
+    ),
+}
+
+
+def index_match_j(n: int, m: int, rng: np.random.Generator) -> tuple[Node, list[np.ndarray], np.ndarray]:
+    """[j == sel_i] * y_j with an int64 i-variable selector (gradients of min over j)."""
+    sel = rng.integers(0, m, (n, 2))
+    y = rng.standard_normal((m, 1))
+    formula = mul(IndexMatch(Var(0, "i", 2), "j"), Var(1, "j", 1))
+    dense = (np.arange(m)[None, :, None] == sel[:, None, :]) * y[None, :, :]
+    return formula, [sel, y], dense
+
+
+def index_match_i(n: int, m: int, rng: np.random.Generator) -> tuple[Node, list[np.ndarray], np.ndarray]:
+    """[i == sel_j] * x_i with an int64 j-variable selector (the transposed gradient)."""
+    sel = rng.integers(0, n, (m, 3))
+    x = rng.standard_normal((n, 1))
+    formula = mul(IndexMatch(Var(0, "j", 3), "i"), Var(1, "i", 1))
+    dense = (np.arange(n)[:, None, None] == sel[None, :, :]) * x[:, None, :]
+    return formula, [sel, x], dense
+
+
+INDEX_MATCH = {"index_match_j": index_match_j, "index_match_i": index_match_i}

@@ -1,0 +1,237 @@
+"""The generated CUDA kernels, run on the CPU by the emulator, against dense float64 numpy.
+
+Blocks of 32 threads (so that small problems still span several blocks and many j-tiles)
+run every IR operation, every reduction on awkward sizes, NaN/inf and ties, batches
+(also with more batch elements than the grid's y dimension), int64 index arrays, a
+j-variable too wide for a full tile, and K-min lists longer than the unrolled limit.
+The reference values are computed on the dense (N, M) grid with numpy and SciPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from cuda_catalogue import INDEX_MATCH, OPS, grid
+from cuda_emulator import EmulatedCudaEngine
+from scipy.special import logsumexp
+
+import lazymat as lm
+import lazymat.codegen.cuda as cuda
+from lazymat.dispatch import run_engine
+from lazymat.plugin_manager import get_registry
+from lazymat.reductions import get_reduction
+from lazymat.request import ReductionSpec, build_request
+
+ENGINE = "cuda-emulated"
+REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
+K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _emulated(cuda_emulated_engine: EmulatedCudaEngine) -> None:
+    """Registers the emulated engine (session fixture) before the module's tests run."""
+
+
+def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:
+    """Reductions over axis -2 of dense values F (*batch, N, M, D) with lazymat's semantics."""
+    with np.errstate(all="ignore"):
+        if reduction == "sum":
+            return (F.sum(-2),)
+        if reduction == "lse":
+            return (logsumexp(F, axis=-2),)
+        if not reduction.endswith("kmin"):
+            pick = np.argmin if "min" in reduction else np.argmax  # the first NaN wins, ties: first
+            idx = pick(F, axis=-2)
+            val = np.take_along_axis(F, idx[..., None, :], axis=-2)[..., 0, :]
+            single = {"min": (val,), "max": (val,), "argmin": (idx,), "argmax": (idx,)}
+            return single.get(reduction, (val, idx))
+        key = np.where(np.isnan(F[..., 0]), -np.inf, F[..., 0])
+        order = np.argsort(key, axis=-1, kind="stable")[..., :k]
+        vals = np.take_along_axis(F[..., 0], order, axis=-1)
+        return {"kmin": (vals,), "argkmin": (order,), "kmin_argkmin": (vals, order)}[reduction]
+
+
+def close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
+    rtol = 1e-10 if dtype == "float64" else 2e-5
+    got = np.asarray(got, dtype=np.float64)
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: NaN positions")
+    np.testing.assert_array_equal(got[~finite], ref[~finite], err_msg=f"{what}: infinities")
+    scale = np.max(np.abs(ref[finite]), initial=1.0)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def check(
+    outs: tuple[Any, ...], F: np.ndarray, reduction: str, dtype: str, k: int = 0, what: str = ""
+) -> None:
+    """Engine outputs against the dense reduction of F (indices exactly in float64)."""
+    ref = dense_reduce(F, reduction, k)
+    kinds = get_reduction(reduction).outputs
+    assert len(outs) == len(ref) == len(kinds)
+    for kind, g, r in zip(kinds, outs, ref, strict=True):
+        label = f"{what} {reduction} {kind} ({dtype})"
+        assert g.shape == r.shape, f"{label}: shape {g.shape}, expected {r.shape}"
+        if kind == "value":
+            assert g.dtype == np.dtype(dtype), label
+            close(g, r, dtype, label)
+        elif dtype == "float64":
+            assert g.dtype == np.int64, label
+            np.testing.assert_array_equal(g, r, err_msg=label)
+        else:  # float32 rounding may reorder near-ties: compare the values picked
+            F0 = F[..., 0] if reduction.endswith("kmin") else F
+            axis = -1 if reduction.endswith("kmin") else -2
+            gi = g if reduction.endswith("kmin") else g[..., None, :]
+            ri = r if reduction.endswith("kmin") else r[..., None, :]
+            close(np.take_along_axis(F0, gi, axis), np.take_along_axis(F0, ri, axis), dtype, label)
+
+
+def data(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3)), rng.standard_normal((m, 3)), rng.random(3) + 0.5
+
+
+def gaussian(X: Any, Y: Any, P: Any) -> Any:
+    return (-X.sqdist(Y) * P[0]).exp() * Y[0].concat(Y[1] * 0.5 + 1.0)
+
+
+def gaussian_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    k = np.exp(-np.sum((x - y) ** 2, -1, keepdims=True) * p[..., :1])
+    return np.concatenate([k * y[..., 0:1], k * (y[..., 1:2] * 0.5 + 1.0)], -1)
+
+
+def dist(X: Any, Y: Any, P: Any) -> Any:
+    return X.sqdist(Y) * P[1] - P[2]
+
+
+def dist_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.sum((x - y) ** 2, -1, keepdims=True) * p[..., 1:2] - p[..., 2:3]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_operation(op: str, dtype: str) -> None:
+    build, dense = OPS[op]
+    x, y, p = (a.astype(dtype) for a in data(37, 71, seed=1))
+    K = build(lm.Vi(x), lm.Vj(y), lm.Pm(p))
+    F = np.broadcast_to(dense(*grid(*(a.astype(np.float64) for a in (x, y, p)))), (37, 71, K.dim))
+    check(K.reduce("sum", engine=ENGINE), F, "sum", dtype, what=op)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 7), (13, 1), (33, 97), (5, 1031)])
+def test_every_reduction_awkward_sizes(n: int, m: int, dtype: str) -> None:
+    x, y, p = (a.astype(dtype) for a in data(n, m, seed=n + m))
+    g = grid(*(a.astype(np.float64) for a in (x, y, p)))
+    X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
+    for reduction in REDUCTIONS:
+        check(gaussian(X, Y, P).reduce(reduction, engine=ENGINE), gaussian_dense(*g), reduction, dtype)
+    for reduction in K_REDUCTIONS:
+        for k in sorted({1, min(m, 4), min(m, cuda.UNROLL_K + 3)}):
+            outs = dist(X, Y, P).reduce(reduction, k=k, engine=ENGINE)
+            check(outs, dist_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
+
+
+def test_nan_and_inf() -> None:
+    x, y, p = data(6, 100, seed=3)
+    x[2, 1] = np.nan  # row 2: NaN everywhere
+    y[70, 2] = np.inf  # column 70 (third tile of 32): +inf distances, -inf in the log-sum-exp
+    g = grid(x, y, p)
+    X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
+    for reduction in REDUCTIONS:
+        check((-dist(X, Y, P)).reduce(reduction, engine=ENGINE), -dist_dense(*g), reduction, "float64")
+    for reduction in K_REDUCTIONS:
+        check(dist(X, Y, P).reduce(reduction, k=5, engine=ENGINE), dist_dense(*g), reduction, "float64", 5)
+    # rows of -inf (log-sum-exp: -inf, not NaN), +inf, and values below exp's range
+    v = np.array([[0.0], [1.0], [2.0]])
+    w = np.concatenate([np.zeros((40, 1)), [[np.inf]], np.full((30, 1), 3.0)])
+    for formula, dense, j_data in (
+        (  # log(0) = -inf everywhere
+            lambda A, B: (A * 0.0 + B * 0.0).log(),
+            lambda a, b: np.full(np.broadcast_shapes(a.shape, b.shape), -np.inf),
+            np.ones((71, 1)),
+        ),
+        (lambda A, B: (A + 1.0) * B, lambda a, b: (a + 1.0) * b, w),
+        (lambda A, B: (A - B) * 1e4 - 1e5, lambda a, b: (a - b) * 1e4 - 1e5, w),
+    ):
+        F = dense(v[:, None, :], j_data[None, :, :])
+        for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
+            check(formula(lm.Vi(v), lm.Vj(j_data)).reduce(reduction, engine=ENGINE), F, reduction, "float64")
+
+
+def test_ties_go_to_the_lowest_index() -> None:
+    rng = np.random.default_rng(4)
+    base = np.round(rng.standard_normal((40, 2)) * 8) / 8  # exact in float32: the same ties
+    y = np.concatenate([base, base[::-1], base, np.zeros((70, 2)), base])  # ties across tiles
+    x = np.round(rng.standard_normal((40, 2)) * 8) / 8
+    x[3] = 0.0
+    for dtype in ("float64", "float32"):
+        xs, ys = x.astype(dtype), y.astype(dtype)
+        F = np.sum((xs[:, None, :].astype(np.float64) - ys[None, :, :]) ** 2, -1)
+        D = lm.Vi(xs).sqdist(lm.Vj(ys))
+        np.testing.assert_array_equal(D.reduce("argmin", engine=ENGINE)[0][:, 0], np.argmin(F, 1))
+        np.testing.assert_array_equal(D.reduce("argmax", engine=ENGINE)[0][:, 0], np.argmax(F, 1))
+        for k in (7, cuda.UNROLL_K + 3):
+            got = D.reduce("argkmin", k=k, engine=ENGINE)[0]
+            ref = np.argsort(F, 1, kind="stable")[:, :k]
+            np.testing.assert_array_equal(got, ref, err_msg=f"{dtype} K={k}")
+
+
+@pytest.mark.parametrize("grid_y", [cuda.MAX_GRID_Y, 2])
+def test_batch_dimensions(grid_y: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broadcast batches; with grid_y=2 the kernel's grid-stride loop covers 6 batch elements."""
+    monkeypatch.setattr(cuda, "MAX_GRID_Y", grid_y)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 1, 37, 3))
+    y = rng.standard_normal((3, 70, 3))
+    p = rng.random((2, 3, 3)) + 0.5
+    gx, gy, gp = x[..., :, None, :], y[..., None, :, :], p[..., None, None, :]
+    F = np.broadcast_to(gaussian_dense(gx, gy, gp), (2, 3, 37, 70, 2))
+    D = np.broadcast_to(dist_dense(gx, gy, gp), (2, 3, 37, 70, 1))
+    for dtype in ("float64", "float32"):
+        X, Y, P = lm.Vi(x.astype(dtype)), lm.Vj(y.astype(dtype)), lm.Pm(p.astype(dtype))
+        for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
+            check(gaussian(X, Y, P).reduce(reduction, engine=ENGINE), F, reduction, dtype, what="batch")
+        check(dist(X, Y, P).reduce("kmin_argkmin", k=4, engine=ENGINE), D, "kmin_argkmin", dtype, 4)
+
+
+@pytest.mark.parametrize("name", sorted(INDEX_MATCH))
+def test_index_match_with_int64_arrays(name: str) -> None:
+    formula, args, dense = INDEX_MATCH[name](45, 77, np.random.default_rng(6))
+    backend = get_registry().backend("numpy")
+    (got,) = run_engine(ReductionSpec(formula, "sum"), args, backend, ENGINE)
+    close(got, dense.sum(1), "float64", name)
+    (got,) = run_engine(ReductionSpec(formula, "max"), args, backend, ENGINE)
+    close(got, dense.max(1), "float64", name)
+
+
+def test_wide_j_variable_uses_short_tiles() -> None:
+    """A j-variable of 300 float64 (2400 bytes per j) leaves room for 13 j per tile, not 32."""
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((40, 300)) / 10, rng.standard_normal((50, 300)) / 10
+    K = (lm.Vi(x) * lm.Vj(y)).inner_sum()
+    engine = get_registry().engine(ENGINE)
+    spec, args = K.prepare("lse", 1)
+    request = build_request(spec, args, get_registry().backend("numpy"), 2**20)
+    skeleton = engine.skeleton(engine.kernel_spec(request))
+    assert not isinstance(skeleton, str) and skeleton.tile == 13
+    F = (x @ y.T)[:, :, None]
+    for reduction in ("lse", "min_argmin", "sum"):
+        check(K.reduce(reduction, engine=ENGINE), F, reduction, "float64", what="wide")
+
+
+def test_gradients_through_lazymat_vjp_match_dense() -> None:
+    """lazymat.vjp (the core's symbolic VJP reductions) on the emulated kernels vs numpy."""
+    x, y, _ = data(31, 90, seed=8)
+    b = np.random.default_rng(9).standard_normal((90, 1))
+    K = (-lm.Vi(x).sqdist(lm.Vj(y)) * 2.0).exp() * lm.Vj(b)
+    cot = np.random.default_rng(10).standard_normal((31, 1))
+    with lm.config(engine=ENGINE):
+        gx, gy, gb = lm.vjp(K, cot, wrt=[x, y, b])
+    d = x[:, None, :] - y[None, :, :]
+    k = np.exp(-2.0 * np.sum(d**2, -1))
+    w = cot * k * b[:, 0][None, :]
+    close(gx, -4.0 * np.einsum("ij,ijd->id", w, d), "float64", "d/dx")
+    close(gy, 4.0 * np.einsum("ij,ijd->jd", w, d), "float64", "d/dy")
+    close(gb, (cot * k).sum(0)[:, None], "float64", "d/db")
