@@ -124,23 +124,15 @@ def register(
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
 
-    def objective(p: Any) -> Any:
-        q1, _ = shoot(source, p, kernel, steps, method)
-        return gamma * hamiltonian(source, p, kernel) + loss(q1, target)
-
     if value_and_grad is not None:
+
+        def objective(p: Any) -> Any:
+            q1, _ = shoot(source, p, kernel, steps, method)
+            return gamma * hamiltonian(source, p, kernel) + loss(q1, target)
+
         fun = value_and_grad(objective)
     elif hasattr(loss, "value_and_grad"):
-        field = HamiltonianField(kernel, source, start)
-
-        def fun(p: Any) -> tuple[Any, Any]:
-            q1, _, vjp = shoot_with_adjoint(source, p, kernel, steps, method)
-            value, dq1 = loss.value_and_grad(q1, target)
-            _, velocity = field.gradients(source, p)  # dH/dp0 = K_q0 p0
-            _, p_bar = vjp(dq1, xp.zeros_like(p))
-            energy = 0.5 * xp.sum(p * velocity)
-            return gamma * energy + value, gamma * velocity + p_bar
-
+        fun = lddmm_value_and_grad(source, target, kernel, loss, gamma, steps, method)
     else:
         raise TypeError(
             "register needs the loss's gradient: give a loss with a value_and_grad(x, target) method "
@@ -162,3 +154,24 @@ def register(
         energy=number(gamma * hamiltonian(source, p_opt, kernel)),
         info=info,
     )
+
+
+def lddmm_value_and_grad(
+    source: Any, target: Any, kernel: KernelLike, loss: Any, gamma: float, steps: int, method: str
+) -> Callable[[Any], tuple[Any, Any]]:
+    """p0 -> (E(p0), dE/dp0) for E = gamma * H(q0, p0) + loss(q1, target), symbolically.
+
+    dH/dp0 = K_q0 p0 is a reduction; the shooting's gradient is its adjoint sweep; the loss
+    gives dloss/dq1 through its ``value_and_grad`` method. Any backend.
+    """
+    xp = lazymat.backend_for(source).namespace(source)
+    field = HamiltonianField(kernel, source, source)
+
+    def fun(p: Any) -> tuple[Any, Any]:
+        q1, _, vjp = shoot_with_adjoint(source, p, kernel, steps, method)
+        value, dq1 = loss.value_and_grad(q1, target)
+        _, velocity = field.gradients(source, p)  # dH/dp0 = K_q0 p0
+        _, p_bar = vjp(dq1, xp.zeros_like(p))
+        return gamma * 0.5 * xp.sum(p * velocity) + value, gamma * velocity + p_bar
+
+    return fun
