@@ -4,6 +4,9 @@ sweep against finite differences, energy conservation, registration, and bad inp
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -257,3 +260,14 @@ def test_bad_input(state):
         register(q, q, KERNEL, lambda x, y: float(np.sum((x - y) ** 2)))
     with pytest.raises(ValueError, match="target"):
         register(q, np.ones((4, 3)), KERNEL, KernelNormLoss(KERNEL))
+
+
+def test_lddmm_example(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "examples" / "lddmm.py"
+    spec = importlib.util.spec_from_file_location("lddmm_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    r = module.run(n=30, out=str(tmp_path / "lddmm.png"), steps=4, maxiter=20)
+    assert r["loss"] <= 0.1 * r["initial_loss"], r
+    assert (tmp_path / "lddmm.png").stat().st_size > 0
