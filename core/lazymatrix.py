@@ -405,6 +405,6 @@ class LazyMatrix:
 
         K must be symmetric over the same points (``Vi(x)``, ``Vj(x)``) and positive definite.
         """
-        from lazymat.solvers.cg import cg
+        from lazymat.solvers.conjugate_gradient import cg
 
         return cg(self, b, alpha=alpha, **kw)[0]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import lazymat
-from lazymat.solvers.cg import cg
+from lazymat.solvers.conjugate_gradient import cg
 from lazymat.solvers.preconditioners import nystrom
 
 

@@ -1,6 +1,35 @@
 """Backend-neutral solvers written against the array API and LazyMatrix."""
 
+from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
+from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
+from .kernels import Kernel, cauchy, gaussian
+from .lbfgs import LBFGSInfo, lbfgs
+from .linear_operator import aslinearoperator
+from .preconditioners import jacobi, nystrom
+from .registration import KernelNormLoss, RegistrationResult, register
 from .samples_loss import SamplesLoss
 from .sinkhorn import SinkhornResult, sinkhorn
 
-__all__ = ["SamplesLoss", "SinkhornResult", "sinkhorn"]
+__all__ = [
+    "CGInfo",
+    "ConvergenceWarning",
+    "Kernel",
+    "KernelNormLoss",
+    "LBFGSInfo",
+    "RegistrationResult",
+    "SamplesLoss",
+    "SinkhornResult",
+    "aslinearoperator",
+    "cauchy",
+    "cg",
+    "flow",
+    "gaussian",
+    "hamiltonian",
+    "jacobi",
+    "lbfgs",
+    "nystrom",
+    "register",
+    "shoot",
+    "shoot_with_adjoint",
+    "sinkhorn",
+]

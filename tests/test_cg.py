@@ -15,7 +15,7 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as spla
 
 import lazymat as lm
-from lazymat.solvers.cg import CGInfo, ConvergenceWarning, cg
+from lazymat.solvers.conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from lazymat.solvers.preconditioners import jacobi, nystrom
 
 N = 500

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lazymat as lm
-from lazymat.solvers.cg import cg
+from lazymat.solvers.conjugate_gradient import cg
 
 N = 40
 needs_torch = pytest.mark.skipif("torch" not in lm.backends(), reason="lazymat-torch is not installed")
