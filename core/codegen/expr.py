@@ -1,0 +1,294 @@
+"""The per-formula expression emitter: a formula as straight-line scalar C code.
+
+Every IR node of dimension d becomes d scalar temporaries ``t<id>_<c>`` of type
+``lm_real`` (integer index arrays: ``lm_index``), computed once even when the node is
+shared (the formula's DAG is walked in topological order, so common sub-expressions are
+emitted once). Constants are inlined as exact hexadecimal literals, concatenation and
+slicing only rename components. The code calls the ``lm_*`` functions of
+:mod:`lazymat.codegen.mathlib` and nothing else, so it compiles for any target whose
+skeleton includes that prelude (C on the CPU, CUDA C on a GPU).
+
+Where the variables live is the skeleton's business: it passes a :class:`Names` object
+that spells the C expression of component ``c`` of a variable and of the current i or j
+index. :class:`FormulaEmitter` keeps its table of emitted nodes between calls, which lets a
+skeleton hoist the sub-formulas that do not depend on j out of its inner loop: emit them
+first (``emit`` + ``take_lines`` in the outer loop), then the whole formula (only the
+j-dependent rest comes out).
+
+Semantics follow ``Node.eval`` exactly, special values included: minimum/maximum/relu
+propagate NaN as numpy does, Step(NaN) and Step(inf) are NaN (the reference computes
+``(a >= 0) + 0 * a``), Sign(NaN) is NaN, OneHot rounds half to even (``rint``),
+IndexMatch compares the index with the truncated selector.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from ..ir import algebra as alg
+from ..ir import functions as fn
+from ..ir import vector as vec
+from ..ir.leaves import Const, Var
+from ..ir.node import Node
+
+#: integer exponents of PowConst computed with multiplications (and one division)
+_SMALL_POWERS = (-4.0, -3.0, -2.0, 3.0, 4.0)
+
+_UNARY_CALLS: dict[type, str] = {
+    fn.Exp: "lm_exp",
+    fn.Log: "lm_log",
+    fn.Sin: "lm_sin",
+    fn.Cos: "lm_cos",
+    fn.Sqrt: "lm_sqrt",
+    fn.Abs: "lm_fabs",
+    fn.Tanh: "lm_tanh",
+}
+_BINARY_OPS: dict[type, str] = {alg.Add: "+", alg.Sub: "-", alg.Mul: "*", alg.Div: "/"}
+
+#: every node type the emitter knows (anything else is reported by ``unsupported``)
+SUPPORTED: frozenset[type] = frozenset(
+    {
+        Var,
+        Const,
+        alg.Neg,
+        alg.SumDim,
+        *_BINARY_OPS,
+        *_UNARY_CALLS,
+        fn.Rsqrt,
+        fn.Sign,
+        fn.Step,
+        fn.Relu,
+        fn.Square,
+        fn.PowConst,
+        fn.Minimum,
+        fn.Maximum,
+        fn.Atan2,
+        fn.IfElse,
+        vec.Concat,
+        vec.Slice,
+        vec.MatVecMult,
+        vec.VecMatMult,
+        vec.TensorProd,
+        vec.OneHot,
+        vec.IndexMatch,
+    }
+)
+
+
+class Names(Protocol):
+    """How a skeleton names its data: the emitter's only view of memory and loops."""
+
+    def var(self, v: Var, c: int) -> str:
+        """C expression of component ``c`` of variable ``v`` at the current (i, j)."""
+        ...
+
+    def is_integer(self, v: Var) -> bool:
+        """True when ``v`` is bound to an int64 index array (it feeds IndexMatch)."""
+        ...
+
+    def index(self, axis: str) -> str:
+        """C expression (``lm_index``) of the current i (``axis="i"``) or j index."""
+        ...
+
+
+def literal(value: float) -> str:
+    """An exact C literal of type ``lm_real`` (hexadecimal: no decimal rounding)."""
+    if math.isnan(value):
+        return "((lm_real)NAN)"
+    if math.isinf(value):
+        return "((lm_real)INFINITY)" if value > 0 else "(-(lm_real)INFINITY)"
+    return f"((lm_real){value.hex()})"
+
+
+def unsupported(formula: Node) -> str | None:
+    """Why the emitter cannot compile ``formula`` (an unknown node type), or None."""
+    for node in formula.walk():
+        if type(node) not in SUPPORTED:
+            return f"the C code generator has no rule for {type(node).__name__}"
+    return None
+
+
+def scalar_count(formula: Node) -> int:
+    """Number of scalar temporaries the formula's code holds (its straight-line size)."""
+    return sum(n.dim for n in formula.walk() if not isinstance(n, (Const, vec.Concat, vec.Slice)))
+
+
+def depends_on(formula: Node, axis: str) -> set[Node]:
+    """Nodes of ``formula`` whose value changes with the ``axis`` ("i" or "j") index."""
+    dep: set[Node] = set()
+    for node in formula.walk():
+        if (
+            (isinstance(node, Var) and node.cat == axis)
+            or (isinstance(node, vec.IndexMatch) and node.axis == axis)
+            or any(c in dep for c in node.children)
+        ):
+            dep.add(node)
+    return dep
+
+
+def _tree_sum(terms: list[str]) -> str:
+    """Pairwise sum: shorter dependency chains and smaller round-off than a left fold."""
+    while len(terms) > 1:
+        pairs = [f"({terms[k]} + {terms[k + 1]})" for k in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
+
+
+class FormulaEmitter:
+    """Emits C statements for formulas, remembering what it has emitted (CSE, hoisting)."""
+
+    def __init__(self, names: Names, prefix: str = "t") -> None:
+        self.names = names
+        self.prefix = prefix
+        self._done: dict[Node, list[str]] = {}
+        self._integer: set[Node] = set()
+        self._lines: list[str] = []
+        self._count = 0
+
+    def take_lines(self) -> list[str]:
+        """The statements emitted since the last call."""
+        lines, self._lines = self._lines, []
+        return lines
+
+    def emit(self, formula: Node) -> list[str]:
+        """C expressions of the components of ``formula`` (statements go to ``take_lines``)."""
+        for node in formula.walk():
+            if node not in self._done:
+                self._done[node] = self._node(node)
+        return self._done[formula]
+
+    # -- helpers --------------------------------------------------------------------------
+    def _value(self, node: Node, c: int) -> str:
+        """Component ``c`` of an emitted child as a real (dim-1 children broadcast)."""
+        comps = self._done[node]
+        expr = comps[c if len(comps) > 1 else 0]
+        return f"((lm_real){expr})" if node in self._integer else expr
+
+    def _assign(self, exprs: list[str], ctype: str = "lm_real") -> list[str]:
+        ident = f"{self.prefix}{self._count}"
+        self._count += 1
+        out = []
+        for c, e in enumerate(exprs):
+            name = f"{ident}_{c}"
+            self._lines.append(f"const {ctype} {name} = {e};")
+            out.append(name)
+        return out
+
+    def _map(self, node: Node, template: str) -> list[str]:
+        """Apply a template over the components; ``{0}``, ``{1}``, ... are the children."""
+        return self._assign(
+            [template.format(*(self._value(ch, c) for ch in node.children)) for c in range(node.dim)]
+        )
+
+    # -- one rule per node type -----------------------------------------------------------
+    def _node(self, node: Node) -> list[str]:
+        kind = type(node)
+        if isinstance(node, Var):
+            exprs = [self.names.var(node, c) for c in range(node.dim)]
+            if self.names.is_integer(node):
+                self._integer.add(node)
+                return self._assign(exprs, "lm_index")
+            return self._assign(exprs)
+        if isinstance(node, Const):
+            return [literal(node.value)] * node.dim
+        if kind in _BINARY_OPS:
+            return self._map(node, "{0} " + _BINARY_OPS[kind] + " {1}")
+        if kind in _UNARY_CALLS:
+            return self._map(node, _UNARY_CALLS[kind] + "({0})")
+        if isinstance(node, alg.Neg):
+            return self._map(node, "-{0}")
+        if isinstance(node, alg.SumDim):
+            child = node.children[0]
+            return self._assign([_tree_sum([self._value(child, c) for c in range(child.dim)])])
+        if isinstance(node, fn.Rsqrt):
+            return self._map(node, "(lm_real)1 / lm_sqrt({0})")
+        if isinstance(node, fn.Square):
+            return self._map(node, "{0} * {0}")
+        if isinstance(node, fn.Sign):
+            return self._map(node, "({0} > 0 ? (lm_real)1 : ({0} < 0 ? (lm_real)-1 : {0}))")
+        if isinstance(node, fn.Step):
+            return self._map(node, "(lm_real)({0} >= 0) + (lm_real)0 * {0}")
+        if isinstance(node, fn.Relu):
+            return self._map(node, "(({0} > 0 || {0} != {0}) ? {0} : (lm_real)0)")
+        if isinstance(node, fn.Minimum):
+            return self._map(node, "(({0} < {1} || {0} != {0}) ? {0} : {1})")
+        if isinstance(node, fn.Maximum):
+            return self._map(node, "(({0} > {1} || {0} != {0}) ? {0} : {1})")
+        if isinstance(node, fn.Atan2):
+            return self._map(node, "lm_atan2({0}, {1})")
+        if isinstance(node, fn.IfElse):
+            return self._map(node, "({0} >= 0 ? {1} : {2})")
+        if isinstance(node, fn.PowConst):
+            return self._power(node)
+        if isinstance(node, vec.Concat):
+            a, b = node.children
+            return self._done[a] + self._done[b] if not ({a, b} & self._integer) else self._reals(node)
+        if isinstance(node, vec.Slice):
+            child = node.children[0]
+            if child in self._integer:  # index arrays stay integers (IndexMatch reads them)
+                self._integer.add(node)
+                return self._done[child][node.start : node.stop]
+            return [self._value(child, c) for c in range(node.start, node.stop)]
+        if isinstance(node, vec.MatVecMult):
+            A, v = node.children
+            e = v.dim
+            return self._assign(
+                [
+                    _tree_sum([f"{self._value(A, r * e + c)} * {self._value(v, c)}" for c in range(e)])
+                    for r in range(node.dim)
+                ]
+            )
+        if isinstance(node, vec.VecMatMult):
+            u, A = node.children
+            e = node.dim
+            return self._assign(
+                [
+                    _tree_sum([f"{self._value(u, r)} * {self._value(A, r * e + c)}" for r in range(u.dim)])
+                    for c in range(e)
+                ]
+            )
+        if isinstance(node, vec.TensorProd):
+            a, b = node.children
+            return self._assign(
+                [f"{self._value(a, r)} * {self._value(b, c)}" for r in range(a.dim) for c in range(b.dim)]
+            )
+        if isinstance(node, vec.OneHot):
+            rounded = f"{self.prefix}r{self._count}"
+            self._lines.append(f"const lm_real {rounded} = lm_rint({self._value(node.children[0], 0)});")
+            return self._assign([f"(lm_real)({rounded} == (lm_real){c})" for c in range(node.size)])
+        if isinstance(node, vec.IndexMatch):
+            return self._index_match(node)
+        raise NotImplementedError(f"the C code generator has no rule for {kind.__name__}")
+
+    def _reals(self, node: Node) -> list[str]:
+        """Components of a Concat as reals (a child is an integer array)."""
+        a, b = node.children
+        return [self._value(a, c) for c in range(a.dim)] + [self._value(b, c) for c in range(b.dim)]
+
+    def _power(self, node: fn.PowConst) -> list[str]:
+        p = node.p
+        if p not in _SMALL_POWERS:
+            return self._map(node, f"lm_pow({{0}}, {literal(p)})")
+        k = int(abs(p))
+        product = " * ".join(["{0}"] * k)
+        return self._map(node, product if p > 0 else f"(lm_real)1 / ({product})")
+
+    def _index_match(self, node: vec.IndexMatch) -> list[str]:
+        sel = node.children[0]
+        index = self.names.index(node.axis)
+        comps = self._done[sel]
+        exprs = []
+        for c in range(node.dim):
+            s = comps[c if len(comps) > 1 else 0]
+            if sel not in self._integer:  # a real-valued selector is truncated, as astype does
+                s = f"(({s} == {s} && lm_fabs({s}) < (lm_real)9.2e18) ? (lm_index){s} : INT64_MIN)"
+            exprs.append(f"(lm_real)({index} == {s})")
+        return self._assign(exprs)
+
+
+def emit_formula(formula: Node, names: Names, prefix: str = "t") -> tuple[list[str], list[str]]:
+    """Straight-line C for ``formula``: (statements, C expressions of its components)."""
+    emitter = FormulaEmitter(names, prefix)
+    out = emitter.emit(formula)
+    return emitter.take_lines(), out

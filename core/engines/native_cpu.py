@@ -1,0 +1,249 @@
+"""The native CPU engine: fused reduction kernels generated as C, compiled once, run in place.
+
+For each (formula, reduction family, K, dtype, index arguments) the engine generates a C
+kernel with :class:`lazymat.codegen.CpuSkeleton`, compiles it with the system C compiler
+(:mod:`lazymat.engines.native_build`: disk cache, process-safe) and calls it through
+ctypes, which releases the GIL. The kernel loops over rows with OpenMP threads and over j
+with SIMD lanes, the whole formula inlined: no intermediate of size N*M exists, and the
+only extra memory is a structure-of-arrays copy of the j-variables (O(M)).
+
+Data of any backend on the CPU is read in place through DLPack (``np.from_dlpack``:
+numpy, torch, jax, ...); arrays are copied only when they are not C-contiguous. Outputs
+are numpy arrays handed to the request's namespace with ``from_dlpack``.
+
+Compiling a new kernel takes a fraction of a second, more than a small reduction costs on
+any engine: when dispatch chooses (no engine forced), a formula that is not compiled yet
+(in this process or in the disk cache) ranks below the other engines for reductions of
+fewer than ``COMPILE_MIN_PAIRS`` pairs (``priority_for``). Forcing ``native-cpu`` always
+compiles.
+
+The engine declines (``supports`` is False, dispatch picks the next engine) for data off
+the CPU, dtypes other than float32/float64, block-sparse ``ranges``, formulas too large
+for straight-line code, and when no C compiler works — then with a one-time warning that
+says how to enable it (``LAZYMAT_CC``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..codegen.cpu import ENTRY_POINT, FAMILIES, FAMILY_OUTPUTS, CpuSkeleton, KernelSpec
+from ..codegen.expr import scalar_count, unsupported
+from ..codegen.mathlib import DTYPES
+from ..engine import Engine
+from ..ir.leaves import Var
+from ..ir.node import Node
+from ..request import ReductionRequest
+from .native_build import Compiler, build, find_compiler, kernel_path
+
+#: largest formula (scalar temporaries) compiled as straight-line code
+MAX_SCALARS = 20_000
+#: below this many pairs (batch included), dispatch prefers other engines to a first compile
+COMPILE_MIN_PAIRS = 1 << 22
+#: priority of a request too small to be worth compiling for (below the reference engine's 0)
+_NOT_WORTH_COMPILING = -1
+_DLPACK_CPU = 1
+_INDEX_DTYPES = ("int64", "int32", "uint32", "int16", "int8", "uint8", "uint16")
+
+_Kernel = Callable[..., None]
+
+
+def _dtype_name(dtype: Any) -> str:
+    """'float32' for numpy, torch (``torch.float32``), jax and array-api-strict dtypes."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _on_cpu(x: Any) -> bool:
+    try:
+        return int(x.__dlpack_device__()[0]) == _DLPACK_CPU
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return False
+
+
+def _batch_offsets(batch: tuple[int, ...], arg_batch: tuple[int, ...], stride: int) -> np.ndarray:
+    """Element offset of each (flattened, broadcast) batch element in a contiguous array."""
+    count = math.prod(arg_batch)
+    ids = np.arange(count, dtype=np.int64).reshape((1,) * (len(batch) - len(arg_batch)) + arg_batch)
+    return np.ascontiguousarray(np.broadcast_to(ids, batch).reshape(-1) * stride)
+
+
+class NativeCpuEngine(Engine):
+    """Fused C kernels (OpenMP threads, SIMD lanes), compiled on first use and cached on disk."""
+
+    name = "native-cpu"
+    priority = 20
+
+    def __init__(self) -> None:
+        self._kernels: dict[KernelSpec, _Kernel] = {}
+        self._on_disk: dict[KernelSpec, bool] = {}
+        self._formulas: dict[Node, str | None] = {}
+        self._lock = threading.Lock()
+        self._warned = False
+
+    # -- can it run? ----------------------------------------------------------------------
+    def supports(self, request: ReductionRequest) -> bool:
+        return self._problem(request) is None
+
+    def why_not(self, request: ReductionRequest) -> str:
+        return self._problem(request) or super().why_not(request)
+
+    def _formula_problem(self, formula: Node) -> str | None:
+        if formula not in self._formulas:
+            reason = unsupported(formula)
+            size = scalar_count(formula)
+            if reason is None and size > MAX_SCALARS:
+                reason = (
+                    f"the formula needs {size} scalar temporaries (native-cpu compiles up to {MAX_SCALARS})"
+                )
+            self._formulas[formula] = reason
+        return self._formulas[formula]
+
+    def _problem(self, request: ReductionRequest) -> str | None:
+        if request.ranges is not None:
+            return "native-cpu does not run block-sparse reductions (ranges)"
+        dtype = _dtype_name(request.dtype)
+        if dtype not in DTYPES:
+            return f"native-cpu computes in {' or '.join(DTYPES)}, got {dtype}"
+        for a in request.args:
+            if not _on_cpu(a):
+                return f"native-cpu needs arrays in CPU memory (DLPack), got a {type(a).__name__} elsewhere"
+            if not request.backend.is_floating(a) and _dtype_name(a.dtype) not in _INDEX_DTYPES:
+                return f"native-cpu takes integer index arrays of dtypes {_INDEX_DTYPES}, got {a.dtype}"
+        reason = self._formula_problem(request.spec.formula)
+        if reason is not None:
+            return reason
+        compiler = find_compiler()
+        if isinstance(compiler, str):
+            self._warn_once(compiler)
+            return f"native-cpu has no usable C compiler: {compiler}"
+        return None
+
+    def _warn_once(self, reason: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"lazymat: the fast 'native-cpu' engine is off ({reason}); reductions fall back to "
+                "slower engines. Install a C compiler with OpenMP (gcc) or point LAZYMAT_CC to one.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def priority_for(self, request: ReductionRequest) -> int:
+        """``priority``, unless the request is small and its kernel would need compiling first."""
+        if request.n * request.m * math.prod(request.batch) >= COMPILE_MIN_PAIRS:
+            return self.priority
+        integer = frozenset(k for k, a in enumerate(request.args) if not request.backend.is_floating(a))
+        spec = self._kernel_spec(request, integer)
+        with self._lock:
+            if spec in self._kernels:
+                return self.priority
+            cached = self._on_disk.get(spec)
+        if cached is None:
+            compiler = find_compiler()
+            cached = (
+                isinstance(compiler, Compiler) and kernel_path(CpuSkeleton(spec).source(), compiler).exists()
+            )
+            with self._lock:
+                self._on_disk[spec] = cached
+        return self.priority if cached else _NOT_WORTH_COMPILING
+
+    # -- compile --------------------------------------------------------------------------
+    @staticmethod
+    def _kernel_spec(request: ReductionRequest, integer: frozenset[int]) -> KernelSpec:
+        spec = request.spec
+        family = FAMILIES[spec.reduction]
+        k = spec.k if family == "kmin" else 0
+        return KernelSpec(spec.formula, family, k, _dtype_name(request.dtype), tuple(spec.variables), integer)
+
+    def kernel(self, spec: KernelSpec) -> _Kernel:
+        """The compiled entry point of a kernel (generated, compiled or loaded once)."""
+        with self._lock:
+            fn = self._kernels.get(spec)
+        if fn is not None:
+            return fn
+        compiler = find_compiler()
+        if not isinstance(compiler, Compiler):
+            raise RuntimeError(f"native-cpu has no usable C compiler: {compiler}")
+        lib = build(CpuSkeleton(spec).source(), compiler)
+        fn = getattr(lib, ENTRY_POINT)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
+        with self._lock:
+            self._kernels[spec] = fn
+        return fn
+
+    # -- run ------------------------------------------------------------------------------
+    def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+        spec = request.spec
+        family = FAMILIES[spec.reduction]
+        dtype = _dtype_name(request.dtype)
+        variables = tuple(spec.variables)
+        host = [self._host_view(request, a) for a in request.args]
+        integer = frozenset(k for k, h in enumerate(host) if h.dtype.kind in "iu")
+        kspec = self._kernel_spec(request, integer)
+        fn = self.kernel(kspec)
+
+        used = {v.index for v in spec.formula.walk() if isinstance(v, Var)}
+        keep: list[np.ndarray] = []  # arrays that must live until the call returns
+        ptrs: list[int | None] = []
+        offs: list[int | None] = []
+        for k, (v, h) in enumerate(zip(variables, host, strict=True)):
+            if k not in used:
+                ptrs.append(None)
+                offs.append(None)
+                continue
+            data, off = self._layout(v, h, request.batch, np.int64 if k in integer else np.dtype(dtype))
+            keep += [data, off]
+            ptrs.append(data.ctypes.data)
+            offs.append(off.ctypes.data)
+
+        shape = (*request.batch, request.n, kspec.out_dim)
+        values = np.empty(shape, dtype=dtype)
+        outs = [values]
+        if len(FAMILY_OUTPUTS[family]) > 1:
+            outs.append(np.empty(shape, dtype=np.int64))
+        nb = math.prod(request.batch)
+        void_array = ctypes.c_void_p * max(1, len(ptrs))
+        fn(
+            nb,
+            request.n,
+            request.m,
+            void_array(*ptrs),
+            void_array(*offs),
+            (ctypes.c_void_p * len(outs))(*(o.ctypes.data for o in outs)),
+        )
+        by_kind = dict(zip(FAMILY_OUTPUTS[family], outs, strict=True))
+        return tuple(self._to_backend(request, by_kind[kind]) for kind in spec.kind.outputs)
+
+    @staticmethod
+    def _host_view(request: ReductionRequest, a: Any) -> np.ndarray:
+        """A numpy view of a CPU array of any backend (no copy), cut from autodiff graphs."""
+        if isinstance(a, np.ndarray):
+            return a
+        return np.from_dlpack(request.backend.stop_gradient(a))
+
+    @staticmethod
+    def _layout(v: Var, h: np.ndarray, batch: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's layout of one argument and its batch offsets (see CpuSkeleton)."""
+        lead = 1 if v.cat == "p" else 2
+        if v.cat == "j":  # structure of arrays: (.., d, M)
+            h = np.swapaxes(h, -1, -2)
+        data = np.ascontiguousarray(h, dtype=dtype)
+        stride = math.prod(data.shape[-lead:])
+        return data, _batch_offsets(batch, tuple(data.shape[:-lead]), stride)
+
+    @staticmethod
+    def _to_backend(request: ReductionRequest, out: np.ndarray) -> Any:
+        if request.backend.recognizes(out):
+            return out
+        from_dlpack = getattr(request.xp, "from_dlpack", None)
+        if from_dlpack is not None:
+            return from_dlpack(out)
+        return request.backend.from_numpy(out, request.device)

@@ -1,0 +1,547 @@
+"""The native-cpu engine against dense float64 numpy (and SciPy), finite differences, and itself
+under concurrency.
+
+Every formula is written twice: with lazymat operators, and as dense numpy on the full
+(*batch, N, M, dim) grid (never through lazymat's ``eval``). Reductions of the first on
+the engine are compared with numpy reductions of the second: float64 to 1e-10, float32
+to 1e-5 (relative to the largest entry), indices exactly (float32: equal values instead,
+since rounding may reorder near-ties).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import lazymat as lm
+import lazymat.testing
+from lazymat.dispatch import run_engine, select_engine
+from lazymat.engines.native_build import find_compiler
+from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS
+from lazymat.ir.algebra import mul
+from lazymat.ir.leaves import Var
+from lazymat.ir.vector import IndexMatch
+from lazymat.plugin_manager import get_registry
+from lazymat.reductions import get_reduction
+from lazymat.request import ReductionSpec, build_request
+
+ENGINE = "native-cpu"
+HAS_CC = not isinstance(find_compiler(), str)
+pytestmark = pytest.mark.skipif(not HAS_CC, reason=f"no C compiler: {find_compiler()}")
+
+Dense = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+# -- dense references ---------------------------------------------------------------------
+
+
+def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:
+    """numpy/SciPy reductions over axis -2 of values F (*batch, N, M, D), lazymat's semantics."""
+    with np.errstate(all="ignore"):
+        if reduction == "sum":
+            return (F.sum(-2),)
+        if reduction == "lse":
+            return (logsumexp(F, axis=-2),)
+        if reduction in ("min", "max", "argmin", "argmax", "min_argmin", "max_argmax"):
+            pick = np.argmin if reduction.startswith(("min", "argmin")) else np.argmax
+            idx = pick(F, axis=-2)  # numpy: the first NaN wins, ties go to the first index
+            val = np.take_along_axis(F, idx[..., None, :], axis=-2)[..., 0, :]
+            out = {"value": val, "index": idx}
+            kinds = {"min": "value", "max": "value", "argmin": "index", "argmax": "index"}
+            return (out[kinds[reduction]],) if reduction in kinds else (val, idx)
+        key = np.where(np.isnan(F[..., 0]), -np.inf, F[..., 0])
+        order = np.argsort(key, axis=-1, kind="stable")[..., :k]
+        vals = np.take_along_axis(F[..., 0], order, axis=-1)
+        return {"kmin": (vals,), "argkmin": (order,), "kmin_argkmin": (vals, order)}[reduction]
+
+
+def close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
+    rtol = 1e-10 if dtype == "float64" else 1e-5
+    got = np.asarray(got, dtype=np.float64)
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: NaN positions")
+    np.testing.assert_array_equal(got[~finite], ref[~finite], err_msg=f"{what}: infinities")
+    scale = np.max(np.abs(ref[finite]), initial=1.0)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def check_reduction(
+    K: lm.LazyMatrix, F: np.ndarray, reduction: str, dtype: str, k: int = 0, what: str = ""
+) -> None:
+    """The engine's outputs of ``K.reduce(reduction)`` against the dense values ``F``."""
+    got = K.reduce(reduction, 1, k=k, engine=ENGINE)
+    ref = dense_reduce(F, reduction, k)
+    kinds = get_reduction(reduction).outputs
+    assert len(got) == len(ref) == len(kinds)
+    for kind, g, r in zip(kinds, got, ref, strict=True):
+        label = f"{what} {reduction} {kind} ({dtype})"
+        assert isinstance(g, np.ndarray) and g.shape == r.shape, f"{label}: shape {g.shape}"
+        if kind == "value":
+            assert g.dtype == np.dtype(dtype), label
+            close(g, r, dtype, label)
+            continue
+        assert g.dtype == np.int64, label
+        if dtype == "float64":
+            np.testing.assert_array_equal(g, r, err_msg=label)
+        elif reduction.endswith("kmin"):  # float32 may reorder near-ties: compare what was picked
+            F2 = F[..., 0]
+            close(np.take_along_axis(F2, g, -1), np.take_along_axis(F2, r, -1), dtype, label)
+        else:
+            pick = np.take_along_axis(F, g[..., None, :], -2)
+            close(pick, np.take_along_axis(F, r[..., None, :], -2), dtype, label)
+
+
+def cat(*arrays: np.ndarray) -> np.ndarray:
+    """Concatenate along the inner dimension after broadcasting the grid dimensions."""
+    shape = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
+    return np.concatenate([np.broadcast_to(a, (*shape, a.shape[-1])) for a in arrays], -1)
+
+
+def data(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3)), rng.standard_normal((m, 3)), rng.random(3) + 0.5
+
+
+def grid(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, p broadcast on the (N, M, dim) grid."""
+    return x[..., :, None, :], y[..., None, :, :], p[..., None, None, :]
+
+
+# -- every IR operation -------------------------------------------------------------------
+# name -> (lazymat builder over Vi(x), Vj(y), Pm(p), dense numpy over the grid); dims 3, 3, 3
+
+OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
+    "arith_const": (
+        lambda X, Y, P: (X + Y) * (X - 2.5) / (P * P + 1.0) - (-X) * Y,
+        lambda x, y, p: (x + y) * (x - 2.5) / (p * p + 1.0) + x * y,
+    ),
+    "sumdim_square": (
+        lambda X, Y, P: (X * Y).inner_sum().concat((X - Y).square()),
+        lambda x, y, p: cat(np.sum(x * y, -1, keepdims=True), (x - y) ** 2),
+    ),
+    "exp_log": (
+        lambda X, Y, P: (-(X - Y).sqnorm2()).exp().concat((X * Y + 5.0).abs().log()),
+        lambda x, y, p: cat(np.exp(-np.sum((x - y) ** 2, -1, keepdims=True)), np.log(np.abs(x * y + 5.0))),
+    ),
+    "trig_tanh": (
+        lambda X, Y, P: (X * Y).sin().concat((X - Y).cos()).concat((X + Y).tanh()),
+        lambda x, y, p: cat(np.sin(x * y), np.cos(x - y), np.tanh(x + y)),
+    ),
+    "sqrt_rsqrt_norm": (
+        lambda X, Y, P: (X * X + Y * Y).sqrt().concat((X * X + 0.5).rsqrt() * Y).concat((X - Y).normalize()),
+        lambda x, y, p: cat(
+            np.sqrt(x * x + y * y),
+            y / np.sqrt(x * x + 0.5),
+            (x - y) / np.sqrt(np.sum((x - y) ** 2, -1, keepdims=True)),
+        ),
+    ),
+    "abs_sign_step_relu": (
+        lambda X, Y, P: (X - Y).abs().concat((X - Y).sign()).concat((X * Y).step()).concat((X + Y).relu()),
+        lambda x, y, p: cat(np.abs(x - y), np.sign(x - y), (x * y >= 0) * 1.0, np.maximum(x + y, 0)),
+    ),
+    "powers": (
+        lambda X, Y, P: (
+            (X - Y) ** 3 + (X * X + Y * Y + 1.0) ** 1.5 + (X * X + Y * Y + 1.0) ** -2 + (X * Y) ** 4
+        ),
+        lambda x, y, p: (
+            (x - y) ** 3 + (x * x + y * y + 1.0) ** 1.5 + (x * x + y * y + 1.0) ** -2.0 + (x * y) ** 4
+        ),
+    ),
+    "min_max_atan2_ifelse_clamp": (
+        lambda X, Y, P: (
+            X.minimum(Y)
+            .concat(X.maximum(Y * P))
+            .concat(X.atan2(Y))
+            .concat((X - Y).ifelse(X * 2.0, Y))
+            .concat((X + Y).clamp(-0.5, 0.5))
+        ),
+        lambda x, y, p: cat(
+            np.minimum(x, y),
+            np.maximum(x, y * p),
+            np.arctan2(x, y),
+            np.where(x - y >= 0, x * 2.0, y),
+            np.clip(x + y, -0.5, 0.5),
+        ),
+    ),
+    "slices_matvec_tensorprod": (
+        lambda X, Y, P: (
+            X[1:3]
+            .concat(Y[0] * X[2])
+            .concat(X.tensorprod(Y).matvecmult(P))
+            .concat(P.vecmatmult(X.tensorprod(Y)))
+            .concat(X.weightedsqdist(Y, X.tensorprod(P)))
+        ),
+        lambda x, y, p: cat(
+            x[..., 1:3],
+            y[..., :1] * x[..., 2:3],
+            x * np.sum(y * p, -1, keepdims=True),
+            y * np.sum(x * p, -1, keepdims=True),
+            np.einsum("...a,...ab,...b->...", x - y, x[..., :, None] * p[..., None, :], x - y)[..., None],
+        ),
+    ),
+    "one_hot": (
+        lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
+        lambda x, y, p: (np.round(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_operation(op: str, dtype: str) -> None:
+    build, dense = OPS[op]
+    x, y, p = (a.astype(dtype) for a in data(19, 300, seed=1))
+    K = build(lm.Vi(x), lm.Vj(y), lm.Pm(p))
+    F = dense(*grid(*(a.astype(np.float64) for a in (x, y, p))))
+    F = np.broadcast_to(F, (19, 300, F.shape[-1]))
+    assert K.dim == F.shape[-1]
+    check_reduction(K, F, "sum", dtype, what=op)
+
+
+def _gaussian(X: Any, Y: Any, P: Any) -> Any:
+    return (-X.sqdist(Y) * P[0]).exp() * Y[0].concat(Y[1] * 0.5 + 1.0)
+
+
+def _gaussian_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    k = np.exp(-np.sum((x - y) ** 2, -1, keepdims=True) * p[..., :1])
+    return np.concatenate([k * y[..., 0:1], k * (y[..., 1:2] * 0.5 + 1.0)], -1)
+
+
+def _dist(X: Any, Y: Any, P: Any) -> Any:
+    return X.sqdist(Y) * P[1] - P[2]
+
+
+def _dist_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.sum((x - y) ** 2, -1, keepdims=True) * p[..., 1:2] - p[..., 2:3]
+
+
+REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
+K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 7), (13, 1), (97, 257), (5, 1031)])
+def test_every_reduction_awkward_sizes(n: int, m: int, dtype: str) -> None:
+    x, y, p = (a.astype(dtype) for a in data(n, m, seed=n + m))
+    g = grid(*(a.astype(np.float64) for a in (x, y, p)))
+    X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
+    for reduction in REDUCTIONS:
+        check_reduction(_gaussian(X, Y, P), _gaussian_dense(*g), reduction, dtype, what=f"{n}x{m}")
+    for reduction in K_REDUCTIONS:
+        for k in sorted({1, min(m, 4), m if m <= 300 else 10}):
+            check_reduction(_dist(X, Y, P), _dist_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
+
+
+def test_nan_and_inf_propagate() -> None:
+    x, y, p = data(6, 600, seed=3)
+    x[2, 1] = np.nan  # row 2: NaN everywhere
+    y[400, 2] = np.inf  # column 400 (second block): +inf distances, -inf in the log-sum-exp
+    g = grid(x, y, p)
+    X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
+    for reduction in REDUCTIONS:
+        check_reduction(-_dist(X, Y, P), -_dist_dense(*g), reduction, "float64", what="nan/inf")
+    for reduction in K_REDUCTIONS:
+        check_reduction(_dist(X, Y, P), _dist_dense(*g), reduction, "float64", 5, what="nan/inf")
+    # rows of -inf (log-sum-exp: -inf, not NaN), +inf entries, values below exp's range
+    v = np.array([[0.0], [1.0], [2.0]])
+    for formula, dense, w in (
+        (lambda A, B: (A - A).log() + B, lambda a, b: np.log(a - a) + b, [[0.0], [5.0], [3.0]]),
+        (lambda A, B: (A + 1.0) * B, lambda a, b: (a + 1.0) * b, [[0.0], [np.inf], [3.0]]),
+        (lambda A, B: (A - B) * 1e4 - 1e5, lambda a, b: (a - b) * 1e4 - 1e5, [[0.0], [-1.0], [3.0]]),
+    ):
+        w = np.array(w)
+        with np.errstate(divide="ignore"):
+            F = dense(v[:, None, :], w[None, :, :])
+        for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
+            check_reduction(formula(lm.Vi(v), lm.Vj(w)), F, reduction, "float64", what="extremes")
+
+
+def test_ties_go_to_the_lowest_index() -> None:
+    rng = np.random.default_rng(4)
+    base = np.round(rng.standard_normal((40, 2)) * 8) / 8  # exact in float32: same ties
+    # equal points in different SIMD lanes and j blocks (blocks of 256, lanes of 8 or 16)
+    y = np.concatenate([base, base[::-1], base, np.zeros((300, 2)), base])
+    x = np.round(rng.standard_normal((17, 2)) * 8) / 8
+    x[3] = 0.0  # ties with the 300 zeros
+    for dtype in ("float64", "float32"):
+        xs, ys = x.astype(dtype), y.astype(dtype)
+        g = grid(xs.astype(np.float64), ys.astype(np.float64), np.zeros(1))
+        F = np.sum((g[0] - g[1]) ** 2, -1, keepdims=True)
+        K = lm.Vi(xs).sqdist(lm.Vj(ys))
+        got = K.reduce("min_argmin", engine=ENGINE)[1]
+        np.testing.assert_array_equal(got, np.argmin(F, axis=-2), err_msg=dtype)
+        got = K.reduce("max_argmax", engine=ENGINE)[1]
+        np.testing.assert_array_equal(got, np.argmax(F, axis=-2), err_msg=dtype)
+        got = K.reduce("argkmin", k=7, engine=ENGINE)[0]
+        np.testing.assert_array_equal(
+            got, np.argsort(F[..., 0], axis=-1, kind="stable")[:, :7], err_msg=dtype
+        )
+
+
+def test_batch_dimensions() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 1, 17, 3))
+    y = rng.standard_normal((3, 300, 3))
+    p = rng.random((2, 3, 3)) + 0.5
+    F = _gaussian_dense(*grid(x, y, p))
+    F = np.broadcast_to(F, (2, 3, 17, 300, 2))
+    D = np.broadcast_to(_dist_dense(*grid(x, y, p)), (2, 3, 17, 300, 1))
+    for dtype in ("float64", "float32"):
+        X, Y, P = lm.Vi(x.astype(dtype)), lm.Vj(y.astype(dtype)), lm.Pm(p.astype(dtype))
+        for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
+            check_reduction(_gaussian(X, Y, P), F, reduction, dtype, what="batch")
+        check_reduction(_dist(X, Y, P), D, "kmin_argkmin", dtype, 4, what="batch")
+
+
+def test_index_match_with_integer_arrays() -> None:
+    """IndexMatch over j and over i with int64 selectors (the gradients of min and K-min)."""
+    rng = np.random.default_rng(6)
+    n, m = 23, 301
+    sel_i = rng.integers(0, m, (n, 2))
+    sel_j = rng.integers(0, n, (m, 3))
+    y = rng.standard_normal((m, 1))
+    x = rng.standard_normal((n, 1))
+    be = get_registry().backend("numpy")
+    for formula, args, dense in (
+        (
+            mul(IndexMatch(Var(0, "i", 2), "j"), Var(1, "j", 1)),
+            [sel_i, y],
+            (np.arange(m)[None, :, None] == sel_i[:, None, :]) * y[None, :, :],
+        ),
+        (
+            mul(IndexMatch(Var(0, "j", 3), "i"), Var(1, "i", 1)),
+            [sel_j, x],
+            (np.arange(n)[:, None, None] == sel_j[None, :, :]) * x[:, None, :],
+        ),
+    ):
+        spec = ReductionSpec(formula, "sum")
+        (got,) = run_engine(spec, args, be, ENGINE)
+        close(got, dense.sum(1), "float64", f"IndexMatch {formula!r}")
+
+
+def test_dispatch_compiles_only_when_it_pays() -> None:
+    """Small reductions of a formula never compiled run elsewhere; compiled or large ones here."""
+    c = 3.0 + uuid.uuid4().int % 10**6 / 10**7  # a kernel no cache has seen
+    be = get_registry().backend("numpy")
+    x, y, _ = data(40, 50, seed=13)
+    K = (-lm.Vi(x).sqdist(lm.Vj(y)) * c).exp()
+    spec, args = K.prepare("sum", 1)
+    small = build_request(spec, args, be, 2**20)
+    assert select_engine(small).name != ENGINE
+    big_y = np.zeros((COMPILE_MIN_PAIRS // 40 + 1, 3))
+    spec_big, args_big = (-lm.Vi(x).sqdist(lm.Vj(big_y)) * c).exp().prepare("sum", 1)
+    assert select_engine(build_request(spec_big, args_big, be, 2**20)).name == ENGINE
+    K.sum(axis=1, engine=ENGINE)  # compiles the kernel
+    assert select_engine(small).name == ENGINE
+    assert get_registry().engine(ENGINE).priority_for(small) > get_registry().engine("reference").priority
+
+
+# -- gradients ----------------------------------------------------------------------------
+
+
+def test_gradient_of_gaussian_sum_matches_dense() -> None:
+    x, y, _ = data(31, 270, seed=7)
+    b = np.random.default_rng(8).standard_normal((270, 1))
+    K = (-lm.Vi(x).sqdist(lm.Vj(y)) * 2.0).exp() * lm.Vj(b)
+    cot = np.random.default_rng(9).standard_normal((31, 1))
+    with lm.config(engine=ENGINE):
+        gx, gy, gb = lm.vjp(K, cot, wrt=[x, y, b])
+    d = x[:, None, :] - y[None, :, :]
+    k = np.exp(-2.0 * np.sum(d**2, -1))  # (N, M)
+    w = cot * k * b[:, 0][None, :]  # (N, M)
+    close(gx, -4.0 * np.einsum("ij,ijd->id", w, d), "float64", "d/dx")
+    close(gy, 4.0 * np.einsum("ij,ijd->jd", w, d), "float64", "d/dy")
+    close(gb, (cot * k).sum(0)[:, None], "float64", "d/db")
+
+
+@pytest.mark.parametrize(("reduction", "k"), [("lse", 0), ("min", 0), ("max_argmax", 0), ("kmin", 3)])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_gradients_match_finite_differences(reduction: str, k: int, axis: int) -> None:
+    x, y, p = data(7, 9, seed=10)
+    p = p[:1]
+
+    def matrix(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> lm.LazyMatrix:
+        X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
+        return -(X.sqdist(Y) * P).sqrt() + (X * Y).sin().inner_sum()
+
+    def value(*arrays: np.ndarray) -> np.ndarray:
+        return matrix(*arrays).reduce(reduction, axis, k=k, engine=ENGINE)[0]
+
+    cot = np.random.default_rng(11).standard_normal(value(x, y, p).shape)
+    with lm.config(engine=ENGINE):
+        grads = lm.vjp(matrix(x, y, p), cot, reduction=reduction, axis=axis, k=k, wrt=[x, y, p])
+    arrays = [x, y, p]
+    for which, g in enumerate(grads):
+        fd = np.zeros_like(arrays[which])
+        for idx in np.ndindex(fd.shape):
+            plus = [a.copy() for a in arrays]
+            minus = [a.copy() for a in arrays]
+            plus[which][idx] += 1e-6
+            minus[which][idx] -= 1e-6
+            fd[idx] = np.sum(cot * (value(*plus) - value(*minus))) / 2e-6
+        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6, err_msg=f"{reduction} d/d{'xyp'[which]}")
+
+
+# -- host memory of other backends --------------------------------------------------------
+
+
+def test_torch_tensors_are_read_in_place_and_returned_as_torch() -> None:
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if "torch" not in lm.backends():
+        pytest.skip("lazymat-torch is not installed")
+    x, y, p = data(11, 300, seed=12)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.tensor(y).T.contiguous().T  # a non-contiguous (column-major) view
+    assert not yt.is_contiguous()
+    K = _gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p)))
+    (out,) = K.reduce("sum", engine=ENGINE)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    close(out.detach().numpy(), _gaussian_dense(*grid(x, y, p)).sum(1), "float64", "torch")
+    out.sum().backward()  # gradients through torch's autograd, on the same engine
+    with lm.config(engine="reference"):
+        (ref,) = torch.autograd.grad(
+            _gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p))).sum(axis=1).sum(), xt
+        )
+    close(xt.grad.numpy(), ref.numpy(), "float64", "torch autograd d/dx")
+
+
+# -- compilation: cache, concurrency, no compiler -----------------------------------------
+
+_CHILD = """
+import os, sys, time, numpy as np, lazymat as lm
+go = sys.argv[1]
+while not os.path.exists(go):
+    time.sleep(0.005)
+x = np.linspace(-1, 1, 30).reshape(10, 3); y = np.linspace(0, 2, 60).reshape(20, 3)
+K = (-lm.Vi(x).sqdist(lm.Vj(y)) * {c!r}).exp()
+print(repr(K.sum(axis=1, engine="native-cpu")[:, 0].tolist()))
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def test_concurrent_compilation_is_process_safe(tmp_path: Path) -> None:
+    """Two processes build the same new kernel into one cache at once: both succeed, one file."""
+    c = 1.0 + uuid.uuid4().int % 10**6 / 10**7  # a constant no cache has seen: a new kernel
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(_CHILD.format(c=c)))
+    go = tmp_path / "go"
+    env = _env(LAZYMAT_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    go.write_text("")
+    outs = [p.communicate(timeout=300) for p in procs]
+    x = np.linspace(-1, 1, 30).reshape(10, 3)
+    y = np.linspace(0, 2, 60).reshape(20, 3)
+    ref = np.exp(-np.sum((x[:, None] - y[None]) ** 2, -1) * c).sum(1)
+    for proc, (stdout, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, stderr
+        close(np.array(eval(stdout.strip())), ref, "float64", "child process")
+    files = sorted(f.name for f in (tmp_path / "cache").iterdir())
+    assert len([f for f in files if f.endswith(".so")]) == 1, files
+    assert not [f for f in files if f.startswith(".")], f"temporary files left behind: {files}"
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    c = 2.0 + uuid.uuid4().int % 10**6 / 10**7
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(_CHILD.format(c=c)))
+    (tmp_path / "go").write_text("")
+    env = _env(LAZYMAT_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    first = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "go")], env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    (so,) = (tmp_path / "cache").glob("*.so")
+    so.write_bytes(b"\x7fELF truncated")  # as if a disk filled up under someone else's writer
+    second = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "go")], env=env, capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+
+
+def test_without_compiler_dispatch_falls_back_with_one_warning(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import warnings, numpy as np, lazymat as lm
+        from lazymat.dispatch import select_engine
+        from lazymat.request import build_request
+        from lazymat.plugin_manager import get_registry
+        warnings.simplefilter("always")
+        x = np.linspace(-1, 1, 30).reshape(10, 3); y = np.linspace(0, 2, 60).reshape(20, 3)
+        K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
+        a = K.sum(axis=1)
+        b = K.logsumexp(axis=1)
+        print(repr(a[:, 0].tolist()))
+        print(repr(b[:, 0].tolist()))
+        spec, args = K.prepare("sum", 1)
+        req = build_request(spec, args, get_registry().backend("numpy"), 2**20)
+        print(select_engine(req).name)
+        try:
+            K.sum(axis=1, engine="native-cpu")
+        except ValueError as exc:
+            print("forced:", exc)
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=_env(LAZYMAT_CC="/nonexistent/cc"), capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    x = np.linspace(-1, 1, 30).reshape(10, 3)
+    y = np.linspace(0, 2, 60).reshape(20, 3)
+    F = np.exp(-np.sum((x[:, None] - y[None]) ** 2, -1))
+    close(np.array(eval(lines[0])), F.sum(1), "float64", "fallback sum")
+    close(np.array(eval(lines[1])), logsumexp(F, axis=1), "float64", "fallback lse")
+    assert lines[2] != ENGINE
+    assert lines[3].startswith("forced:") and "/nonexistent/cc" in lines[3]
+    assert res.stderr.count("native-cpu") == 1, res.stderr  # one warning, not one per call
+    assert "LAZYMAT_CC" in res.stderr
+
+
+# -- the conformance suite on this engine -------------------------------------------------
+
+
+class TestNativeCpuNumpy(lazymat.testing.BackendConformance):
+    backend = "numpy"
+    engine = ENGINE
+
+
+class TestNativeCpuTorch(lazymat.testing.BackendConformance):
+    backend = "torch"
+    engine = ENGINE
+
+    @pytest.fixture(autouse=True)
+    def _installed(self) -> None:
+        if "torch" not in lm.backends():
+            pytest.skip("lazymat-torch is not installed")
+
+    def autodiff_vjp(self, fn: Callable[..., Any], inputs: Any, cotangent: Any) -> Any:
+        import torch
+
+        leaves = [t.detach().requires_grad_(True) for t in inputs]
+        out = fn(*leaves)
+        return torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
