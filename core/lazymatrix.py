@@ -315,6 +315,13 @@ class LazyMatrix:
         signature = tuple(Var(n, v.cat, v.dim) for n, v in enumerate(order)) if unused else ()
         formula = renumber(formula, order)
         if axis == 0:
+            # checked here: once transposed, the request would name the other side
+            for cat in ("i", "j"):
+                if all(v.cat != cat for v in order):
+                    raise ValueError(
+                        f"the formula has no {cat}-indexed variable, so its size along {cat} is unknown; "
+                        f"wrap one input with V{cat}(...)"
+                    )
             formula = transpose(formula)
             signature = tuple(transpose_var(v) for v in signature)
             ranges = None if ranges is None else ranges.transpose()
