@@ -19,7 +19,7 @@ from .ir import functions as fn
 from .ir import vector as vec
 from .ir.algebra import add, div, mul, neg, sub, sum_dim
 from .ir.leaves import Const, Var
-from .ir.node import Node
+from .ir.node import DimensionError, Node
 from .ir.transform import renumber, substitute, transpose, transpose_var, variables
 from .plugin_manager import get_registry
 from .request import ReductionSpec
@@ -59,6 +59,25 @@ def Vj(y: Any) -> LazyMatrix:  # noqa: N802
 def Pm(p: Any) -> LazyMatrix:  # noqa: N802
     """A parameter shared by every pair: shape (), (D,) or (*batch, D)."""
     return _wrap(p, "p")
+
+
+def _check_sides(order: list[Var], bindings: dict[Var, Any]) -> None:
+    """Each of i and j has a variable, and one length: errors that name the sides as written."""
+    sizes: dict[str, int] = {}
+    for v in order:
+        if v.cat == "p":
+            continue
+        size = int(bindings[v].shape[-2])
+        if sizes.setdefault(v.cat, size) != size:
+            raise DimensionError(
+                f"{v.cat}-indexed variables of different lengths in one formula: {sizes[v.cat]} and {size}"
+            )
+    for cat in ("i", "j"):
+        if cat not in sizes:
+            raise ValueError(
+                f"the formula has no {cat}-indexed variable, so its size along {cat} is unknown; "
+                f"wrap one input with V{cat}(...)"
+            )
 
 
 class LazyMatrix:
@@ -315,13 +334,7 @@ class LazyMatrix:
         signature = tuple(Var(n, v.cat, v.dim) for n, v in enumerate(order)) if unused else ()
         formula = renumber(formula, order)
         if axis == 0:
-            # checked here: once transposed, the request would name the other side
-            for cat in ("i", "j"):
-                if all(v.cat != cat for v in order):
-                    raise ValueError(
-                        f"the formula has no {cat}-indexed variable, so its size along {cat} is unknown; "
-                        f"wrap one input with V{cat}(...)"
-                    )
+            _check_sides(order, self.bindings)  # the transposed request would name the other side
             formula = transpose(formula)
             signature = tuple(transpose_var(v) for v in signature)
             ranges = None if ranges is None else ranges.transpose()
