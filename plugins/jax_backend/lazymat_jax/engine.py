@@ -18,12 +18,18 @@ class JaxXlaEngine(Engine):
     priority = 10
 
     def supports(self, request: ReductionRequest) -> bool:
-        return request.backend.name == "jax" and request.ranges is None
+        if request.backend.name != "jax" or request.ranges is not None:
+            return False
+        from .tiling import supported
+
+        return supported(request)
 
     def why_not(self, request: ReductionRequest) -> str:
         if request.backend.name != "jax":
             return f"it computes on jax arrays only, got {request.backend.name} arrays"
-        return "it does not support block-sparse ranges"
+        if request.ranges is not None:
+            return "it does not support block-sparse ranges"
+        return f"it has no merge for the {request.spec.reduction} reduction"
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
         from .tiling import run_tiled

@@ -63,8 +63,7 @@ def _run(*args: Any, spec: ReductionSpec, backend: Backend, engine: str | None, 
     return tuple(select_engine(request, engine).run(request))
 
 
-_STATIC = ("spec", "backend", "engine", "tile_bytes")
-_run_jit = jax.jit(_run, static_argnames=_STATIC)
+_run_jit = jax.jit(_run, static_argnames=("spec", "backend", "engine", "tile_bytes"))
 
 
 def _impl(*args: Any, **params: Any) -> Any:

@@ -72,6 +72,7 @@ def tangent_reduction(
 ) -> tuple[ReductionSpec, list[Any]] | None:
     """The sum reduction (spec and arrays) giving the tangent of ``spec``'s value output.
 
+    It visits the same block-sparsity pattern (``spec.ranges``) as the reduction itself.
     ``tangents`` maps argument positions to their (non-zero) tangent arrays; ``aux`` are
     the arrays the reduction's derivative needs (log-sum-exp values, selected indices).
     None when the formula depends on none of the perturbed arguments.
@@ -86,4 +87,4 @@ def tangent_reduction(
         return None
     weight = tangent_weight(spec.kind, spec.formula, d, aux_vars)
     arrays = [*primals, *(tangents[k] for k in live), *aux]
-    return _compact(weight, arrays, [*signature, *tvars, *aux_vars])
+    return _compact(weight, arrays, [*signature, *tvars, *aux_vars], spec.ranges)
