@@ -1,18 +1,20 @@
-"""Run the generated CUDA kernels on the CPU, one OS thread per CUDA thread (tests only).
+"""Run the generated CUDA kernels on the CPU, each CUDA thread a fiber (tests only).
 
 Without a GPU the kernels of ``cupy-nvrtc`` can still be *executed*: the generated source
 is plain CUDA C, so with a handful of macros (``__global__``, ``__shared__`` ->
-``static``, ``threadIdx``/``blockIdx`` as thread-local variables, ``__syncthreads()`` ->
-a ``std::barrier`` of the block) it compiles with g++ and runs the same code, block after
-block, each block's threads as real threads that meet at the barriers. Only the data
-type conversions of float16 (inline PTX) are out of reach; float32 and float64 kernels
-run exactly as written, with IEEE arithmetic (no fast-math, no FMA contraction on
-x86-64), so their values can be compared with the reference engine.
+``static``, ``threadIdx``/``blockIdx`` as variables the scheduler sets, ``__syncthreads()``
+-> a switch back to the scheduler) it compiles with g++ and runs the same code, block
+after block. The threads of a block are fibers (``ucontext``) of one OS thread: each
+runs until its next barrier, and a barrier is passed when every fiber has reached it, as
+on a GPU, without the cost of OS threads. Only the float16 conversions (inline PTX) are
+out of reach; float32 and float64 kernels run exactly as written, with IEEE arithmetic
+(no fast-math, no FMA contraction on x86-64), so their values can be compared with the
+reference engine.
 
 :class:`EmulatedCudaEngine` is the ``cupy-nvrtc`` engine with its launch replaced: it takes
 numpy arrays, lays them out with the engine's own :func:`lazymat_cupy.launch.plan_launch`
 and runs the kernel here. Registered as an engine, it lets the conformance suite run the
-generated CUDA code on any machine with a C++20 compiler.
+generated CUDA code on any machine with a C++ compiler.
 """
 
 from __future__ import annotations
@@ -34,27 +36,61 @@ from lazymat_cupy.engine import CupyNvrtcEngine
 from lazymat_cupy.launch import plan_launch
 
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
-FLAGS = ("-std=c++20", "-O1", "-shared", "-fPIC", "-pthread")
+FLAGS = ("-std=c++17", "-O1", "-shared", "-fPIC")
 
 _RUNTIME = r"""
-#include <barrier>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
+/* The threads of a block are fibers (ucontext) of one OS thread: __syncthreads() returns
+   to the scheduler, which resumes every fiber of the block once per phase; all fibers
+   reach the same barriers (the kernel's control flow around them is uniform), so a phase
+   ends with every fiber waiting at the same barrier, as on a GPU. */
 typedef void (*lm_entry_t)(void **, unsigned, unsigned, unsigned);
-static std::barrier<> *lm_block_barrier;
+typedef void (*lm_select_t)(unsigned, unsigned, unsigned);
+static const size_t LM_STACK = 1 << 18;
+static ucontext_t lm_main;
+static std::vector<ucontext_t> lm_fibers;
+static std::vector<char> lm_stacks;
+static std::vector<char> lm_done;
+static unsigned lm_current, lm_bx, lm_by;
+static lm_entry_t lm_entry;
+static void **lm_params;
 
-extern "C" void lm_sync(void) { lm_block_barrier->arrive_and_wait(); }
+extern "C" void lm_sync(void) { swapcontext(&lm_fibers[lm_current], &lm_main); }
 
-/* every block of the grid in turn; the block's threads run concurrently */
-extern "C" void lm_run(lm_entry_t entry, void **params, unsigned gx, unsigned gy, unsigned bx) {
-    for (unsigned by = 0; by < gy; by++) {
-        for (unsigned b = 0; b < gx; b++) {
-            std::barrier<> barrier(bx);
-            lm_block_barrier = &barrier;
-            std::vector<std::thread> threads;
-            for (unsigned t = 0; t < bx; t++) threads.emplace_back(entry, params, t, b, by);
-            for (auto &th : threads) th.join();
+static void lm_fiber(void) {
+    const unsigned t = lm_current;
+    lm_entry(lm_params, t, lm_bx, lm_by);
+    lm_done[t] = 1;  /* returning resumes uc_link: the scheduler */
+}
+
+extern "C" void lm_run(lm_entry_t entry, lm_select_t select, void **params,
+                       unsigned gx, unsigned gy, unsigned block) {
+    lm_entry = entry;
+    lm_params = params;
+    lm_fibers.resize(block);
+    lm_stacks.resize((size_t)block * LM_STACK);
+    for (lm_by = 0; lm_by < gy; lm_by++) {
+        for (lm_bx = 0; lm_bx < gx; lm_bx++) {
+            lm_done.assign(block, 0);
+            for (unsigned t = 0; t < block; t++) {
+                getcontext(&lm_fibers[t]);
+                lm_fibers[t].uc_stack.ss_sp = &lm_stacks[(size_t)t * LM_STACK];
+                lm_fibers[t].uc_stack.ss_size = LM_STACK;
+                lm_fibers[t].uc_link = &lm_main;
+                makecontext(&lm_fibers[t], lm_fiber, 0);
+            }
+            for (bool running = true; running;) {
+                running = false;
+                for (unsigned t = 0; t < block; t++) {
+                    if (lm_done[t]) continue;
+                    lm_current = t;
+                    select(t, lm_bx, lm_by);
+                    swapcontext(&lm_main, &lm_fibers[t]);
+                    running = running || !lm_done[t];
+                }
+            }
         }
     }
 }
@@ -62,8 +98,7 @@ extern "C" void lm_run(lm_entry_t entry, void **params, unsigned gx, unsigned gy
 
 _DEVICE_MACROS = r"""
 struct lm_dim3 { unsigned x, y, z; };
-static thread_local lm_dim3 threadIdx, blockIdx;
-static lm_dim3 blockDim, gridDim;
+static lm_dim3 threadIdx, blockIdx, blockDim, gridDim;
 static void (*lm_sync_fn)(void);
 #define __global__
 #define __device__
@@ -83,6 +118,7 @@ class _Kernel:
         self.lib = lib
         self.skeleton = skeleton
         self.entry = ctypes.cast(lib.lm_entry, ctypes.c_void_p).value
+        self.select = ctypes.cast(lib.lm_select, ctypes.c_void_p).value
 
 
 class Emulator:
@@ -96,7 +132,7 @@ class Emulator:
         cache.mkdir(parents=True, exist_ok=True)
         self.runtime = self._build(_RUNTIME, "runtime")
         self.runtime.lm_run.restype = None
-        self.runtime.lm_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_uint] * 3
+        self.runtime.lm_run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3
         self._sync = ctypes.cast(self.runtime.lm_sync, ctypes.c_void_p).value
         self._kernels: dict[str, _Kernel] = {}
 
@@ -130,8 +166,10 @@ class Emulator:
                 'extern "C" void lm_setup(unsigned gx, unsigned gy, unsigned bx, void (*sync)(void)) {',
                 "    gridDim = {gx, gy, 1}; blockDim = {bx, 1, 1}; lm_sync_fn = sync;",
                 "}",
-                'extern "C" void lm_entry(void **p, unsigned t, unsigned b, unsigned by) {',
+                'extern "C" void lm_select(unsigned t, unsigned b, unsigned by) {',
                 "    threadIdx = {t, 0, 0}; blockIdx = {b, by, 0};",
+                "}",
+                'extern "C" void lm_entry(void **p, unsigned t, unsigned b, unsigned by) {',
                 f"    lm_reduce({', '.join(args)});",
                 "}",
             ]
@@ -166,7 +204,7 @@ class Emulator:
                 ctypes.c_uint(block),
                 ctypes.c_void_p(self._sync),
             )
-            self.runtime.lm_run(kernel.entry, pointers, grid[0], grid[1], block)
+            self.runtime.lm_run(kernel.entry, kernel.select, pointers, grid[0], grid[1], block)
 
 
 class EmulatedCudaEngine(CupyNvrtcEngine):

@@ -12,6 +12,8 @@ from cuda_emulator import EmulatedCudaEngine
 
 import lazymat.testing
 
+pytestmark = pytest.mark.slow  # compiles ~170 kernels with g++ on a cold cache
+
 
 class TestEmulatedCuda(lazymat.testing.BackendConformance):
     backend = "numpy"
