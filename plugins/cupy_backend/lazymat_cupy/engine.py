@@ -93,7 +93,7 @@ class CupyNvrtcEngine(Engine):
         return self._formulas[formula]
 
     def _problem(self, request: ReductionRequest) -> str | None:
-        reason = self._platform_problem(request)
+        reason = self._array_problem(request)
         if reason is not None:
             return reason
         if request.ranges is not None:
@@ -112,12 +112,18 @@ class CupyNvrtcEngine(Engine):
         if reason is not None:
             return reason
         skeleton = self.skeleton(self.kernel_spec(request))
-        return skeleton if isinstance(skeleton, str) else None
+        if isinstance(skeleton, str):
+            return skeleton
+        return self._compiler_problem()
 
-    def _platform_problem(self, request: ReductionRequest) -> str | None:
-        """Why the arrays cannot reach a compiled kernel (not cupy arrays, no NVRTC), or None."""
+    def _array_problem(self, request: ReductionRequest) -> str | None:
+        """Why the arrays cannot reach a kernel of this engine (not cupy arrays), or None."""
         if request.backend.name != "cupy":
             return f"cupy-nvrtc runs on cupy arrays, got arrays of backend {request.backend.name!r}"
+        return None
+
+    def _compiler_problem(self) -> str | None:
+        """Why kernels cannot be compiled here (NVRTC missing), or None."""
         return nvrtc_problem()
 
     # -- generate and compile -------------------------------------------------------------

@@ -217,12 +217,15 @@ class EmulatedCudaEngine(CupyNvrtcEngine):
         super().__init__(block)
         self.emulator = emulator
 
-    def _platform_problem(self, request: ReductionRequest) -> str | None:
+    def _array_problem(self, request: ReductionRequest) -> str | None:
         if request.backend.name != "numpy":
             return "the CUDA emulator runs on numpy arrays"
         if str(request.dtype) == "float16":
             return "the CUDA emulator cannot run float16 kernels (inline PTX conversions)"
         return None
+
+    def _compiler_problem(self) -> str | None:
+        return None  # the emulator compiled its runtime when it was made
 
     def _execute(self, skeleton: CudaSkeleton, request: ReductionRequest) -> tuple[Any, ...]:
         launch = plan_launch(skeleton, request, np)

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import lazymat as lm
+import lazymat_cupy.engine as engine_module
 from lazymat.dispatch import select_engine
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionRequest, build_request
 from lazymat_cupy.backend import CupyBackend, device_id
-from lazymat_cupy.engine import MAX_K, CupyNvrtcEngine, nvrtc_problem
+from lazymat_cupy.engine import MAX_K, CupyNvrtcEngine
 
 
 def _stub_type(module: str, name: str = "ndarray") -> type:
@@ -187,16 +188,23 @@ def _request(args: list[Any], reduction: str = "sum", k: int = 0, **kw: Any) -> 
     return ReductionRequest(**fields)
 
 
-def test_engine_accepts_cupy_requests_when_nvrtc_loads() -> None:
+@pytest.mark.parametrize("nvrtc", ["as installed", "missing"])
+def test_engine_accepts_cupy_requests_when_nvrtc_loads(nvrtc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if nvrtc == "missing":
+        monkeypatch.setattr(engine_module, "nvrtc_problem", lambda: "NVRTC is not available (test)")
     engine = CupyNvrtcEngine()
     for dtype in ("float16", "float32", "float64"):
         request = _request([_cupy_like((10, 3), dtype), _cupy_like((12, 3), dtype)])
-        assert engine.supports(request) == (nvrtc_problem() is None), engine.why_not(request)
-        if nvrtc_problem() is not None:
+        assert engine.supports(request) == (engine_module.nvrtc_problem() is None), engine.why_not(request)
+        if engine_module.nvrtc_problem() is not None:
             assert "NVRTC" in engine.why_not(request)
 
 
-def test_engine_declines_with_reasons() -> None:
+@pytest.mark.parametrize("nvrtc", ["as installed", "missing"])
+def test_engine_declines_with_reasons(nvrtc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's own problem is named, whether NVRTC is there or not."""
+    if nvrtc == "missing":
+        monkeypatch.setattr(engine_module, "nvrtc_problem", lambda: "NVRTC is not available (test)")
     engine = CupyNvrtcEngine()
     ok = [_cupy_like((10, 3)), _cupy_like((12, 3))]
     cases = [
