@@ -33,7 +33,13 @@ def max_diameter(xp: Any, x: Any, y: Any) -> float:
     d = x.shape[-1]
     pts = xp.concat((xp.reshape(x, (-1, d)), xp.reshape(y, (-1, d))), axis=0)
     extent = xp.max(pts, axis=0) - xp.min(pts, axis=0)
-    return float(xp.sqrt(xp.sum(extent * extent)))
+    try:
+        return float(xp.sqrt(xp.sum(extent * extent)))
+    except TypeError as err:  # jax's ConcretizationTypeError: traced under jax.jit
+        raise TypeError(
+            "the clouds' diameter is needed to build the annealing schedule before the "
+            "computation, but these arrays have no values yet (jax.jit?): pass diameter=..."
+        ) from err
 
 
 def check_scales(blur: float, reach: float | None, diameter: float | None, scaling: float) -> None:

@@ -129,6 +129,17 @@ class LoopOutcome:
 
 
 def _largest_change(xp: Any, old: list[tuple[Any, ...]], new: list[tuple[Any, ...]]) -> float:
+    """Sup norm of the potentials' update (needs values: not under jax.jit)."""
+    try:
+        return _sup_change(xp, old, new)
+    except TypeError as err:  # jax's ConcretizationTypeError
+        raise TypeError(
+            "tol= stops the loop on the potentials' values, which traced arrays do not have "
+            "(jax.jit?): pass tol=None for GeomLoss's fixed schedule"
+        ) from err
+
+
+def _sup_change(xp: Any, old: list[tuple[Any, ...]], new: list[tuple[Any, ...]]) -> float:
     return max(
         float(xp.max(xp.abs(n - o)))
         for po, pn in zip(old, new, strict=True)

@@ -20,6 +20,8 @@ from lazymat.solvers.schedule import epsilon_schedule
 
 # jax (slow to compile each reduction) has its own few tests at the end of the file
 BACKENDS = [name for name in ("numpy", "torch") if name in lazymat.backends()]
+# the array API standard and nothing more: proves the solvers need nothing else
+WITH_STRICT = ["array_api_strict", *BACKENDS]
 needs_jax = pytest.mark.skipif(
     "jax" not in lazymat.backends(), reason="the lazymat-jax plugin is not installed"
 )
@@ -73,7 +75,7 @@ def geomloss(a, x, b, y, *, potentials=False, **kw):
 
 
 # -- GeomLoss -------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", WITH_STRICT)
 @pytest.mark.parametrize(
     "kw",
     [
@@ -237,7 +239,7 @@ def tv_dual_scipy(a, b, C, eps, rho):
     return -res.fun
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", WITH_STRICT)
 @pytest.mark.parametrize("debias", [False, True])
 def test_total_variation_matches_scipy_dual(backend, debias):
     a, x, b, y = problem(6, n=7, m=9, mass_b=1.6)
@@ -291,7 +293,7 @@ def test_translation_costs_half_squared_shift(backend):
     np.testing.assert_allclose(npy(r.value), 0.5 * t @ t, rtol=1e-8)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", WITH_STRICT)
 def test_plan_marginals_and_row_queries(backend):
     a, x, b, y = problem(9, n=14, m=19)
     r = sinkhorn(*(arr(backend, v) for v in (x, y, a, b)), blur=0.3, scaling=0.8, tol=1e-12)
@@ -404,3 +406,19 @@ def test_jax_plan_matches_pot():
     G = ot.sinkhorn(a, b, C, 0.25, method="sinkhorn_log", stopThr=1e-14, numItermax=100000)
     r = sinkhorn(*(arr("jax", v) for v in (x, y, a, b)), blur=0.5, debias=False, tol=1e-12)
     np.testing.assert_allclose(dense_plan(r.plan, 10), G, atol=1e-8)
+
+
+@needs_jax
+def test_jax_jit():
+    import jax
+
+    a, x, b, y = problem(17, n=8, m=9)
+    X, Y, A, B = (arr("jax", v) for v in (x, y, a, b))
+    jitted = jax.jit(lambda *v: sinkhorn(*v, diameter=1.5, scaling=0.7).value)
+    np.testing.assert_allclose(
+        npy(jitted(X, Y, A, B)), geomloss(a, x, b, y, diameter=1.5, scaling=0.7), rtol=1e-7
+    )
+    with pytest.raises(TypeError, match="diameter="):
+        jax.jit(lambda *v: sinkhorn(*v).value)(X, Y, A, B)
+    with pytest.raises(TypeError, match="tol=None"):
+        jax.jit(lambda *v: sinkhorn(*v, diameter=1.5, tol=1e-6).value)(X, Y, A, B)
