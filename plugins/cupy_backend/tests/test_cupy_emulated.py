@@ -235,3 +235,21 @@ def test_gradients_through_lazymat_vjp_match_dense() -> None:
     close(gx, -4.0 * np.einsum("ij,ijd->id", w, d), "float64", "d/dx")
     close(gy, 4.0 * np.einsum("ij,ijd->jd", w, d), "float64", "d/dy")
     close(gb, (cot * k).sum(0)[:, None], "float64", "d/db")
+
+
+def test_float32_long_sums_stay_within_the_stated_bound() -> None:
+    """300000 terms: error <= (tile + 2) 2**-24 sum |F| (codegen/cuda.py); a plain float32
+    running sum of these numbers is off by 4.1e-6 relative, twice that bound."""
+    rng = np.random.default_rng(11)
+    x = np.zeros((3, 1), dtype=np.float32)
+    y = rng.random((300_000, 1)).astype(np.float32)
+    K = lm.Vi(x) + lm.Vj(y)
+    tile = get_registry().engine(ENGINE).block  # one float per j: tiles are as long as blocks
+    bound = (tile + 2) * 2.0**-24
+    exact = np.sum(y.astype(np.float64))
+    got = K.sum(axis=1, engine=ENGINE)
+    assert np.max(np.abs(got.astype(np.float64) - exact)) <= bound * exact
+    (lse,) = K.reduce("lse", engine=ENGINE)
+    ref = logsumexp(y.astype(np.float64))
+    # the relative error of the scaled sum becomes an absolute one, plus the final log's rounding
+    assert np.max(np.abs(lse.astype(np.float64) - ref)) <= bound + 4 * 2.0**-24 * abs(ref)
