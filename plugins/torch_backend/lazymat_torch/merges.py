@@ -6,8 +6,8 @@ j-tiles, then hands back its outputs by kind ("value", "index"):
 - sums add each tile's sum to the running total (block-wise summation: a float32 sum of M
   terms carries about (Tj + M/Tj) rounding errors, not M);
 - log-sum-exp keeps (max, scaled sum) and handles rows that are all -inf;
-- min/max take the first extremum of each tile (torch returns the lowest index among ties
-  and lets NaN win) and keep the earlier tile on ties;
+- min/max take the first extremum of each tile (torch's argmin returns the lowest index
+  among ties and lets NaN win) and keep the earlier tile on ties;
 - K-min keeps a sorted K-list, ties broken by the lower index, NaN first.
 
 Tiles come as ``(B, Ti, Tj, D)`` values (possibly broadcast views), with a flag saying
@@ -96,7 +96,10 @@ class ExtremumReducer(Reducer):
         return None  # the first tile sets the state
 
     def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
-        t_val, t_idx = torch.min(vals, dim=-2) if self.sign > 0 else torch.max(vals, dim=-2)
+        # argmin/argmax return the first extremum and let NaN win; (torch.min with dim is
+        # far slower on small tiles when the intra-op threads are busy)
+        t_idx = torch.argmin(vals, dim=-2) if self.sign > 0 else torch.argmax(vals, dim=-2)
+        t_val = torch.gather(vals, -2, t_idx[..., None, :])[..., 0, :]
         t_idx += j0
         if state is None:
             return t_val, t_idx
