@@ -25,9 +25,10 @@ BE = lm.get_registry().backend("jax")
 
 def test_plugin_loads_without_importing_jax() -> None:
     code = (
-        "import sys, lazymat; r = lazymat.get_registry(); "
-        "assert 'jax' in r.backends and 'jax-xla' in r.engines, sorted(r.engines); "
-        "assert 'jax' not in sys.modules, 'loading the plugin imported jax'"
+        "import sys, lazymat, lazymat_jax.plugin; "
+        "assert 'jax' not in sys.modules, 'loading the plugin imported jax'; "
+        "r = lazymat.get_registry(); "
+        "assert 'jax' in r.backends and 'jax-xla' in r.engines, sorted(r.engines)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
