@@ -122,9 +122,9 @@ class KMinReducer(Reducer):
         return None  # the first tile (at least K wide) sets the state
 
     def _tile_kmin(self, vals: Any, j0: int) -> tuple[Any, Any]:
-        """The K smallest entries of a (B, Ti, Tj) tile, sorted by (key, index)."""
+        """The min(K, Tj) smallest entries of a (B, Ti, Tj) tile, sorted by (key, index)."""
         key = torch.where(torch.isnan(vals), -float("inf"), vals)  # NaN sorts first
-        k = self.k
+        k = min(self.k, vals.shape[-1])  # the last tile may be narrower than K
         top_key, top_idx = torch.topk(key, k, dim=-1, largest=False, sorted=True)
         # topk breaks ties arbitrarily: where values equal to the K-th one were left out,
         # redo those rows with a stable sort, which keeps the lowest indices

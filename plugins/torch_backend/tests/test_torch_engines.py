@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import lazymat as lm
+from lazymat.request import build_request
 from lazymat_torch.gemm import DotGemm, SqDistGemm
-from lazymat_torch.tiled_loop import plan_for
+from lazymat_torch.tiled_loop import plan_for, tile_shape
 
 HAS_KEOPS = importlib.util.find_spec("pykeops") is not None
 ENGINES = [
@@ -135,6 +136,20 @@ def test_many_small_tiles(reduction: str) -> None:
         ref_v, ref_i = _stable_kmin(dense, 5)
         assert torch.equal(got[1], ref_i)
         torch.testing.assert_close(got[0], ref_v)
+
+
+def test_kmin_last_tile_narrower_than_k() -> None:
+    """M = 57 in j-tiles of 11 columns: the last tile holds 2 columns, fewer than K = 5."""
+    x, y, b, s = _data(n=7, m=57)
+    F = _softmin(x, y, b, s)
+    spec, args = F.prepare("kmin_argkmin", 1, 5)
+    request = build_request(spec, args, lm.backend_for(x), 1024)
+    assert tile_shape(request, plan_for(spec)[0], 8) == (1, 11)
+    with lm.config(tile_bytes=1024):
+        values, indices = F.Kmin_argKmin(5, axis=1, engine="torch-tiled")
+    ref_v, ref_i = _stable_kmin(_softmin_dense(x, y, b, s), 5)
+    assert torch.equal(indices, ref_i)
+    torch.testing.assert_close(values, ref_v, rtol=1e-12, atol=1e-12)
 
 
 def test_non_contiguous_and_expanded_views() -> None:
