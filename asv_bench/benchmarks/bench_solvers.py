@@ -1,0 +1,87 @@
+"""Solvers: Sinkhorn divergence, kernel conjugate gradient, Hamiltonian shooting with its gradient."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lazymat
+
+from . import workloads as w
+from .common import GPUMemory, TimeAndMemory, XPBenchmark, sizes, target_params
+
+GPU_TARGETS = target_params(gpu=True)
+SINKHORN_SIZES = sizes([1_000, 5_000], [48])
+CG_SIZES = sizes([2_000], [64])
+PRECONDITIONERS = ["none", "jacobi", "nystrom"]
+SHOOT_SIZES = sizes([1_000, 5_000], [32])
+
+
+class SinkhornTask(XPBenchmark):
+    """Debiased Sinkhorn divergence, p = 2, blur = 0.05, D = 3, N = M (GeomLoss's schedule)."""
+
+    params: ClassVar[list[Any]] = [target_params(), SINKHORN_SIZES]
+
+    def prepare(self, n: int) -> None:
+        self.args = {k: self.asarray(v) for k, v in w.sinkhorn_data(n, n, 3).items()}
+
+    def run(self) -> Any:
+        return w.sinkhorn_divergence(**self.args)
+
+
+class ConjugateGradientTask(XPBenchmark):
+    """(alpha I + K) u = b for a Gaussian kernel, with and without a preconditioner."""
+
+    param_names: ClassVar[list[str]] = ["target", "n", "precond"]
+    params: ClassVar[list[Any]] = [target_params(), CG_SIZES, PRECONDITIONERS]
+
+    def prepare(self, n: int) -> None:
+        self.args = {k: self.asarray(v) for k, v in w.cg_data(n).items()}
+
+    @property
+    def precond(self) -> str | None:
+        return None if self.options[0] == "none" else self.options[0]
+
+    def run(self) -> Any:
+        return w.cg_solve(**self.args, precond=self.precond)[0]
+
+
+class ShootingTask(XPBenchmark):
+    """10-step Hamiltonian shooting of (q0, p0), D = 3, and the gradient of |q(1)|^2 in p0."""
+
+    params: ClassVar[list[Any]] = [target_params(), SHOOT_SIZES]
+    needs_autodiff = True
+
+    def prepare(self, n: int) -> None:
+        self.args = {k: self.asarray(v) for k, v in w.shoot_data(n).items()}
+
+    def run(self) -> Any:
+        return w.value_and_grad(self.backend, w.shoot_loss, self.args, "p0")
+
+
+class Sinkhorn(SinkhornTask, TimeAndMemory):
+    pass
+
+
+class ConjugateGradient(ConjugateGradientTask, TimeAndMemory):
+    def track_iterations(self, *params: Any) -> int:
+        """CG iterations to reach the tolerance (the effect of preconditioning)."""
+        with lazymat.config(engine=self.engine):
+            return w.cg_solve(**self.args, precond=self.precond)[1]
+
+    track_iterations.unit = "iterations"  # type: ignore[attr-defined]
+
+
+class HamiltonianShooting(ShootingTask, TimeAndMemory):
+    pass
+
+
+if GPU_TARGETS:
+
+    class SinkhornGPUMemory(SinkhornTask, GPUMemory):
+        params: ClassVar[list[Any]] = [GPU_TARGETS, SINKHORN_SIZES]
+
+    class ConjugateGradientGPUMemory(ConjugateGradientTask, GPUMemory):
+        params: ClassVar[list[Any]] = [GPU_TARGETS, CG_SIZES, PRECONDITIONERS]
+
+    class HamiltonianShootingGPUMemory(ShootingTask, GPUMemory):
+        params: ClassVar[list[Any]] = [GPU_TARGETS, SHOOT_SIZES]

@@ -1,0 +1,145 @@
+"""The benchmarked tasks, defined once: their data, constants and lazymat implementation.
+
+The asv classes (``bench_reductions``, ``bench_solvers``) and the peer comparison
+(``asv_bench/peers.py``) both use these definitions, so that every library is timed on
+the same problem. Data is made in numpy (float32, points uniform in the unit cube) and
+converted by the caller; the functions here take arrays of any lazymat backend and use
+the public API only. Solvers that are not there yet raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import lazymat as lm
+
+#: the number of neighbours of the K-nearest-neighbour task
+K_NEIGHBOURS = 10
+#: temperature of the softmin task: eps * log sum_j exp((g_j - |x_i - y_j|^2) / eps)
+SOFTMIN_EPS = 0.01
+#: Sinkhorn divergence settings (GeomLoss's names): cost |x - y|^p / p, eps = blur^p
+SINKHORN_P = 2
+SINKHORN_BLUR = 0.05
+SINKHORN_SCALING = 0.5
+#: ridge and tolerance of the conjugate gradient task (alpha I + K) x = b
+CG_ALPHA = 0.1
+CG_TOL = 1e-6
+CG_D = 3
+#: Hamiltonian shooting: Gaussian kernel width and number of time steps
+SHOOT_SIGMA = 0.1
+SHOOT_STEPS = 10
+
+
+def gaussian_gamma(d: int) -> float:
+    """1 / (2 sigma^2) of the Gaussian kernel in dimension d: sigma = 0.1 sqrt(d / 3).
+
+    The width grows with sqrt(d) like the typical distance of uniform points, so the
+    kernel neither vanishes nor flattens as d grows (gamma = 50 for d = 3).
+    """
+    return 150.0 / d
+
+
+def points(n: int, d: int, seed: int) -> np.ndarray:
+    """``n`` points uniform in the unit cube of dimension ``d`` (float32)."""
+    return np.random.default_rng(seed).random((n, d), dtype=np.float32)
+
+
+def kernel_data(n: int, m: int, d: int) -> dict[str, np.ndarray]:
+    """x (N, D), y (M, D) and a signal b (M, 1) for the kernel product."""
+    return {"x": points(n, d, 0), "y": points(m, d, 1), "b": points(m, 1, 2)}
+
+
+def softmin_data(n: int, m: int, d: int) -> dict[str, np.ndarray]:
+    """x (N, D), y (M, D) and a potential g (M, 1) in [0, 0.1) for the softmin."""
+    return {"x": points(n, d, 0), "y": points(m, d, 1), "g": 0.1 * points(m, 1, 2)}
+
+
+def knn_data(n: int, m: int, d: int) -> dict[str, np.ndarray]:
+    return {"x": points(n, d, 0), "y": points(m, d, 1)}
+
+
+def sinkhorn_data(n: int, m: int, d: int) -> dict[str, np.ndarray]:
+    """Two clouds; y is shifted by 0.2 along every axis so that the divergence is not tiny."""
+    return {"x": points(n, d, 0), "y": points(m, d, 1) + np.float32(0.2)}
+
+
+def cg_data(n: int) -> dict[str, np.ndarray]:
+    """Points x (N, 3) and a right-hand side b (N, 1) of the kernel system."""
+    return {"x": points(n, CG_D, 0), "b": points(n, 1, 1) - np.float32(0.5)}
+
+
+def shoot_data(n: int, d: int = 3) -> dict[str, np.ndarray]:
+    """Initial points q0 (N, D) and momenta p0 (N, D) of a geodesic shooting."""
+    return {"q0": points(n, d, 0), "p0": np.float32(0.1) * (points(n, d, 1) - np.float32(0.5))}
+
+
+# -- lazymat implementations (arrays of any backend) -------------------------------------------
+def kernel_product(x: Any, y: Any, b: Any) -> Any:
+    """sum_j exp(-gamma |x_i - y_j|^2) b_j, shape (N, 1)."""
+    gamma = gaussian_gamma(int(x.shape[-1]))
+    K = (-gamma * lm.Vi(x).sqdist(lm.Vj(y))).exp()
+    return K @ b
+
+
+def softmin(x: Any, y: Any, g: Any) -> Any:
+    """eps * log sum_j exp((g_j - |x_i - y_j|^2) / eps), shape (N, 1)."""
+    lse = ((lm.Vj(g) - lm.Vi(x).sqdist(lm.Vj(y))) / SOFTMIN_EPS).logsumexp(axis=1)
+    return lse * SOFTMIN_EPS
+
+
+def knn(x: Any, y: Any) -> Any:
+    """Indices (N, K) of the K nearest y_j of every x_i, nearest first."""
+    return lm.Vi(x).sqdist(lm.Vj(y)).argKmin(K_NEIGHBOURS, axis=1)
+
+
+def solver(module: str, name: str) -> Callable[..., Any]:
+    """``lazymat.solvers.<module>.<name>``, or NotImplementedError naming what is missing."""
+    try:
+        return getattr(importlib.import_module(f"lazymat.solvers.{module}"), name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise NotImplementedError(f"lazymat.solvers.{module}.{name} is not available: {exc}") from exc
+
+
+def sinkhorn_divergence(x: Any, y: Any) -> Any:
+    """The debiased Sinkhorn divergence S(x, y) with uniform weights (GeomLoss's settings)."""
+    sinkhorn = solver("sinkhorn", "sinkhorn")
+    return sinkhorn(x, y, p=SINKHORN_P, blur=SINKHORN_BLUR, scaling=SINKHORN_SCALING).value
+
+
+def cg_solve(x: Any, b: Any, precond: str | None) -> tuple[Any, int]:
+    """Solve (alpha I + K) u = b for the Gaussian kernel on x; returns (u, iterations)."""
+    cg = solver("cg", "cg")
+    gamma = gaussian_gamma(int(x.shape[-1]))
+    K = (-gamma * lm.Vi(x).sqdist(lm.Vj(x))).exp()
+    u, info = cg(K, b, alpha=CG_ALPHA, tol=CG_TOL, precond=precond)
+    return u, int(info.iterations)
+
+
+def shoot_loss(q0: Any, p0: Any) -> Any:
+    """Shoot (q0, p0) for SHOOT_STEPS steps; the loss sum |q(1)|^2 (a differentiable scalar)."""
+    shoot = solver("hamiltonian", "shoot")
+    q1 = shoot(q0, p0, sigma=SHOOT_SIGMA, steps=SHOOT_STEPS)[0]
+    return (q1 * q1).sum()
+
+
+def value_and_grad(backend: str, loss: Callable[..., Any], args: dict[str, Any], wrt: str) -> tuple[Any, Any]:
+    """loss(**args) and its gradient in ``args[wrt]``, through the backend's own autodiff."""
+    if backend == "torch":
+        import torch
+
+        leaf = args[wrt].detach().requires_grad_(True)
+        value = loss(**{**args, wrt: leaf})
+        (grad,) = torch.autograd.grad(value, leaf)
+        return value.detach(), grad
+    if backend == "jax":
+        import jax
+
+        def of(a: Any) -> Any:
+            return loss(**{**args, wrt: a})
+
+        return jax.value_and_grad(of)(args[wrt])
+    raise NotImplementedError(f"no gradient driver for backend {backend!r}")
