@@ -5,7 +5,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 # peers we compare against in tests and benchmarks
-PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv cupy-cuda13x
+PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv cupy-cuda13x nvidia-cuda-nvrtc==13.0.88
 
 .PHONY: demo test lint bench bench-peers clean
 

@@ -38,9 +38,14 @@ def backend_for(x: Any) -> Backend:
 
 
 def backends() -> dict[str, dict[str, object]]:
-    """Installed backends: name -> version, devices and distribution."""
+    """Installed backends: name -> version, devices, distribution, and why no device if none."""
     return {
-        name: {"version": b.version(), "devices": b.devices(), "distribution": b.distribution}
+        name: {
+            "version": b.version(),
+            "devices": b.devices(),
+            "distribution": b.distribution,
+            "unavailable": b.unavailable_reason(),
+        }
         for name, b in get_registry().backends.items()
     }
 

@@ -134,5 +134,9 @@ class Backend:
         """Devices this backend can compute on, as strings ("cpu", "cuda:0", ...)."""
         return ["cpu"]
 
+    def unavailable_reason(self) -> str | None:
+        """Why the backend has no device to compute on (e.g. no CUDA driver), or None."""
+        return None
+
     def __repr__(self) -> str:
         return f"<lazymat backend {self.name!r}>"
