@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
+
 import lazymat
 from lazymat import Pm, Vi, Vj
 
@@ -57,7 +59,7 @@ def extrapolation_vjp(
     linear (balanced or KL), so that its update maps a cotangent like a potential.
     """
     xp, stop = t.xp, t.stop
-    inv_eps = xp.asarray([1.0 / eps], dtype=t.x.dtype)
+    inv_eps = xp.asarray([1.0 / eps], dtype=t.x.dtype, device=array_api_compat.device(t.x))
 
     def frozen(v: Any) -> Any:  # a distinct array: the VJP must skip the constant side
         return xp.asarray(stop(v), copy=True)

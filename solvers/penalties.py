@@ -25,18 +25,13 @@ from typing import Any
 
 
 class Penalty:
-    """A marginal penalty: the Sinkhorn update and the dual terms <a, -phi*(-f)>."""
+    """A marginal penalty, through its Sinkhorn update (the proximal map of phi*)."""
 
-    name: str = "balanced"
     rho: float | None = None
 
     def update(self, xp: Any, ft: Any, eps: float) -> Any:
         """The new potential from the soft-min ``ft`` at temperature ``eps``."""
         return ft
-
-    def dual_term(self, xp: Any, f: Any) -> Any:
-        """-phi*(-f), summed against the weights in the dual objective."""
-        return f
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rho={self.rho})"
@@ -49,8 +44,6 @@ class Balanced(Penalty):
 class KullbackLeibler(Penalty):
     """D = rho KL(. | a): soft constraints, mass may be created or destroyed."""
 
-    name = "kl"
-
     def __init__(self, rho: float) -> None:
         self.rho = rho
 
@@ -61,15 +54,9 @@ class KullbackLeibler(Penalty):
     def update(self, xp: Any, ft: Any, eps: float) -> Any:
         return self.damping(eps) * ft
 
-    def dual_term(self, xp: Any, f: Any) -> Any:
-        assert self.rho is not None
-        return self.rho * (1 - xp.exp(-f / self.rho))
-
 
 class TotalVariation(Penalty):
     """D = rho |. - a|_1: mass is created or destroyed at a constant price rho per unit."""
-
-    name = "tv"
 
     def __init__(self, rho: float) -> None:
         self.rho = rho
@@ -77,10 +64,6 @@ class TotalVariation(Penalty):
     def update(self, xp: Any, ft: Any, eps: float) -> Any:
         assert self.rho is not None
         return xp.clip(ft, min=-self.rho, max=self.rho)
-
-    def dual_term(self, xp: Any, f: Any) -> Any:
-        # -phi*(-f) = min(f, rho) for f >= -rho; the updates keep f in [-rho, rho]
-        return f
 
 
 def make_penalty(reach: float | None, p: float, penalty: str) -> Penalty:

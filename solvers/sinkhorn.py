@@ -17,7 +17,7 @@ Values, from the potentials f, g of OT(a, b) and f_aa, g_bb of OT(a, a), OT(b, b
 returned by the last extrapolation (:mod:`.sinkhorn_loop`):
 
 - balanced: <a, f - f_aa> + <b, g - g_bb>; without debiasing <a, f> + <b, g>, which is
-  OT(a, b) + eps (m_a m_b - m_a) for masses m_a = m_b = sum a: OT itself for
+  OT(a, b) + eps (m_a - m_a m_b) for masses m_a = m_b = sum a: OT itself for
   probability measures (Feydy's thesis, eq. 3.207-3.209);
 - KL: (rho + eps/2) (<a, e^{-f_aa/rho} - e^{-f/rho}> + <b, e^{-g_bb/rho} - e^{-g/rho}>);
   without debiasing (rho + eps/2) (<a, 1 - e^{-f/rho}> + <b, 1 - e^{-g/rho}>), which is
@@ -43,6 +43,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from typing import Any
+
+import array_api_compat
 
 from lazymat import LazyMatrix, Pm, Vi, Vj
 
@@ -148,7 +150,7 @@ def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
     stop = t.stop
     log_a, log_b = log_weights(xp, t.a), log_weights(xp, t.b)
     y = t.x if t.symmetric else t.y
-    inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype)
+    inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype, device=array_api_compat.device(f))
     u = log_a + stop(f) / eps
     v = log_b + stop(g) / eps
     c = evaluate_cost(t.cost, Vi(t.x), Vj(y))
@@ -195,12 +197,9 @@ def _value(
     stop = problems[0].stop
 
     def dual(t: Transport, u: Any, v: Any) -> Any:
+        # -phi*(-f) = min(f, rho) = f: the TV updates keep the potentials in [-rho, rho]
         w_a, w_b = t.a, (t.a if t.symmetric else t.b)
-        return (
-            xp.sum(w_a * penalty.dual_term(xp, stop(u)), axis=-1)
-            + xp.sum(w_b * penalty.dual_term(xp, stop(v)), axis=-1)
-            - _mass_term(xp, t, u, v, eps)
-        )
+        return xp.sum(w_a * stop(u), axis=-1) + xp.sum(w_b * stop(v), axis=-1) - _mass_term(xp, t, u, v, eps)
 
     d_ab = dual(problems[0], f, g)
     if not debias:
