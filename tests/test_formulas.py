@@ -83,7 +83,7 @@ def factor_pairs(dim: int) -> list[tuple[int, int]]:
 UNARY = ["neg", "sin", "cos", "abs", "sign", "relu", "step", "square", "tanh", "exp", "log", "sqrt", "rsqrt"]
 BINARY = ["add", "sub", "mul", "div", "atan2", "minimum", "maximum"]
 REVERSED = ["radd", "rsub", "rmul", "rdiv"]  # number (op) formula
-ANY_DIM = [*UNARY, "pow", *BINARY, *REVERSED, "ifelse", "clamp", "normalize", "slice"]
+ANY_DIM = [*UNARY, "pow", "vpow", *BINARY, *REVERSED, "ifelse", "clamp", "normalize", "slice"]
 SCALAR_ONLY = ["dot", "inner_sum", "sqnorm2", "norm2", "sqdist", "wsqnorm", "wsqdist", "elem"]
 VECTOR_ONLY = ["concat", "one_hot", "tensorprod"]
 SMALL_ONLY = ["matvecmult", "vecmatmult"]
@@ -122,6 +122,9 @@ def formula(draw: st.DrawFn, dim: int, depth: int, root: str | None = None) -> T
         p = draw(st.sampled_from([2, 3, -1, -2, 0.5, -0.5, 1.5]))
         a = draw(formula(dim, sub))
         return ("pow", a if p in (2, 3) else positive(draw, a), p)
+    if op == "vpow":  # positive ** (bounded formula): exp(b log a)
+        a, b = draw(formula(dim, sub)), operand(draw, dim, sub)
+        return ("vpow", positive(draw, a), b if b[0] == "const" else bounded(draw, b))
     if op in REVERSED:
         a = draw(formula(dim, sub))
         return (op, const(draw), positive(draw, a) if op == "rdiv" else a)
@@ -249,6 +252,7 @@ def dense(tree: Tree, data: dict[tuple[str, int, int], np.ndarray]) -> np.ndarra
         "mul": np.multiply,
         "div": np.divide,
         "atan2": np.arctan2,
+        "vpow": np.power,
         "minimum": np.minimum,
         "maximum": np.maximum,
         "dot": lambda a, b: (a * b).sum(-1, keepdims=True),
@@ -315,6 +319,7 @@ def lazy(tree: Tree, leaves: dict[tuple[str, int, int], lm.LazyMatrix]) -> Any:
         "neg": lambda: -a,
         "abs": lambda: abs(a),
         "pow": lambda: a ** args[1],
+        "vpow": lambda: a ** args[1],
         "add": lambda: a + args[1],
         "sub": lambda: a - args[1],
         "mul": lambda: a * args[1],
