@@ -115,3 +115,16 @@ def test_extra_demos_run_after_the_main_one(
     out = capsys.readouterr().out
     assert calls == [True]
     assert out.index("kernel product relative error") < out.index("extra demo ran")
+
+
+def test_demo_size_follows_the_engine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With only the reference engine, the default N is the one sized for it (patched small here)."""
+    monkeypatch.setattr(demo, "REFERENCE_N", 400)
+    with lm.config(engine="reference"):
+        demo.main_demo()
+    out = capsys.readouterr().out
+    assert "N = M = 400 points" in out
+    assert "only the reference engine runs numpy here" in out
+    assert "engines: 'reference' (nearest neighbours), 'reference' (kernel product)" in out
