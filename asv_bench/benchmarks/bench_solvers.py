@@ -49,13 +49,12 @@ class ShootingTask(XPBenchmark):
     """10-step Hamiltonian shooting of (q0, p0), D = 3, and the gradient of |q(1)|^2 in p0."""
 
     params: ClassVar[list[Any]] = [target_params(), SHOOT_SIZES]
-    needs_autodiff = True
 
     def prepare(self, n: int) -> None:
         self.args = {k: self.asarray(v) for k, v in w.shoot_data(n).items()}
 
     def run(self) -> Any:
-        return w.value_and_grad(self.backend, w.shoot_loss, self.args, "p0")
+        return w.shoot_value_and_grad(**self.args)
 
 
 class Sinkhorn(SinkhornTask, TimeAndMemory):

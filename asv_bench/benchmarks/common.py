@@ -153,8 +153,6 @@ class XPBenchmark(abc.ABC):
     param_names: ClassVar[list[str]] = ["target", "n"]
     #: size of the support check run in setup
     check_size = 16
-    #: the task needs a backend with autodiff (gradients)
-    needs_autodiff = False
     timeout = 600
 
     backend: str
@@ -168,8 +166,6 @@ class XPBenchmark(abc.ABC):
         registry = lazymat.get_registry()
         if self.backend not in registry.backends or self.engine not in registry.engines:
             raise NotImplementedError(f"{target} is not installed")
-        if self.needs_autodiff and not registry.backend(self.backend).has_autodiff:
-            raise NotImplementedError(f"backend {self.backend!r} has no autodiff")
         try:
             self.prepare(self.check_size)
             self.call()

@@ -29,8 +29,8 @@ SINKHORN_SCALING = 0.5
 CG_ALPHA = 0.1
 CG_TOL = 1e-6
 CG_D = 3
-#: Hamiltonian shooting: Gaussian kernel width and number of time steps
-SHOOT_SIGMA = 0.1
+#: Hamiltonian shooting: Gaussian kernel exp(-|x - y|^2 / s^2) of scale s, number of Euler steps
+SHOOT_SCALE = 0.1
 SHOOT_STEPS = 10
 
 
@@ -96,34 +96,45 @@ def knn(x: Any, y: Any) -> Any:
     return lm.Vi(x).sqdist(lm.Vj(y)).argKmin(K_NEIGHBOURS, axis=1)
 
 
-def solver(module: str, name: str) -> Callable[..., Any]:
-    """``lazymat.solvers.<module>.<name>``, or NotImplementedError naming what is missing."""
+def solver(name: str) -> Callable[..., Any]:
+    """``lazymat.solvers.<name>``, or NotImplementedError naming what is missing."""
     try:
-        return getattr(importlib.import_module(f"lazymat.solvers.{module}"), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module("lazymat.solvers"), name)  # type: ignore[no-any-return]
     except (ImportError, AttributeError) as exc:
-        raise NotImplementedError(f"lazymat.solvers.{module}.{name} is not available: {exc}") from exc
+        raise NotImplementedError(f"lazymat.solvers.{name} is not available: {exc}") from exc
 
 
 def sinkhorn_divergence(x: Any, y: Any) -> Any:
     """The debiased Sinkhorn divergence S(x, y) with uniform weights (GeomLoss's settings)."""
-    sinkhorn = solver("sinkhorn", "sinkhorn")
+    sinkhorn = solver("sinkhorn")
     return sinkhorn(x, y, p=SINKHORN_P, blur=SINKHORN_BLUR, scaling=SINKHORN_SCALING).value
 
 
 def cg_solve(x: Any, b: Any, precond: str | None) -> tuple[Any, int]:
     """Solve (alpha I + K) u = b for the Gaussian kernel on x; returns (u, iterations)."""
-    cg = solver("cg", "cg")
+    cg = solver("cg")
     gamma = gaussian_gamma(int(x.shape[-1]))
     K = (-gamma * lm.Vi(x).sqdist(lm.Vj(x))).exp()
     u, info = cg(K, b, alpha=CG_ALPHA, tol=CG_TOL, precond=precond)
     return u, int(info.iterations)
 
 
-def shoot_loss(q0: Any, p0: Any) -> Any:
-    """Shoot (q0, p0) for SHOOT_STEPS steps; the loss sum |q(1)|^2 (a differentiable scalar)."""
-    shoot = solver("hamiltonian", "shoot")
-    q1 = shoot(q0, p0, sigma=SHOOT_SIGMA, steps=SHOOT_STEPS)[0]
-    return (q1 * q1).sum()
+def shoot_value_and_grad(q0: Any, p0: Any) -> tuple[Any, Any]:
+    """Shoot (q0, p0) (Gaussian kernel, SHOOT_STEPS explicit Euler steps); the loss |q(1)|^2
+    and its gradient in p0: by the backend's autodiff through ``shoot`` where it has one
+    (gradients of gradients), else by ``shoot_with_adjoint``'s reverse sweep."""
+    backend = lm.backend_for(q0)
+    kernel = solver("gaussian")(SHOOT_SCALE)
+    if backend.has_autodiff:
+
+        def loss(q0: Any, p0: Any) -> Any:
+            q1 = solver("shoot")(q0, p0, kernel, steps=SHOOT_STEPS, method="euler")[0]
+            return backend.namespace(q1).sum(q1 * q1)
+
+        return value_and_grad(backend.name, loss, {"q0": q0, "p0": p0}, "p0")
+    q1, p1, vjp = solver("shoot_with_adjoint")(q0, p0, kernel, steps=SHOOT_STEPS, method="euler")
+    xp = backend.namespace(q1)
+    return xp.sum(q1 * q1), vjp(2.0 * q1, xp.zeros_like(p1))[1]
 
 
 def value_and_grad(backend: str, loss: Callable[..., Any], args: dict[str, Any], wrt: str) -> tuple[Any, Any]:

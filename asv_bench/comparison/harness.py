@@ -1,0 +1,316 @@
+"""Timing several implementations of one task in one process: A/B alternated, repeated, medians.
+
+A :class:`Task` has cases (sizes) and contenders (ours on each engine, the peers). For
+each case the harness
+
+1. decides who runs: a contender is *skipped* (and the table says why, never silently)
+   when its dense matrices would exceed the memory cap, when its time estimated from
+   the previous case (or from a probe at a quarter of the size) exceeds the per-call
+   cap, or when the task's share of the time budget is spent;
+2. prepares every contender's inputs and runs each once as a warm-up (compilation,
+   caches), keeping that result for the correctness columns;
+3. times the contenders in rounds, each round in a rotated order (A B C, B C A, ...) so
+   that slow drifts of a shared machine hit all of them alike, and reports the median.
+
+Each step of each contender runs in try/except: an error becomes the row's status.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Case:
+    """One size of a task: N, M, D and a label for the table."""
+
+    n: int
+    m: int
+    d: int = 3
+    #: only our fastest contender of the previous case runs (the largest sizes)
+    fastest_ours_only: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"N={self.n:,} M={self.m:,} D={self.d}"
+
+    def scaled(self, factor: float) -> Case:
+        return Case(max(8, int(self.n * factor)), max(8, int(self.m * factor)), self.d)
+
+
+@dataclass
+class Result:
+    """What a contender computed, in numpy, for the correctness columns."""
+
+    array: Any = None
+    value: float | None = None
+    iterations: int | None = None
+
+
+@dataclass
+class Contender:
+    """One implementation of a task.
+
+    ``setup(data, case)`` converts the numpy inputs and returns the zero-argument call to
+    time (it must wait for asynchronous work itself); ``collect(output)`` turns that
+    call's output into a :class:`Result`. ``dense_bytes(case)`` is the memory of the
+    dense matrices the contender builds (None: linear memory).
+    """
+
+    name: str
+    ours: bool
+    setup: Callable[[dict[str, Any], Case], Callable[[], Any]]
+    collect: Callable[[Any], Result]
+    dense_bytes: Callable[[Case], float] | None = None
+    #: checked against ours for agreement (False: a different algorithm, shown side by side)
+    checked: bool = True
+
+
+@dataclass
+class Row:
+    """One line of a table: a contender at a case."""
+
+    task: str
+    case: Case
+    contender: str
+    ours: bool
+    checked: bool
+    status: str = "ok"  # ok | skipped | error | not available
+    note: str = ""
+    times: list[float] = field(default_factory=list)
+    warmup: float | None = None
+    result: Result | None = None
+    diff: float | None = None
+    diff_vs: str = ""
+
+    @property
+    def median(self) -> float | None:
+        if self.times:
+            return statistics.median(self.times)
+        return self.warmup
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.result or Result()
+        return {
+            "task": self.task,
+            "n": self.case.n,
+            "m": self.case.m,
+            "d": self.case.d,
+            "case": self.case.label,
+            "contender": self.contender,
+            "ours": self.ours,
+            "checked": self.checked,
+            "status": self.status,
+            "note": self.note,
+            "median_s": self.median,
+            "runs": len(self.times),
+            "times_s": self.times,
+            "warmup_s": self.warmup,
+            "value": r.value,
+            "iterations": r.iterations,
+            "diff": self.diff,
+            "diff_vs": self.diff_vs,
+        }
+
+
+@dataclass
+class Task:
+    """A benchmarked task: cases, inputs, contenders and how to compare two results."""
+
+    name: str
+    title: str
+    cases: list[Case]
+    make_data: Callable[[Case], dict[str, Any]]
+    contenders: list[Contender]
+    #: relative difference of two results (see each task's definition)
+    compare: Callable[[Result, Result, dict[str, Any]], float]
+    #: agreement expected between ours and the checked peers
+    tolerance: float
+    #: cost model: time scales like work(case)
+    work: Callable[[Case], float] = lambda c: float(c.n) * c.m * (c.d + 3)
+    #: share of the total time budget
+    weight: float = 1.0
+    description: str = ""
+    #: when set, every row is compared with an exact answer in the data (named so), not with a peer
+    exact: str = ""
+
+
+@dataclass
+class Settings:
+    max_seconds: float = 20.0
+    max_dense_bytes: float = 10e9
+    max_repeats: int = 5
+    #: the timed runs of one contender at one case stop after about this many seconds
+    cell_seconds: float = 8.0
+    #: estimate a contender's first case from a probe at a quarter of its size (off for --quick)
+    probe: bool = True
+    log: Callable[[str], None] = print
+
+
+def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = run()
+    return time.perf_counter() - t0, out
+
+
+def _error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+class Runner:
+    """Runs tasks under a time budget; remembers timings to estimate the next case."""
+
+    def __init__(self, settings: Settings, deadline: float) -> None:
+        self.settings = settings
+        self.deadline = deadline
+        #: (task, contender) -> (case, seconds) of the last timed case
+        self.history: dict[tuple[str, str], tuple[Case, float]] = {}
+
+    def log(self, msg: str) -> None:
+        self.settings.log(msg)
+
+    # -- deciding who runs ------------------------------------------------------------------
+    def estimate(self, task: Task, c: Contender, case: Case) -> float | None:
+        """Seconds of one call at ``case``: scaled from the last case, or from a probe."""
+        key = (task.name, c.name)
+        if key not in self.history:
+            if not self.settings.probe:
+                return None
+            probe = case.scaled(0.25)
+            data = task.make_data(probe)
+            run = c.setup(data, probe)
+            run()  # compile / warm caches at the probe size
+            t, _ = _timed(run)
+            self.history[key] = (probe, t)
+        last, t = self.history[key]
+        return t * task.work(case) / task.work(last)
+
+    def admit(self, task: Task, c: Contender, case: Case, row: Row, task_deadline: float) -> bool:
+        s = self.settings
+        if c.dense_bytes is not None:
+            need = c.dense_bytes(case)
+            if need > s.max_dense_bytes:
+                row.status, row.note = "skipped", f"skipped (dense N x M needs ~{need / 1e9:.1f} GB)"
+                return False
+        if time.monotonic() > task_deadline:
+            row.status, row.note = "skipped", "skipped (time budget of the run spent)"
+            return False
+        try:
+            est = self.estimate(task, c, case)
+        except NotImplementedError as exc:
+            row.status, row.note = "not available", str(exc)
+            return False
+        except Exception as exc:  # a probe failed: the contender cannot run this task
+            row.status, row.note = "error", _error(exc)
+            return False
+        if est is not None and est > s.max_seconds:
+            row.status, row.note = "skipped", f"skipped (est. {est:.0f} s)"
+            return False
+        if est is not None and time.monotonic() + 2 * est > task_deadline:
+            row.status, row.note = "skipped", f"skipped (est. {est:.0f} s, time budget of the run spent)"
+            return False
+        return True
+
+    # -- one case ---------------------------------------------------------------------------
+    def run_case(
+        self, task: Task, case: Case, contenders: Sequence[Contender], task_deadline: float
+    ) -> list[Row]:
+        s = self.settings
+        rows = {c.name: Row(task.name, case, c.name, c.ours, c.checked) for c in contenders}
+        admitted = [c for c in contenders if self.admit(task, c, case, rows[c.name], task_deadline)]
+        for c in contenders:
+            if rows[c.name].status != "ok":
+                self.log(f"  {c.name}: {rows[c.name].note}")
+        data = task.make_data(case) if admitted else {}
+        runs: dict[str, Callable[[], Any]] = {}
+        for c in admitted:  # set up and warm up, alternating
+            row = rows[c.name]
+            try:
+                runs[c.name] = c.setup(data, case)
+                row.warmup, out = _timed(runs[c.name])
+                row.result = c.collect(out)
+            except NotImplementedError as exc:
+                row.status, row.note = "not available", str(exc)
+            except Exception as exc:
+                row.status, row.note = "error", _error(exc)
+            if row.status != "ok":
+                self.log(f"  {c.name}: {row.note}")
+                runs.pop(c.name, None)
+        live = [c for c in admitted if c.name in runs]
+        want = {
+            c.name: max(1, min(s.max_repeats, int(s.cell_seconds / max(rows[c.name].warmup or 0.0, 1e-9))))
+            for c in live
+        }
+        for k in range(max(want.values(), default=0)):
+            order = live[k % len(live) :] + live[: k % len(live)]
+            for c in order:
+                row = rows[c.name]
+                if len(row.times) >= want[c.name] or row.status != "ok":
+                    continue
+                if row.times and time.monotonic() > task_deadline:
+                    continue  # keep what we have: at least one timed run
+                try:
+                    t, _ = _timed(runs[c.name])
+                    row.times.append(t)
+                except Exception as exc:
+                    row.status, row.note = "error", _error(exc)
+        for c in live:
+            row = rows[c.name]
+            if row.median is not None:
+                self.history[(task.name, c.name)] = (case, row.median)
+            if row.status == "ok":
+                self.log(f"  {c.name}: {format_seconds(row.median)} (median of {len(row.times)})")
+        self._compare(task, data, list(rows.values()))
+        return list(rows.values())
+
+    def _compare(self, task: Task, data: dict[str, Any], rows: list[Row]) -> None:
+        """Ours vs the first checked peer that ran; every peer vs the first of ours that ran."""
+        done = [r for r in rows if r.status == "ok" and r.result is not None]
+        if task.exact:
+            for r in done:
+                r.diff, r.diff_vs = task.compare(r.result, None, data), task.exact  # type: ignore[arg-type]
+            return
+        anchor = next((r for r in done if not r.ours and r.checked), None)
+        first_ours = next((r for r in done if r.ours), None)
+        for r in done:
+            other = anchor if r.ours else first_ours
+            if other is None or other is r:
+                continue
+            try:
+                r.diff = task.compare(r.result, other.result, data)  # type: ignore[arg-type]
+                r.diff_vs = other.contender
+            except Exception as exc:
+                r.note = (r.note + "; " if r.note else "") + f"comparison failed: {_error(exc)}"
+
+    # -- a whole task -----------------------------------------------------------------------
+    def run_task(self, task: Task, task_deadline: float) -> list[Row]:
+        rows: list[Row] = []
+        previous: list[Row] = []
+        for case in task.cases:
+            contenders = task.contenders
+            if case.fastest_ours_only:
+                timed = [r for r in previous if r.ours and r.status == "ok" and r.median is not None]
+                if not timed:
+                    self.log(f"[{task.name}] {case.label}: no engine of ours ran at the previous size")
+                    continue
+                best = min(timed, key=lambda r: r.median or 0.0).contender
+                contenders = [c for c in task.contenders if c.name == best]
+            self.log(f"[{task.name}] {case.label}")
+            previous = self.run_case(task, case, contenders, task_deadline)
+            rows += previous
+        return rows
+
+
+def format_seconds(t: float | None) -> str:
+    if t is None:
+        return "-"
+    if t >= 1:
+        return f"{t:.2f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.1f} ms"
+    return f"{t * 1e6:.0f} µs"
