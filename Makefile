@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/lazymat demo
+	mkdir -p demo_out
+	$(PY) examples/gradient_flow.py --n 500 --out demo_out/gradient_flow.png
+	$(PY) examples/kriging.py --n 20000 --out demo_out/kriging.png
+	$(PY) examples/lddmm.py --n 200 --out demo_out/lddmm.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
