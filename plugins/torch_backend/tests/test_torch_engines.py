@@ -227,8 +227,9 @@ def test_float32_matches_float64(engine: str) -> None:
 # -- the whole IR on torch-tiled ------------------------------------------------------------
 
 
-def test_vector_operations_match_dense() -> None:
-    """Concat, slices, small matrix products, one-hot, ifelse, minimum: torch-tiled vs dense torch."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_vector_operations_match_dense(engine: str) -> None:
+    """Concat, slices, small matrix products, one-hot, ifelse, minimum, tanh vs dense torch."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(9, 2, generator=g, dtype=F64)
     y = torch.randn(11, 2, generator=g, dtype=F64)
@@ -239,6 +240,7 @@ def test_vector_operations_match_dense() -> None:
         P.matvecmult(X - Y).concat(X.tensorprod(Y))[1:6].inner_sum()
         + (X[0] - Y[1]).ifelse(X[1], Y[0]).minimum(lm.Pm(c))
         + (X[0] * 2.0 - Y[0] * 0.0 + 1.0).one_hot(4)[2]
+        + (X[1] * Y[0]).tanh() * (X[0] + Y[1]) ** -2
     )
     d = x[:, None, :] - y[None, :, :]
     mv = d @ A.reshape(3, 2).T
@@ -246,7 +248,7 @@ def test_vector_operations_match_dense() -> None:
     cat = torch.cat((mv, tp), -1)[..., 1:6].sum(-1)
     ife = torch.where(x[:, None, 0] - y[None, :, 1] >= 0, x[:, None, 1], y[None, :, 0]).clamp(max=2.0)
     onehot = (torch.round(x[:, None, 0] * 2.0 + 1.0 + 0 * y[None, :, 0]) == 2).to(F64)
-    dense = cat + ife + onehot
-    torch.testing.assert_close(
-        F.sum(axis=1, engine="torch-tiled")[:, 0], dense.sum(1), rtol=1e-12, atol=1e-12
-    )
+    tanh = torch.tanh(x[:, None, 1] * y[None, :, 0]) * (x[:, None, 0] + y[None, :, 1]) ** -2
+    dense = cat + ife + onehot + tanh
+    got = F.sum(axis=1, engine=engine)
+    torch.testing.assert_close(got[:, 0], dense.sum(1), rtol=1e-12, atol=1e-12)
