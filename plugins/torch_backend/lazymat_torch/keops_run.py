@@ -3,11 +3,19 @@
 Arrays keep lazymat's layout, which is KeOps' own ((*batch, N, D), (*batch, M, D),
 (*batch, D)), with batch dimensions padded to a common number. Half-precision data is
 computed in float32. Genred objects are cached per (formula, aliases, reduction, dtype).
+
+The first call of a formula compiles it into KeOps' cache folder; two processes doing
+that at once (pytest-xdist workers, data-loader processes) would write the same files,
+so first calls take an exclusive file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +32,26 @@ def _routine(formula: str, aliases: tuple[str, ...], reduction: str, dtype: str,
 
     # dtype is part of the cache key only: pykeops compiles per dtype on its own
     return Genred(formula, list(aliases), reduction_op=reduction, axis=1, opt_arg=k or None)
+
+
+_first_calls_done: set[Any] = set()
+
+
+@contextlib.contextmanager
+def _first_call_lock(routine: Any) -> Iterator[None]:
+    """Hold an inter-process lock around the first call of ``routine`` in this process."""
+    if routine in _first_calls_done:
+        yield
+        return
+    path = Path.home() / ".cache" / "lazymat-keops-compile.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+            _first_calls_done.add(routine)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _arguments(request: ReductionRequest, found: KeOpsFormula, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -57,7 +85,7 @@ def run_keops(request: ReductionRequest, found: KeOpsFormula) -> tuple[Any, ...]
     args = _arguments(request, found, dtype)
     backend = "GPU" if request.device.type == "cuda" else "CPU"
     device_id = request.device.index if request.device.type == "cuda" else -1
-    with torch.no_grad():
+    with torch.no_grad(), _first_call_lock(routine):
         out = routine(*args, backend=backend, device_id=-1 if device_id is None else device_id)
     values, indices = out if isinstance(out, tuple) else (out, None)
     shape = (*request.batch, request.n, spec.out_dim)
