@@ -1,19 +1,20 @@
-"""The CPU loop skeleton: a fused reduction kernel as one C function.
+"""The CPU loop skeleton: a fused reduction kernel as C functions.
 
 The kernel computes ``out[b, i] = red_j F(b, i, j)`` for every row (batch element b,
-row i). Rows are shared between OpenMP threads; the j loop runs in blocks of ``JB``
+row i). Tiles of rows go to OpenMP threads; the j range runs in blocks of ``JB``
 indices, each block a ``#pragma omp simd`` loop that the compiler vectorises: the
 formula's j-dependent code (from :mod:`lazymat.codegen.expr`) computes one value per
 lane, while the code that depends only on i and the parameters is hoisted out of the
-j loop. j-variables arrive as structure of arrays ((d, M) per batch element) so that a
-lane loads consecutive floats.
+j loop. j-variables arrive blocked, as (ceil(M/JB), d, JB) arrays (zero-padded): within
+a block, component c of lane jj sits at a compile-time offset c * JB + jj from one
+pointer, so lanes load consecutive floats and wide formulas (d = 200) need no pointer
+per component; the rows of a tile reuse each block from L1.
 
 Per reduction family, the online merge matches :mod:`lazymat.reductions` exactly:
 
-- ``sum``: lanes accumulate a block in registers; block sums are added in double
-  precision. For float32 the error of a row is about (JB/W + 1) * 2**-24 relative to
-  sum |F_ij| (W SIMD lanes per block sum, then exact-enough double accumulation),
-  independent of M.
+- ``sum``: SIMD lanes accumulate sub-blocks of ``SUM_BLOCK`` (256) j in registers; the
+  sub-block sums are added in double precision. For float32 the error of a row is about
+  (256/8 + 1) * 2**-24 relative to sum |F_ij|, independent of M.
 - ``lse``: per block, the (NaN-propagating) maximum, then the scaled sum of
   exp(F - shift) with shift = max when finite, else 0 — the reference's merge, so rows of
   -inf give -inf, a +inf gives +inf and a NaN gives NaN. The scaled sum is kept in double.
@@ -32,9 +33,10 @@ The generated function is::
                    const int64_t *const *offs,   /* per variable: nb element offsets */
                    void *const *outs);           /* values (nb*n, out_dim), then indices */
 
-i-variables are (.., n, d) row-major, j-variables (.., d, m), parameters (.., d); ``offs``
-gives, for each flattened batch element, where that variable's data starts (broadcast
-batch dimensions repeat an offset). Index arrays (IndexMatch selectors) are int64.
+i-variables are (.., n, d) row-major, j-variables (.., ceil(m/JB), d, JB), parameters
+(.., d); ``offs`` gives, for each flattened batch element, where that variable's data
+starts (broadcast batch dimensions repeat an offset). Index arrays (IndexMatch
+selectors) are int64.
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ class _CpuNames:
         self.integer = integer
 
     def var(self, v: Var, c: int) -> str:
-        if v.cat == "j":
-            return f"a{v.index}[{c} * m + j]"
+        if v.cat == "j":  # the current block of a j-variable: (d, JB), constant offsets
+            return f"y{v.index}[{c} * JB + jj]"
         return f"a{v.index}[{c}]"
 
     def is_integer(self, v: Var) -> bool:
@@ -120,15 +122,62 @@ def _indent(lines: list[str], depth: int) -> list[str]:
     return [pad + line if line else line for line in lines]
 
 
+def lanes(spec: KernelSpec) -> int:
+    """Lanes of the per-lane merges (two AVX2 vectors)."""
+    return 16 if spec.dtype == "float32" else 8
+
+
+def block_size(spec: KernelSpec) -> int:
+    """JB, the j block: its j-data and values fit in ~16 KiB (L1), in whole lane groups.
+
+    Long blocks amortise the per-block work (a call, the hoisted code, a merge); sums stay
+    accurate through sub-blocks of ``SUM_BLOCK``.
+    """
+    w = lanes(spec)
+    j_dim = sum(v.dim for v in spec.formula.walk() if isinstance(v, Var) and v.cat == "j")
+    width = max(spec.formula.dim, j_dim)
+    return max(w, min(1024, (4096 // width) // w * w))
+
+
+@dataclass
+class _Family:
+    """The row-side code of one reduction family; state arrays have a leading [RT] index t."""
+
+    state: list[str]  # declarations
+    res: str  # what lm_block fills or adds to, for row t ("buf", "acc[t]")
+    buffer: str  # declaration of a per-tile buffer ("" when none)
+    init: list[str]  # for row t
+    merge: list[str]  # for row t, after lm_block filled res; may ``continue`` to the next row
+    finish: list[str]  # for row t, with ``out`` (and ``out_idx``) pointing at its outputs
+    state_bytes: int  # per row
+
+
+#: float sums run over at most this many j per lane group before going to double
+SUM_BLOCK = 256
+#: bytes of per-row state a tile of rows may hold on a thread's stack
+_TILE_STATE_BYTES = 1 << 16
+#: most rows per tile (rows of a tile share each j block while it is in L1)
+_TILE_ROWS = 16
+
+
 class CpuSkeleton:
-    """C source of the fused CPU kernel of a :class:`KernelSpec`."""
+    """C source of the fused CPU kernel of a :class:`KernelSpec`.
+
+    Two functions: ``lm_block`` evaluates the formula on one j block of one row (the
+    j-independent part first, then a ``#pragma omp simd`` loop over the block), writing
+    the block's sums or values to ``res``; ``lm_reduce`` hands tiles of RT rows to OpenMP
+    threads and, for each j block, calls ``lm_block`` and merges for every row of the
+    tile, so the block's data is reused from L1 (a D = 200 j-variable streams 800 bytes
+    per pair otherwise). ``lm_block`` is kept out of line on purpose: compiled inside the
+    block loop, GCC gives every component of a j-variable its own pointer register (and
+    spills them for wide formulas); as a function of one block pointer, it addresses
+    component c at a constant offset.
+    """
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
-        self.lanes = 16 if spec.dtype == "float32" else 8
-        dim = spec.formula.dim
-        # a block's values fit in ~16 KiB of stack, in whole lane groups
-        self.block = max(self.lanes, min(256, (4096 // dim) // self.lanes * self.lanes))
+        self.lanes = lanes(spec)
+        self.block = block_size(spec)
         names = _CpuNames(spec.integer)
         emitter = FormulaEmitter(names)
         j_dep = depends_on(spec.formula, "j")
@@ -138,87 +187,140 @@ class CpuSkeleton:
         self.outer = emitter.take_lines()
         self.out = emitter.emit(spec.formula)
         self.inner = emitter.take_lines()
+        used = {v.index: v for v in spec.formula.walk() if isinstance(v, Var)}
+        self.used = [used[k] for k in sorted(used)]
 
     # -- assembly -------------------------------------------------------------------------
     def source(self) -> str:
         spec = self.spec
-        body = {"sum": self._sum, "lse": self._lse, "min": self._extremum, "max": self._extremum}.get(
+        fam = {"sum": self._sum, "lse": self._lse, "min": self._extremum, "max": self._extremum}.get(
             spec.family, self._kmin
         )()
+        tile = max(1, min(_TILE_ROWS, _TILE_STATE_BYTES // max(1, fam.state_bytes)))
+        args = [f"a{v.index} + j0 * {v.dim}" if v.cat == "j" else f"a{v.index}" for v in self.used]
         lines = [
             f"/* lazymat fused kernel: {spec.family} (K={spec.k}) over j of {spec.formula!r} */",
             prelude(spec.dtype),
+            "#ifdef _OPENMP",
+            "#include <omp.h>",
+            "#endif",
             f"#define JB {self.block}",
             f"#define W {self.lanes}",
+            f"#define RT {tile}",
+            f"#define SB {SUM_BLOCK}",
+            *self._block_function(),
             f"void {ENTRY_POINT}(int64_t nb, int64_t n, int64_t m, void *const *args,",
             "               const int64_t *const *offs, void *const *outs) {",
             "    const int64_t rows = nb * n;",
-            f"    #pragma omp parallel for schedule(guided) if (rows * m >= {PARALLEL_MIN_PAIRS})",
-            "    for (int64_t r = 0; r < rows; r++) {",
-            "        const int64_t b = r / n;",
-            "        const int64_t i = r - b * n;",
-            *_indent(self._pointers(), 2),
-            *_indent(self.outer, 2),
-            *_indent(body, 2),
+            "    int64_t rt = RT;  /* fewer rows per tile when there are few rows per thread */",
+            "#ifdef _OPENMP",
+            "    const int64_t per_thread = rows / (4 * (int64_t)omp_get_max_threads());",
+            "    if (per_thread < rt) rt = per_thread > 1 ? per_thread : 1;",
+            "#endif",
+            f"    #pragma omp parallel for schedule(dynamic, 1) if (rows * m >= {PARALLEL_MIN_PAIRS})",
+            "    for (int64_t r0 = 0; r0 < rows; r0 += rt) {",
+            "        const int64_t rn = rows - r0 < rt ? rows - r0 : rt;",
+            *_indent(fam.state, 2),
+            *([f"        {fam.buffer};"] if fam.buffer else []),
+            "        for (int64_t t = 0; t < rn; t++) {",
+            *_indent(fam.init, 3),
+            "        }",
+            "        for (int64_t j0 = 0; j0 < m; j0 += JB) {",
+            "            const int64_t jn = m - j0 < JB ? m - j0 : JB;",
+            "            for (int64_t t = 0; t < rn; t++) {",
+            "                const int64_t r = r0 + t, b = r / n, i = r - b * n;",
+            *_indent(self._pointers(), 4),
+            f"                lm_block({', '.join([*args, 'i', 'j0', 'jn', fam.res])});",
+            *_indent(fam.merge, 4),
+            "            }",
+            "        }",
+            "        for (int64_t t = 0; t < rn; t++) {",
+            "            const int64_t r = r0 + t;",
+            *_indent(self._outputs(), 3),
+            *_indent(fam.finish, 3),
+            "        }",
             "    }",
             "}",
             "",
         ]
         return "\n".join(lines)
 
+    def _ctype(self, v: Var) -> str:
+        return "lm_index" if v.index in self.spec.integer else "lm_real"
+
+    def _block_function(self) -> list[str]:
+        params = [
+            f"const {self._ctype(v)} *restrict {'y' if v.cat == 'j' else 'a'}{v.index}" for v in self.used
+        ]
+        loop = [
+            "    for (int64_t jj = q0; jj < q1; jj++) {",
+            "        const int64_t j = j0 + jj;",
+            *_indent(self.inner, 2),
+        ]
+        if self.spec.family == "sum":  # sub-blocks of SB: short float32 sums, added in double
+            dims = range(self.spec.formula.dim)
+            body = [
+                "for (int64_t q0 = 0; q0 < jn; q0 += SB) {",
+                "    const int64_t q1 = jn - q0 < SB ? jn : q0 + SB;",
+                f"    lm_real {', '.join(f's{c} = 0' for c in dims)};",
+                f"    #pragma omp simd reduction(+ : {', '.join(f's{c}' for c in dims)})",
+                *loop,
+                *(f"        s{c} += {o};" for c, o in enumerate(self.out)),
+                "    }",
+                *(f"    res[{c}] += (double)s{c};" for c in dims),
+                "}",
+            ]
+            res = "double *restrict res"
+        else:
+            body = [
+                "const int64_t q0 = 0, q1 = jn;",
+                "#pragma omp simd",
+                *(line[4:] for line in loop),
+                *(f"    res[{c} * JB + jj] = {o};" for c, o in enumerate(self.out)),
+                "}",
+            ]
+            res = "lm_real *restrict res"
+        return [
+            "static __attribute__((noinline)) void lm_block(",
+            *(f"    {p}," for p in params),
+            f"    int64_t i, int64_t j0, int64_t jn, {res}) {{",
+            *_indent(self.outer, 1),
+            *_indent(body, 1),
+            "}",
+        ]
+
     def _pointers(self) -> list[str]:
-        spec = self.spec
-        used = {v.index for v in spec.formula.walk() if isinstance(v, Var)}
         lines = []
-        for v in spec.variables:
-            if v.index not in used:
-                continue
-            ctype = "lm_index" if v.index in spec.integer else "lm_real"
+        for v in self.used:
+            ctype = self._ctype(v)
             row = f" + i * {v.dim}" if v.cat == "i" else ""
             lines.append(
                 f"const {ctype} *restrict a{v.index} = (const {ctype} *)args[{v.index}]"
                 f" + offs[{v.index}][b]{row};"
             )
-        out_dim = spec.out_dim
-        lines.append(f"lm_real *restrict out = (lm_real *)outs[0] + r * {out_dim};")
-        if len(FAMILY_OUTPUTS[spec.family]) > 1:
+        return lines
+
+    def _outputs(self) -> list[str]:
+        out_dim = self.spec.out_dim
+        lines = [f"lm_real *restrict out = (lm_real *)outs[0] + r * {out_dim};"]
+        if len(FAMILY_OUTPUTS[self.spec.family]) > 1:
             lines.append(f"lm_index *restrict out_idx = (lm_index *)outs[1] + r * {out_dim};")
         return lines
 
-    def _block_loop(self, before: list[str], simd: str, per_j: list[str], after: list[str]) -> list[str]:
-        """The blocked j loop: ``before``/``after`` run per block, ``per_j`` per index."""
-        return [
-            "for (int64_t j0 = 0; j0 < m; j0 += JB) {",
-            "    const int64_t j1 = j0 + JB < m ? j0 + JB : m;",
-            *_indent(before, 1),
-            f"    #pragma omp simd{simd}",
-            "    for (int64_t j = j0; j < j1; j++) {",
-            *_indent(self.inner, 2),
-            *_indent(per_j, 2),
-            "    }",
-            *_indent(after, 1),
-            "}",
-        ]
+    # -- one family of reductions each ----------------------------------------------------
+    def _sum(self) -> _Family:
+        dim = self.spec.formula.dim
+        return _Family(
+            state=[f"double acc[RT][{dim}];"],
+            res="acc[t]",
+            buffer="",
+            init=[f"for (int c = 0; c < {dim}; c++) acc[t][c] = 0;"],
+            merge=[],
+            finish=[f"for (int c = 0; c < {dim}; c++) out[c] = (lm_real)acc[t][c];"],
+            state_bytes=8 * dim,
+        )
 
-    def _to_buffer(self) -> list[str]:
-        return [f"buf[{c} * JB + (j - j0)] = {o};" for c, o in enumerate(self.out)]
-
-    # -- one row body per family ----------------------------------------------------------
-    def _sum(self) -> list[str]:
-        dims = range(self.spec.formula.dim)
-        sums = ", ".join(f"s{c}" for c in dims)
-        return [
-            *(f"double acc{c} = 0;" for c in dims),
-            *self._block_loop(
-                [f"lm_real {', '.join(f's{c} = 0' for c in dims)};"],
-                f" reduction(+ : {sums})",
-                [f"s{c} += {o};" for c, o in enumerate(self.out)],
-                [f"acc{c} += (double)s{c};" for c in dims],
-            ),
-            *(f"out[{c}] = (lm_real)acc{c};" for c in dims),
-        ]
-
-    def _lse(self) -> list[str]:
+    def _lse(self) -> _Family:
         dim = self.spec.formula.dim
         merge = [
             f"for (int c = 0; c < {dim}; c++) {{",
@@ -230,40 +332,44 @@ class CpuSkeleton:
             "        bm = v[q] > bm ? v[q] : bm;",
             "        nan |= v[q] != v[q];",
             "    }",
-            "    lm_real nm = mx[c] > bm ? mx[c] : bm;",
-            "    nm = (nan || mx[c] != mx[c]) ? (lm_real)NAN : nm;",
-            "    const lm_real old_shift = isfinite(mx[c]) ? mx[c] : (lm_real)0;",
+            "    const lm_real m0 = mx[t][c];",
+            "    lm_real nm = m0 > bm ? m0 : bm;",
+            "    nm = (nan || m0 != m0) ? (lm_real)NAN : nm;",
+            "    const lm_real old_shift = isfinite(m0) ? m0 : (lm_real)0;",
             "    const lm_real shift = isfinite(nm) ? nm : (lm_real)0;",
             "    lm_real ss = 0;",
             "    #pragma omp simd reduction(+ : ss)",
             "    for (int64_t q = 0; q < jn; q++) ss += lm_exp(v[q] - shift);",
             "    /* rows still empty (mx = -inf, sc = 0) stay 0: exp(-shift) may overflow */",
-            "    sc[c] = (isfinite(mx[c]) ? sc[c] * (double)lm_exp(old_shift - shift) : sc[c]) + (double)ss;",
-            "    mx[c] = nm;",
+            "    const double s0 = sc[t][c];",
+            "    sc[t][c] = (isfinite(m0) ? s0 * (double)lm_exp(old_shift - shift) : s0) + (double)ss;",
+            "    mx[t][c] = nm;",
             "}",
         ]
-        return [
-            f"lm_real mx[{dim}];",
-            f"double sc[{dim}];",
-            f"lm_real buf[{dim} * JB];",
-            f"for (int c = 0; c < {dim}; c++) {{ mx[c] = -INFINITY; sc[c] = 0; }}",
-            *self._block_loop([], "", self._to_buffer(), ["const int64_t jn = j1 - j0;", *merge]),
-            f"for (int c = 0; c < {dim}; c++) {{",
-            "    const double shift = isfinite(mx[c]) ? (double)mx[c] : 0.0;",
-            "    out[c] = (lm_real)(shift + log(sc[c]));",
-            "}",
-        ]
+        return _Family(
+            state=[f"lm_real mx[RT][{dim}];", f"double sc[RT][{dim}];"],
+            res="buf",
+            buffer=f"lm_real buf[{dim} * JB]",
+            init=[f"for (int c = 0; c < {dim}; c++) {{ mx[t][c] = -INFINITY; sc[t][c] = 0; }}"],
+            merge=merge,
+            finish=[
+                f"for (int c = 0; c < {dim}; c++) {{",
+                "    const double shift = isfinite(mx[t][c]) ? (double)mx[t][c] : 0.0;",
+                "    out[c] = (lm_real)(shift + log(sc[t][c]));",
+                "}",
+            ],
+            state_bytes=12 * dim,
+        )
 
-    def _extremum(self) -> list[str]:
+    def _extremum(self) -> _Family:
         dim = self.spec.formula.dim
         lt = "<" if self.spec.family == "min" else ">"
         start = "INFINITY" if self.spec.family == "min" else "-INFINITY"
         merge = [
-            "const int64_t jn = j1 - j0;",
             f"for (int c = 0; c < {dim}; c++) {{",
             "    const lm_real *v = buf + c * JB;",
-            "    lm_real *bv = best + c * W;",
-            "    lm_index *bi = best_idx + c * W;",
+            "    lm_real *bv = best[t] + c * W;",
+            "    lm_index *bi = best_idx[t] + c * W;",
             "    for (int64_t q0 = 0; q0 < jn; q0 += W) {",
             "        const int64_t qn = jn - q0 < W ? jn - q0 : W;",
             "        #pragma omp simd",
@@ -278,11 +384,11 @@ class CpuSkeleton:
         ]
         finish = [
             f"for (int c = 0; c < {dim}; c++) {{",
-            "    lm_real v = best[c * W];",
-            "    lm_index k = best_idx[c * W];",
+            "    lm_real v = best[t][c * W];",
+            "    lm_index k = best_idx[t][c * W];",
             "    for (int l = 1; l < W; l++) {",
-            "        const lm_real x = best[c * W + l];",
-            "        const lm_index kx = best_idx[c * W + l];",
+            "        const lm_real x = best[t][c * W + l];",
+            "        const lm_index kx = best_idx[t][c * W + l];",
             "        const int take = (x != x) ? (v == v || kx < k)",
             f"                                  : (v == v && (x {lt} v || (x == v && kx < k)));",
             "        if (take) { v = x; k = kx; }",
@@ -291,45 +397,61 @@ class CpuSkeleton:
             "    out_idx[c] = k;",
             "}",
         ]
-        return [
-            f"lm_real best[{dim} * W];",
-            f"lm_index best_idx[{dim} * W];",
-            f"lm_real buf[{dim} * JB];",
-            f"for (int q = 0; q < {dim} * W; q++) {{ best[q] = {start}; best_idx[q] = 0; }}",
-            *self._block_loop([], "", self._to_buffer(), merge),
-            *finish,
-        ]
+        return _Family(
+            state=[f"lm_real best[RT][{dim} * W];", f"lm_index best_idx[RT][{dim} * W];"],
+            res="buf",
+            buffer=f"lm_real buf[{dim} * JB]",
+            init=[f"for (int q = 0; q < {dim} * W; q++) {{ best[t][q] = {start}; best_idx[t][q] = 0; }}"],
+            merge=merge,
+            finish=finish,
+            state_bytes=(4 if self.spec.dtype == "float32" else 8) * 2 * dim * self.lanes,
+        )
 
-    def _kmin(self) -> list[str]:
+    def _kmin(self) -> _Family:
         k = self.spec.k
         merge = [
-            "const int64_t jn = j1 - j0;",
-            f"if (cnt == {k}) {{  /* skip blocks without a candidate below the K-th key */",
+            "lm_real *keys = key_t[t], *vals = val_t[t];",
+            "lm_index *idx = idx_t[t];",
+            f"if (cnt[t] == {k}) {{  /* skip blocks without a candidate below the K-th key */",
             f"    const lm_real thr = keys[{k - 1}];",
             "    int any = 0;",
             "    #pragma omp simd reduction(| : any)",
             "    for (int64_t q = 0; q < jn; q++) any |= (buf[q] < thr) | (buf[q] != buf[q]);",
             "    if (!any) continue;",
             "}",
-            "for (int64_t q = 0; q < jn; q++) {",
-            "    const lm_real x = buf[q];",
-            "    const lm_real key = x != x ? -INFINITY : x;",
-            f"    if (cnt == {k} && !(key < keys[{k - 1}])) continue;",
-            f"    int p = cnt < {k} ? cnt++ : {k - 1};",
-            "    while (p > 0 && key < keys[p - 1]) {",
-            "        keys[p] = keys[p - 1]; vals[p] = vals[p - 1]; idx[p] = idx[p - 1]; p--;",
+            "for (int64_t q0 = 0; q0 < jn; q0 += W) {",
+            "    const int64_t qn = jn - q0 < W ? jn - q0 : W;",
+            f"    if (cnt[t] == {k}) {{  /* skip lane groups without a candidate below the K-th key */",
+            f"        const lm_real thr = keys[{k - 1}];",
+            "        int any = 0;",
+            "        #pragma omp simd reduction(| : any)",
+            "        for (int64_t l = q0; l < q0 + W; l++) any |= (buf[l] < thr) | (buf[l] != buf[l]);",
+            "        if (!any) continue;",
             "    }",
-            "    keys[p] = key; vals[p] = x; idx[p] = j0 + q;",
+            "    for (int64_t q = q0; q < q0 + qn; q++) {",
+            "        const lm_real x = buf[q];",
+            "        const lm_real key = x != x ? -INFINITY : x;",
+            f"        if (cnt[t] == {k} && !(key < keys[{k - 1}])) continue;",
+            f"        int p = cnt[t] < {k} ? cnt[t]++ : {k - 1};",
+            "        while (p > 0 && key < keys[p - 1]) {",
+            "            keys[p] = keys[p - 1]; vals[p] = vals[p - 1]; idx[p] = idx[p - 1]; p--;",
+            "        }",
+            "        keys[p] = key; vals[p] = x; idx[p] = j0 + q;",
+            "    }",
             "}",
         ]
-        return [
-            f"lm_real keys[{k}], vals[{k}];",
-            f"lm_index idx[{k}];",
-            "int cnt = 0;",
-            "lm_real buf[JB];",
-            *self._block_loop([], "", self._to_buffer(), merge),
-            f"for (int q = 0; q < {k}; q++) {{",
-            "    out[q] = q < cnt ? vals[q] : (lm_real)INFINITY;",
-            "    out_idx[q] = q < cnt ? idx[q] : -1;",
-            "}",
-        ]
+        return _Family(
+            state=[f"lm_real key_t[RT][{k}], val_t[RT][{k}];", f"lm_index idx_t[RT][{k}];", "int cnt[RT];"],
+            res="buf",
+            # whole lane groups are tested: the tail of the buffer must hold finite values
+            buffer="lm_real buf[JB] = {0}",
+            init=["cnt[t] = 0;"],
+            merge=merge,
+            finish=[
+                f"for (int q = 0; q < {k}; q++) {{",
+                "    out[q] = q < cnt[t] ? val_t[t][q] : (lm_real)INFINITY;",
+                "    out_idx[q] = q < cnt[t] ? idx_t[t][q] : -1;",
+                "}",
+            ],
+            state_bytes=(24 if self.spec.dtype == "float64" else 16) * k + 4,
+        )

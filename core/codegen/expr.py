@@ -24,6 +24,7 @@ IndexMatch compares the index with the truncated selector.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from ..ir import algebra as alg
@@ -135,16 +136,31 @@ def _tree_sum(terms: list[str]) -> str:
     return terms[0]
 
 
+#: sums of more terms than this run as _CHAINS interleaved accumulators (few live values)
+_TREE_MAX = 8
+_CHAINS = 4
+
+Term = Callable[[], str]
+
+
 class FormulaEmitter:
-    """Emits C statements for formulas, remembering what it has emitted (CSE, hoisting)."""
+    """Emits C statements for formulas, remembering what it has emitted (CSE, hoisting).
+
+    Emission is demand-driven and per component: component c of a node is written right
+    before its first use, so long vectors are computed component by component (load y_k,
+    subtract, square, accumulate, next k) instead of node by node. That keeps the number
+    of live values small, which is what lets a compiler keep a D = 200 formula in
+    registers instead of spilling hundreds of temporaries.
+    """
 
     def __init__(self, names: Names, prefix: str = "t") -> None:
         self.names = names
         self.prefix = prefix
-        self._done: dict[Node, list[str]] = {}
-        self._integer: set[Node] = set()
+        self._done: dict[tuple[Node, int], str] = {}
+        self._ids: dict[Node, int] = {}
+        #: components held as lm_index (integer index arrays and their slices)
+        self._integer: set[tuple[Node, int]] = set()
         self._lines: list[str] = []
-        self._count = 0
 
     def take_lines(self) -> list[str]:
         """The statements emitted since the last call."""
@@ -153,138 +169,147 @@ class FormulaEmitter:
 
     def emit(self, formula: Node) -> list[str]:
         """C expressions of the components of ``formula`` (statements go to ``take_lines``)."""
-        for node in formula.walk():
-            if node not in self._done:
-                self._done[node] = self._node(node)
-        return self._done[formula]
+        return [self.component(formula, c) for c in range(formula.dim)]
+
+    def component(self, node: Node, c: int) -> str:
+        """C expression of component ``c`` of ``node``, emitting what it needs first."""
+        key = (node, c)
+        found = self._done.get(key)
+        if found is None:
+            found = self._rule(node, c)
+            self._done[key] = found
+        return found
 
     # -- helpers --------------------------------------------------------------------------
-    def _value(self, node: Node, c: int) -> str:
-        """Component ``c`` of an emitted child as a real (dim-1 children broadcast)."""
-        comps = self._done[node]
-        expr = comps[c if len(comps) > 1 else 0]
-        return f"((lm_real){expr})" if node in self._integer else expr
+    def _name(self, node: Node, c: int, suffix: str = "") -> str:
+        ident = self._ids.setdefault(node, len(self._ids))
+        return f"{self.prefix}{ident}_{c}{suffix}"
 
-    def _assign(self, exprs: list[str], ctype: str = "lm_real") -> list[str]:
-        ident = f"{self.prefix}{self._count}"
-        self._count += 1
-        out = []
-        for c, e in enumerate(exprs):
-            name = f"{ident}_{c}"
-            self._lines.append(f"const {ctype} {name} = {e};")
-            out.append(name)
-        return out
+    def _assign(self, node: Node, c: int, expr: str, ctype: str = "lm_real", suffix: str = "") -> str:
+        name = self._name(node, c, suffix)
+        self._lines.append(f"const {ctype} {name} = {expr};")
+        return name
 
-    def _map(self, node: Node, template: str) -> list[str]:
-        """Apply a template over the components; ``{0}``, ``{1}``, ... are the children."""
-        return self._assign(
-            [template.format(*(self._value(ch, c) for ch in node.children)) for c in range(node.dim)]
-        )
+    def _value(self, child: Node, c: int) -> str:
+        """Component ``c`` of a child as a real (dim-1 children broadcast)."""
+        c = c if child.dim > 1 else 0
+        expr = self.component(child, c)
+        return f"((lm_real){expr})" if (child, c) in self._integer else expr
+
+    def _map(self, node: Node, c: int, template: str) -> str:
+        """A template over component c of the children: ``{0}``, ``{1}``, ... are the children."""
+        return self._assign(node, c, template.format(*(self._value(ch, c) for ch in node.children)))
+
+    def _sum(self, node: Node, c: int, terms: list[Term]) -> str:
+        """Sum of lazily emitted terms: a tree when short, interleaved chains when long."""
+        if len(terms) <= _TREE_MAX:
+            return self._assign(node, c, _tree_sum([t() for t in terms]))
+        chains: list[str] = []
+        for k, term in enumerate(terms):
+            expr = term() if k < _CHAINS else f"{chains[k % _CHAINS]} + {term()}"
+            name = self._assign(node, c, expr, suffix=f"_s{k}")
+            if k < _CHAINS:
+                chains.append(name)
+            else:
+                chains[k % _CHAINS] = name
+        return self._assign(node, c, _tree_sum(chains))
 
     # -- one rule per node type -----------------------------------------------------------
-    def _node(self, node: Node) -> list[str]:
+    def _rule(self, node: Node, c: int) -> str:
         kind = type(node)
         if isinstance(node, Var):
-            exprs = [self.names.var(node, c) for c in range(node.dim)]
+            expr = self.names.var(node, c)
             if self.names.is_integer(node):
-                self._integer.add(node)
-                return self._assign(exprs, "lm_index")
-            return self._assign(exprs)
+                self._integer.add((node, c))
+                return self._assign(node, c, expr, "lm_index")
+            return self._assign(node, c, expr)
         if isinstance(node, Const):
-            return [literal(node.value)] * node.dim
+            return literal(node.value)
         if kind in _BINARY_OPS:
-            return self._map(node, "{0} " + _BINARY_OPS[kind] + " {1}")
+            return self._map(node, c, "{0} " + _BINARY_OPS[kind] + " {1}")
         if kind in _UNARY_CALLS:
-            return self._map(node, _UNARY_CALLS[kind] + "({0})")
+            return self._map(node, c, _UNARY_CALLS[kind] + "({0})")
         if isinstance(node, alg.Neg):
-            return self._map(node, "-{0}")
+            return self._map(node, c, "-{0}")
         if isinstance(node, alg.SumDim):
             child = node.children[0]
-            return self._assign([_tree_sum([self._value(child, c) for c in range(child.dim)])])
+            return self._sum(node, c, [self._term(child, k) for k in range(child.dim)])
         if isinstance(node, fn.Rsqrt):
-            return self._map(node, "(lm_real)1 / lm_sqrt({0})")
+            return self._map(node, c, "(lm_real)1 / lm_sqrt({0})")
         if isinstance(node, fn.Square):
-            return self._map(node, "{0} * {0}")
+            return self._map(node, c, "{0} * {0}")
         if isinstance(node, fn.Sign):
-            return self._map(node, "({0} > 0 ? (lm_real)1 : ({0} < 0 ? (lm_real)-1 : {0}))")
+            return self._map(node, c, "({0} > 0 ? (lm_real)1 : ({0} < 0 ? (lm_real)-1 : {0}))")
         if isinstance(node, fn.Step):
-            return self._map(node, "(lm_real)({0} >= 0) + (lm_real)0 * {0}")
+            return self._map(node, c, "(lm_real)({0} >= 0) + (lm_real)0 * {0}")
         if isinstance(node, fn.Relu):
-            return self._map(node, "(({0} > 0 || {0} != {0}) ? {0} : (lm_real)0)")
+            return self._map(node, c, "(({0} > 0 || {0} != {0}) ? {0} : (lm_real)0)")
         if isinstance(node, fn.Minimum):
-            return self._map(node, "(({0} < {1} || {0} != {0}) ? {0} : {1})")
+            return self._map(node, c, "(({0} < {1} || {0} != {0}) ? {0} : {1})")
         if isinstance(node, fn.Maximum):
-            return self._map(node, "(({0} > {1} || {0} != {0}) ? {0} : {1})")
+            return self._map(node, c, "(({0} > {1} || {0} != {0}) ? {0} : {1})")
         if isinstance(node, fn.Atan2):
-            return self._map(node, "lm_atan2({0}, {1})")
+            return self._map(node, c, "lm_atan2({0}, {1})")
         if isinstance(node, fn.IfElse):
-            return self._map(node, "({0} >= 0 ? {1} : {2})")
+            return self._map(node, c, "({0} >= 0 ? {1} : {2})")
         if isinstance(node, fn.PowConst):
-            return self._power(node)
-        if isinstance(node, vec.Concat):
-            a, b = node.children
-            return self._done[a] + self._done[b] if not ({a, b} & self._integer) else self._reals(node)
-        if isinstance(node, vec.Slice):
-            child = node.children[0]
-            if child in self._integer:  # index arrays stay integers (IndexMatch reads them)
-                self._integer.add(node)
-                return self._done[child][node.start : node.stop]
-            return [self._value(child, c) for c in range(node.start, node.stop)]
+            return self._power(node, c)
+        if isinstance(node, (vec.Concat, vec.Slice)):
+            child, k = self._source(node, c)
+            found = self.component(child, k)
+            if (child, k) in self._integer:  # index arrays stay integers (IndexMatch reads them)
+                self._integer.add((node, c))
+            return found
         if isinstance(node, vec.MatVecMult):
             A, v = node.children
             e = v.dim
-            return self._assign(
-                [
-                    _tree_sum([f"{self._value(A, r * e + c)} * {self._value(v, c)}" for c in range(e)])
-                    for r in range(node.dim)
-                ]
-            )
+            return self._sum(node, c, [self._product(A, c * e + k, v, k) for k in range(e)])
         if isinstance(node, vec.VecMatMult):
             u, A = node.children
             e = node.dim
-            return self._assign(
-                [
-                    _tree_sum([f"{self._value(u, r)} * {self._value(A, r * e + c)}" for r in range(u.dim)])
-                    for c in range(e)
-                ]
-            )
+            return self._sum(node, c, [self._product(u, r, A, r * e + c) for r in range(u.dim)])
         if isinstance(node, vec.TensorProd):
             a, b = node.children
-            return self._assign(
-                [f"{self._value(a, r)} * {self._value(b, c)}" for r in range(a.dim) for c in range(b.dim)]
-            )
+            return self._assign(node, c, f"{self._value(a, c // b.dim)} * {self._value(b, c % b.dim)}")
         if isinstance(node, vec.OneHot):
-            rounded = f"{self.prefix}r{self._count}"
-            self._lines.append(f"const lm_real {rounded} = lm_rint({self._value(node.children[0], 0)});")
-            return self._assign([f"(lm_real)({rounded} == (lm_real){c})" for c in range(node.size)])
+            rounded = self._done.get((node, -1))
+            if rounded is None:
+                rounded = self._assign(node, 0, f"lm_rint({self._value(node.children[0], 0)})", suffix="_r")
+                self._done[(node, -1)] = rounded
+            return self._assign(node, c, f"(lm_real)({rounded} == (lm_real){c})")
         if isinstance(node, vec.IndexMatch):
-            return self._index_match(node)
+            return self._index_match(node, c)
         raise NotImplementedError(f"the C code generator has no rule for {kind.__name__}")
 
-    def _reals(self, node: Node) -> list[str]:
-        """Components of a Concat as reals (a child is an integer array)."""
-        a, b = node.children
-        return [self._value(a, c) for c in range(a.dim)] + [self._value(b, c) for c in range(b.dim)]
+    def _term(self, node: Node, c: int) -> Term:
+        return lambda: self._value(node, c)
 
-    def _power(self, node: fn.PowConst) -> list[str]:
+    def _product(self, a: Node, ca: int, b: Node, cb: int) -> Term:
+        return lambda: f"{self._value(a, ca)} * {self._value(b, cb)}"
+
+    @staticmethod
+    def _source(node: Node, c: int) -> tuple[Node, int]:
+        """The child and component that component c of a Concat or Slice is."""
+        if isinstance(node, vec.Slice):
+            return node.children[0], node.start + c
+        a, b = node.children
+        return (a, c) if c < a.dim else (b, c - a.dim)
+
+    def _power(self, node: fn.PowConst, c: int) -> str:
         p = node.p
         if p not in _SMALL_POWERS:
-            return self._map(node, f"lm_pow({{0}}, {literal(p)})")
+            return self._map(node, c, f"lm_pow({{0}}, {literal(p)})")
         k = int(abs(p))
         product = " * ".join(["{0}"] * k)
-        return self._map(node, product if p > 0 else f"(lm_real)1 / ({product})")
+        return self._map(node, c, product if p > 0 else f"(lm_real)1 / ({product})")
 
-    def _index_match(self, node: vec.IndexMatch) -> list[str]:
+    def _index_match(self, node: vec.IndexMatch, c: int) -> str:
         sel = node.children[0]
-        index = self.names.index(node.axis)
-        comps = self._done[sel]
-        exprs = []
-        for c in range(node.dim):
-            s = comps[c if len(comps) > 1 else 0]
-            if sel not in self._integer:  # a real-valued selector is truncated, as astype does
-                s = f"(({s} == {s} && lm_fabs({s}) < (lm_real)9.2e18) ? (lm_index){s} : INT64_MIN)"
-            exprs.append(f"(lm_real)({index} == {s})")
-        return self._assign(exprs)
+        k = c if sel.dim > 1 else 0
+        s = self.component(sel, k)
+        if (sel, k) not in self._integer:  # a real-valued selector is truncated, as astype does
+            s = f"(({s} == {s} && lm_fabs({s}) < (lm_real)9.2e18) ? (lm_index){s} : INT64_MIN)"
+        return self._assign(node, c, f"(lm_real)({self.names.index(node.axis)} == {s})")
 
 
 def emit_formula(formula: Node, names: Names, prefix: str = "t") -> tuple[list[str], list[str]]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.cpu import ENTRY_POINT, FAMILIES, FAMILY_OUTPUTS, CpuSkeleton, KernelSpec
+from ..codegen.cpu import ENTRY_POINT, FAMILIES, FAMILY_OUTPUTS, CpuSkeleton, KernelSpec, block_size
 from ..codegen.expr import scalar_count, unsupported
 from ..codegen.mathlib import DTYPES
 from ..engine import Engine
@@ -189,6 +189,7 @@ class NativeCpuEngine(Engine):
         integer = frozenset(k for k, h in enumerate(host) if h.dtype.kind in "iu")
         kspec = self._kernel_spec(request, integer)
         fn = self.kernel(kspec)
+        block = block_size(kspec)
 
         used = {v.index for v in spec.formula.walk() if isinstance(v, Var)}
         keep: list[np.ndarray] = []  # arrays that must live until the call returns
@@ -199,7 +200,9 @@ class NativeCpuEngine(Engine):
                 ptrs.append(None)
                 offs.append(None)
                 continue
-            data, off = self._layout(v, h, request.batch, np.int64 if k in integer else np.dtype(dtype))
+            data, off = self._layout(
+                v, h, request.batch, np.int64 if k in integer else np.dtype(dtype), block
+            )
             keep += [data, off]
             ptrs.append(data.ctypes.data)
             offs.append(off.ctypes.data)
@@ -230,12 +233,25 @@ class NativeCpuEngine(Engine):
         return np.from_dlpack(request.backend.stop_gradient(a))
 
     @staticmethod
-    def _layout(v: Var, h: np.ndarray, batch: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _layout(
+        v: Var, h: np.ndarray, batch: tuple[int, ...], dtype: Any, block: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's layout of one argument and its batch offsets (see CpuSkeleton)."""
-        lead = 1 if v.cat == "p" else 2
-        if v.cat == "j":  # structure of arrays: (.., d, M)
-            h = np.swapaxes(h, -1, -2)
-        data = np.ascontiguousarray(h, dtype=dtype)
+        if v.cat == "j":  # blocks of (d, JB), zero-padded: (.., ceil(M/JB), d, JB)
+            m, d = h.shape[-2:]
+            nblk = -(-m // block)
+            data = np.zeros((*h.shape[:-2], nblk, d, block), dtype=dtype)
+            full = m // block
+            if full:
+                blocks = h[..., : full * block, :].reshape(*h.shape[:-2], full, block, d)
+                data[..., :full, :, :] = np.swapaxes(blocks, -1, -2)
+            if m > full * block:
+                tail = np.swapaxes(h[..., full * block :, :], -1, -2)
+                data[..., full, :, : m - full * block] = tail
+            lead = 3
+        else:
+            data = np.ascontiguousarray(h, dtype=dtype)
+            lead = 1 if v.cat == "p" else 2
         stride = math.prod(data.shape[-lead:])
         return data, _batch_offsets(batch, tuple(data.shape[:-lead]), stride)
 
