@@ -27,7 +27,7 @@ import lazymat as lm
 import lazymat.testing
 from lazymat.dispatch import run_engine, select_engine
 from lazymat.engines.native_build import find_compiler
-from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS
+from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
 from lazymat.ir.algebra import mul
 from lazymat.ir.leaves import Var
 from lazymat.ir.vector import IndexMatch
@@ -344,6 +344,26 @@ def test_dispatch_compiles_only_when_it_pays() -> None:
     K.sum(axis=1, engine=ENGINE)  # compiles the kernel
     assert select_engine(small).name == ENGINE
     assert get_registry().engine(ENGINE).priority_for(small) > get_registry().engine("reference").priority
+
+
+def test_float32_sums_stay_accurate_over_long_rows() -> None:
+    """Sub-block sums in float32, added in double: error ~ 33 * 2**-24, independent of M."""
+    rng = np.random.default_rng(14)
+    b = rng.random((300_000, 1)).astype(np.float32)
+    x = np.zeros((3, 1), dtype=np.float32)
+    (got,) = (lm.Vi(x) * 0.0 + lm.Vj(b)).reduce("sum", engine=ENGINE)
+    exact = b.astype(np.float64).sum()
+    assert np.max(np.abs(got.astype(np.float64) - exact)) / exact < 33 * 2.0**-24
+
+
+def test_requests_beyond_the_limits_fall_back_with_a_reason() -> None:
+    rng = np.random.default_rng(15)
+    x, y = rng.standard_normal((2, 1)), rng.standard_normal((MAX_K + 10, 1))
+    D = lm.Vi(x).sqdist(lm.Vj(y))
+    got = D.Kmin(MAX_K + 1, axis=1)  # dispatch picks another engine
+    np.testing.assert_allclose(got, np.sort((x - y.T) ** 2, axis=1)[:, : MAX_K + 1], rtol=1e-12)
+    with pytest.raises(ValueError, match="K up to"):
+        D.Kmin(MAX_K + 1, axis=1, engine=ENGINE)
 
 
 # -- gradients ----------------------------------------------------------------------------

@@ -43,8 +43,12 @@ from ..ir.node import Node
 from ..request import ReductionRequest
 from .native_build import Compiler, build, find_compiler, kernel_path
 
-#: largest formula (scalar temporaries) compiled as straight-line code
-MAX_SCALARS = 20_000
+#: largest formula (scalar temporaries) compiled as straight-line code (~10 s of gcc)
+MAX_SCALARS = 8_000
+#: largest inner dimension of a log-sum-exp/min/max formula (its block buffer is on the stack)
+MAX_BUFFERED_DIM = 1024
+#: largest K of a K-min (insertion into a sorted list costs O(K) per candidate)
+MAX_K = 1024
 #: below this many pairs (batch included), dispatch prefers other engines to a first compile
 COMPILE_MIN_PAIRS = 1 << 22
 #: priority of a request too small to be worth compiling for (below the reference engine's 0)
@@ -105,6 +109,19 @@ class NativeCpuEngine(Engine):
             self._formulas[formula] = reason
         return self._formulas[formula]
 
+    @staticmethod
+    def _size_problem(request: ReductionRequest) -> str | None:
+        spec = request.spec
+        family = FAMILIES[spec.reduction]
+        if family != "sum" and spec.formula.dim > MAX_BUFFERED_DIM:
+            return (
+                f"native-cpu runs {spec.reduction} on formulas of inner dimension up to "
+                f"{MAX_BUFFERED_DIM}, got {spec.formula.dim}"
+            )
+        if family == "kmin" and spec.k > MAX_K:
+            return f"native-cpu runs K-min reductions with K up to {MAX_K}, got K={spec.k}"
+        return None
+
     def _problem(self, request: ReductionRequest) -> str | None:
         if request.ranges is not None:
             return "native-cpu does not run block-sparse reductions (ranges)"
@@ -116,7 +133,7 @@ class NativeCpuEngine(Engine):
                 return f"native-cpu needs arrays in CPU memory (DLPack), got a {type(a).__name__} elsewhere"
             if not request.backend.is_floating(a) and _dtype_name(a.dtype) not in _INDEX_DTYPES:
                 return f"native-cpu takes integer index arrays of dtypes {_INDEX_DTYPES}, got {a.dtype}"
-        reason = self._formula_problem(request.spec.formula)
+        reason = self._size_problem(request) or self._formula_problem(request.spec.formula)
         if reason is not None:
             return reason
         compiler = find_compiler()
