@@ -88,6 +88,13 @@ def _scalar(const: Node, other: Node) -> float | None:
     return None
 
 
+def _covers(shape: tuple[int, ...], other: tuple[int, ...]) -> bool:
+    """True when broadcasting ``other`` against ``shape`` gives ``shape`` (same rank here)."""
+    return len(shape) >= len(other) and all(
+        o in (1, s) for s, o in zip(shape[len(shape) - len(other) :], other, strict=True)
+    )
+
+
 class TilePlan:
     """The evaluation order of a formula on tiles: precomputed sides, then mixed steps.
 
@@ -178,9 +185,8 @@ class TilePlan:
         s = _scalar(a_node, b_node)
         if s is not None and isinstance(node, (algebra.Add, algebra.Mul)):  # scalar op tile
             return binary(b, s, out=b) if reusable[1] else binary(b, s)
-        shape = torch.broadcast_shapes(a.shape, b.shape)
-        if reusable[0] and a.shape == shape:
+        if reusable[0] and _covers(a.shape, b.shape):
             return binary(a, b, out=a)
-        if reusable[1] and b.shape == shape:
+        if reusable[1] and _covers(b.shape, a.shape):
             return binary(a, b, out=b)
         return binary(a, b)
