@@ -23,8 +23,8 @@ Per reduction family, the online merge matches :mod:`lazymat.reductions` exactly
   lanes are merged at the end of the row by value, then lowest index.
 - ``kmin``: a sorted list of K (key, value, index) per row, key = value with NaN mapped to
   -inf (the reference's sort key); a candidate goes in after equal keys, so ties keep the
-  lowest index. Blocks with no candidate below the current K-th key are skipped after a
-  vectorised test.
+  lowest index. Blocks (tested while they are computed) and lane groups with no candidate
+  below the current K-th key are skipped after a vectorised test.
 
 The generated function is::
 
@@ -150,6 +150,8 @@ class _Family:
     merge: list[str]  # for row t, after lm_block filled res; may ``continue`` to the next row
     finish: list[str]  # for row t, with ``out`` (and ``out_idx``) pointing at its outputs
     state_bytes: int  # per row
+    #: a threshold for row t: lm_block then returns whether a value is below it (or NaN)
+    threshold: str = ""
 
 
 #: float sums run over at most this many j per lane group before going to double
@@ -197,6 +199,8 @@ class CpuSkeleton:
             spec.family, self._kmin
         )()
         tile = max(1, min(_TILE_ROWS, _TILE_STATE_BYTES // max(1, fam.state_bytes)))
+        thr = [fam.threshold] if fam.threshold else []
+        call = "const int below = " if fam.threshold else ""
         args = [f"a{v.index} + j0 * {v.dim}" if v.cat == "j" else f"a{v.index}" for v in self.used]
         lines = [
             f"/* lazymat fused kernel: {spec.family} (K={spec.k}) over j of {spec.formula!r} */",
@@ -208,7 +212,7 @@ class CpuSkeleton:
             f"#define W {self.lanes}",
             f"#define RT {tile}",
             f"#define SB {SUM_BLOCK}",
-            *self._block_function(),
+            *self._block_function(bool(fam.threshold)),
             f"void {ENTRY_POINT}(int64_t nb, int64_t n, int64_t m, void *const *args,",
             "               const int64_t *const *offs, void *const *outs) {",
             "    const int64_t rows = nb * n;",
@@ -230,7 +234,7 @@ class CpuSkeleton:
             "            for (int64_t t = 0; t < rn; t++) {",
             "                const int64_t r = r0 + t, b = r / n, i = r - b * n;",
             *_indent(self._pointers(), 4),
-            f"                lm_block({', '.join([*args, 'i', 'j0', 'jn', fam.res])});",
+            f"                {call}lm_block({', '.join([*args, 'i', 'j0', 'jn', *thr, fam.res])});",
             *_indent(fam.merge, 4),
             "            }",
             "        }",
@@ -248,7 +252,7 @@ class CpuSkeleton:
     def _ctype(self, v: Var) -> str:
         return "lm_index" if v.index in self.spec.integer else "lm_real"
 
-    def _block_function(self) -> list[str]:
+    def _block_function(self, threshold: bool) -> list[str]:
         params = [
             f"const {self._ctype(v)} *restrict {'y' if v.cat == 'j' else 'a'}{v.index}" for v in self.used
         ]
@@ -271,6 +275,19 @@ class CpuSkeleton:
                 "}",
             ]
             res = "double *restrict res"
+        elif threshold:  # K-min: also say whether any value is a candidate (below thr, or NaN)
+            (o,) = self.out
+            body = [
+                "const int64_t q0 = 0, q1 = jn;",
+                "int below = 0;",
+                "#pragma omp simd reduction(| : below)",
+                *(line[4:] for line in loop),
+                f"    res[jj] = {o};",
+                f"    below |= ({o} < thr) | ({o} != {o});",
+                "}",
+                "return below;",
+            ]
+            res = "lm_real thr, lm_real *restrict res"
         else:
             body = [
                 "const int64_t q0 = 0, q1 = jn;",
@@ -281,7 +298,7 @@ class CpuSkeleton:
             ]
             res = "lm_real *restrict res"
         return [
-            "static __attribute__((noinline)) void lm_block(",
+            f"static __attribute__((noinline)) {'int' if threshold else 'void'} lm_block(",
             *(f"    {p}," for p in params),
             f"    int64_t i, int64_t j0, int64_t jn, {res}) {{",
             *_indent(self.outer, 1),
@@ -412,13 +429,7 @@ class CpuSkeleton:
         merge = [
             "lm_real *keys = key_t[t], *vals = val_t[t];",
             "lm_index *idx = idx_t[t];",
-            f"if (cnt[t] == {k}) {{  /* skip blocks without a candidate below the K-th key */",
-            f"    const lm_real thr = keys[{k - 1}];",
-            "    int any = 0;",
-            "    #pragma omp simd reduction(| : any)",
-            "    for (int64_t q = 0; q < jn; q++) any |= (buf[q] < thr) | (buf[q] != buf[q]);",
-            "    if (!any) continue;",
-            "}",
+            f"if (cnt[t] == {k} && !below) continue;  /* no candidate below the K-th key */",
             "for (int64_t q0 = 0; q0 < jn; q0 += W) {",
             "    const int64_t qn = jn - q0 < W ? jn - q0 : W;",
             f"    if (cnt[t] == {k}) {{  /* skip lane groups without a candidate below the K-th key */",
@@ -454,4 +465,5 @@ class CpuSkeleton:
                 "}",
             ],
             state_bytes=(24 if self.spec.dtype == "float64" else 16) * k + 4,
+            threshold=f"cnt[t] == {k} ? key_t[t][{k - 1}] : (lm_real)INFINITY",
         )
