@@ -32,7 +32,7 @@ test: lint
 	$(PY) -m pytest -q -n 2 tests $(foreach p,$(PLUGINS),$(p)tests)
 
 bench: $(STAMP)
-	cd asv_bench && ../$(VENV)/bin/asv run --python=same --quick --show-stderr
+	cd asv_bench && ../$(VENV)/bin/asv machine --yes >/dev/null && ../$(VENV)/bin/asv run --python=same --quick --show-stderr
 
 bench-peers: $(STAMP)
 	$(PY) asv_bench/peers.py --write BENCHMARKS.md

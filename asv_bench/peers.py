@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         max_dense_bytes=args.max_dense_gb * 1e9,
         max_repeats=args.repeats or (2 if args.quick else 5),
         cell_seconds=1.0 if args.quick else 8.0,
+        min_run_seconds=0.005 if args.quick else 0.05,
         probe=not args.quick,
         log=lambda msg: print(msg, flush=True),
     )
