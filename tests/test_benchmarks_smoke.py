@@ -205,3 +205,106 @@ def test_ours_agrees_with_peers(peer_run: dict[str, Any], task: str) -> None:
     for r in rows:  # the peers that compute the same thing agree with our first engine
         if not r["ours"] and r["checked"] and r["status"] == "ok" and r["diff"] is not None:
             assert r["diff"] <= tol, (r["contender"], r["case"], r["diff"], r["diff_vs"])
+
+
+# -- the harness's decisions, on synthetic contenders (fast, no timing assertions) ------------------
+@pytest.fixture(scope="module")
+def harness() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("comparison.harness")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def synthetic_task(h: Any, calls: list[str], values: dict[str, float], **kinds: str) -> Any:
+    """A task whose contenders return ``values[name]`` and log their calls; ``kinds`` makes
+    one fail ("error"), be missing ("missing") or need a huge dense matrix ("dense")."""
+
+    def contender(name: str, ours: bool, checked: bool = True) -> Any:
+        kind = kinds.get(name, "")
+
+        def setup(data: dict[str, Any], case: Any) -> Any:
+            if kind == "missing":
+                raise NotImplementedError(f"{name} is not installed")
+
+            def run() -> float:
+                calls.append(name)
+                if kind == "error":
+                    raise RuntimeError("boom")
+                return values[name] * case.n
+
+            return run
+
+        dense = (lambda c: 1e15) if kind == "dense" else None
+        return h.Contender(name, ours, setup, lambda v: h.Result(value=v), dense, checked)
+
+    names = list(values)
+    contenders = [contender(n, n.startswith("ours"), not n.startswith("side")) for n in names]
+    return h.Task(
+        "synthetic",
+        "synthetic",
+        [h.Case(10, 10), h.Case(20, 20, fastest_ours_only=True)],
+        lambda c: {},
+        contenders,
+        lambda a, b, data: abs(a.value - b.value) / abs(b.value),
+        tolerance=1e-3,
+    )
+
+
+def settings(h: Any, **kw: Any) -> Any:
+    base = {
+        "max_repeats": 3,
+        "cell_seconds": 1e9,
+        "min_run_seconds": 0.0,
+        "probe": False,
+        "log": lambda m: None,
+    }
+    return h.Settings(**{**base, **kw})
+
+
+def test_harness_alternates_and_compares(harness: Any) -> None:
+    h, calls = harness, list[str]()
+    task = synthetic_task(h, calls, {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0, "side": 2.0})
+    rows = h.Runner(settings(h), deadline=float("inf")).run_case(
+        task, task.cases[0], task.contenders, float("inf")
+    )
+    # warm-ups in order, then rounds in rotated orders
+    assert calls == ["ours-a", "ours-b", "peer", "side"] + [
+        "ours-a", "ours-b", "peer", "side",
+        "ours-b", "peer", "side", "ours-a",
+        "peer", "side", "ours-a", "ours-b",
+    ]  # fmt: skip
+    by = {r.contender: r for r in rows}
+    assert all(len(r.times) == 3 and r.status == "ok" for r in rows)
+    # ours against the checked peer, the peers against our first engine; the unchecked
+    # peer ("side", a different algorithm) is compared but is no anchor
+    assert (by["ours-a"].diff, by["ours-a"].diff_vs) == (0.0, "peer")
+    assert (by["side"].diff, by["side"].diff_vs) == (pytest.approx(1.0), "ours-a")
+
+
+def test_harness_reports_every_failure(harness: Any) -> None:
+    h, calls = harness, list[str]()
+    values = {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0, "dense": 1.0}
+    task = synthetic_task(h, calls, values, **{"ours-b": "error", "peer": "missing", "dense": "dense"})
+    runner = h.Runner(settings(h), deadline=float("inf"))
+    rows = {r.contender: r for r in runner.run_task(task, float("inf"))[:4]}
+    assert rows["ours-b"].status == "error" and "boom" in rows["ours-b"].note
+    assert rows["peer"].status == "not available" and "not installed" in rows["peer"].note
+    assert rows["dense"].status == "skipped" and "GB" in rows["dense"].note
+    assert "dense" not in calls and "peer" not in calls
+    assert rows["ours-a"].diff is None  # no checked peer ran: nothing to compare with
+
+
+def test_harness_estimates_and_runs_only_the_fastest_at_the_largest_size(harness: Any) -> None:
+    h, calls = harness, list[str]()
+    task = synthetic_task(h, calls, {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0})
+    runner = h.Runner(settings(h, max_seconds=10.0), deadline=float("inf"))
+    runner.history[("synthetic", "peer")] = (h.Case(5, 5), 3.0)  # 3 s at N=5: 12 s at N=10
+    runner.history[("synthetic", "ours-a")] = (h.Case(5, 5), 1.0)
+    rows = runner.run_task(task, float("inf"))
+    first = {r.contender: r for r in rows if r.case.n == 10}
+    assert first["peer"].status == "skipped" and first["peer"].note.startswith("skipped (est. 12")
+    largest = [r for r in rows if r.case.n == 20]
+    fastest = min((first["ours-a"], first["ours-b"]), key=lambda r: r.median).contender
+    assert [r.contender for r in largest] == [fastest]

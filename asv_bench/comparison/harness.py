@@ -5,7 +5,7 @@ each case the harness
 
 1. decides who runs: a contender is *skipped* (and the table says why, never silently)
    when its dense matrices would exceed the memory cap, when its time estimated from
-   the previous case (or from a probe at a quarter of the size) exceeds the per-call
+   the previous case (or from probes at 1/16 and 1/4 of the size) exceeds the per-call
    cap, or when the task's share of the time budget is spent;
 2. prepares every contender's inputs and runs each once as a warm-up (compilation,
    caches), keeping that result for the correctness columns;
@@ -192,12 +192,15 @@ class Runner:
         if key not in self.history:
             if not self.settings.probe:
                 return None
-            probe = case.scaled(0.25)
-            data = task.make_data(probe)
-            run = c.setup(data, probe)
-            run()  # compile / warm caches at the probe size
-            t, _ = _timed(run)
-            self.history[key] = (probe, t)
+            # a cheap look at 1/16 of the size first: a contender far too slow stops there
+            for factor in (1 / 16, 1 / 4):
+                probe = case.scaled(factor)
+                run = c.setup(task.make_data(probe), probe)
+                run()  # compile / warm caches at the probe size
+                t, _ = _timed(run)
+                self.history[key] = (probe, t)
+                if t * task.work(case) / task.work(probe) > 4 * self.settings.max_seconds:
+                    break
         last, t = self.history[key]
         return t * task.work(case) / task.work(last)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import textwrap
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -158,18 +159,21 @@ def markdown(
         "",
         f"Generated on {date} by `{command}` (`make bench-peers`) in {elapsed / 60:.1f} minutes.",
         "",
-        "How: every implementation runs in the same process, on the CPU, in float32. At each size",
-        "each one is set up and run once (warm-up: compilation, caches), then timed in rounds whose",
-        "order rotates (A B C, B C A, ...); the table gives the median of the timed runs (a run",
-        f"of a fast call loops over it for at least {settings.min_run_seconds:g} s, then counts the time",
-        "per call). A run is",
-        "skipped, and says so, when its time estimated from the previous size (or a probe at a",
-        f"quarter of the size) exceeds {settings.max_seconds:g} s per call, when its dense N x M matrices",
-        f"would exceed {settings.max_dense_bytes / 1e9:g} GB, or when the run's time budget is spent.",
-        "*ours / peer* is our fastest engine's median over the peer's",
-        "(below 1: lazymat is faster). *max rel. diff* is max |a - b| / max |b| between the row's",
-        "result and the named one (ours against the first peer that ran, peers against our first",
-        "engine), so the benchmark is also a correctness check.",
+        textwrap.fill(
+            "How: every implementation runs in the same process, on the CPU, in float32. At each "
+            "size each one is set up and run once (warm-up: compilation, caches), then timed in "
+            "rounds whose order rotates (A B C, B C A, ...); the table gives the median of the "
+            f"timed runs (a run of a fast call loops over it for at least {settings.min_run_seconds:g} s "
+            "and counts the time per call). A run is skipped, and says so, when its time estimated "
+            "from the previous size (or from probes at 1/16 and 1/4 of the size) exceeds "
+            f"{settings.max_seconds:g} s per call, when its dense N x M matrices would exceed "
+            f"{settings.max_dense_bytes / 1e9:g} GB, or when the run's time budget is spent. "
+            "*ours / peer* is our fastest engine's median over the peer's (below 1: lazymat is "
+            "faster). *max rel. diff* is max |a - b| / max |b| between the row's result and the "
+            "named one (ours against the first peer that ran, peers against our first engine), so "
+            "the benchmark is also a correctness check.",
+            width=100,
+        ),
         "",
         "## Machine",
         "",
