@@ -84,6 +84,8 @@ class Row:
     note: str = ""
     times: list[float] = field(default_factory=list)
     warmup: float | None = None
+    #: the estimated seconds of one call, when the harness made one
+    estimate: float | None = None
     result: Result | None = None
     diff: float | None = None
     diff_vs: str = ""
@@ -111,6 +113,7 @@ class Row:
             "runs": len(self.times),
             "times_s": self.times,
             "warmup_s": self.warmup,
+            "estimate_s": self.estimate,
             "value": r.value,
             "iterations": r.iterations,
             "diff": self.diff,
@@ -215,7 +218,7 @@ class Runner:
             row.status, row.note = "skipped", "skipped (time budget of the run spent)"
             return False
         try:
-            est = self.estimate(task, c, case)
+            est = row.estimate = self.estimate(task, c, case)
         except NotImplementedError as exc:
             row.status, row.note = "not available", str(exc)
             return False
@@ -245,6 +248,10 @@ class Runner:
         runs: dict[str, Callable[[], Any]] = {}
         for c in admitted:  # set up and warm up, alternating
             row = rows[c.name]
+            if time.monotonic() + (row.estimate or 0.0) > task_deadline:
+                row.status, row.note = "skipped", "skipped (time budget of the run spent)"
+                self.log(f"  {c.name}: {row.note}")
+                continue
             try:
                 runs[c.name] = c.setup(data, case)
                 row.warmup, out = _timed(runs[c.name])
@@ -268,8 +275,8 @@ class Runner:
                 row = rows[c.name]
                 if len(row.times) >= want[c.name] or row.status != "ok":
                     continue
-                if row.times and time.monotonic() > task_deadline:
-                    continue  # keep what we have: at least one timed run
+                if time.monotonic() > task_deadline:
+                    continue  # keep what we have (the table says "warm-up only" if nothing)
                 try:
                     t, _ = _timed(_loop(runs[c.name], inner[c.name]))
                     row.times.append(t / inner[c.name])

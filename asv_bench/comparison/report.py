@@ -96,7 +96,7 @@ def table(task: Task, rows: Sequence[Row]) -> list[str]:
             r.case.label,
             ("**" + r.contender + "**") if r.ours else r.contender,
             format_seconds(r.median) if r.status == "ok" else "-",
-            str(len(r.times)) if r.status == "ok" else "-",
+            (str(len(r.times)) if r.times else "warm-up only") if r.status == "ok" else "-",
             f"{ratio[id(r)]:.2f}" if id(r) in ratio else "",
         ]
         if has_value:
