@@ -76,7 +76,9 @@ class LogSumExpReducer(Reducer):
         m, s = state
         new_m = torch.maximum(m, vals.amax(-2))
         shift = self._shift(new_m)
-        s.mul_(torch.exp(self._shift(m) - shift))
+        # rows still empty (m = -inf, s = 0) stay 0: exp(0 - shift) overflows for shift < -709
+        scale = torch.exp(self._shift(m) - shift)
+        s.mul_(torch.where(torch.isneginf(m), torch.zeros_like(scale), scale))
         shifted = torch.sub(vals, shift[..., None, :], out=vals) if owned else vals - shift[..., None, :]
         s.add_(torch.exp(shifted, out=shifted).sum(-2))
         return new_m, s
