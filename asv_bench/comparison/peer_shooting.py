@@ -87,7 +87,7 @@ def shooting_task(quick: bool) -> Task:
         lambda c: w.shoot_data(c.n, c.d),
         contenders + [dense_torch_shooting(), pykeops_shooting()],
         rel_array,
-        tolerance=1e-3,
+        tolerance=1e-4,
         work=lambda c: float(c.n) * c.n,
         weight=1.4,
         description=f"Gaussian kernel exp(-|x - y|^2 / s^2), s = {w.SHOOT_SCALE}, explicit Euler; "

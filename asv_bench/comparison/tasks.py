@@ -133,7 +133,7 @@ def build(name: str, quick: bool) -> Task:
             ours.contenders(w.sinkhorn_divergence, ("x", "y"), _sinkhorn_result)
             + [geomloss("tensorized"), geomloss("online"), ott_sinkhorn(True), ott_sinkhorn(False), pot()],
             rel_value,
-            tolerance=1e-3,
+            tolerance=1e-4,
             work=lambda c: float(c.n) * c.m,
             weight=1.4,
             description=(
@@ -153,7 +153,7 @@ def build(name: str, quick: bool) -> Task:
             cg_data,
             contenders + [pykeops_solve(), scipy_cg()],
             rel_to_exact,
-            tolerance=1e-2,
+            tolerance=1e-3,
             exact="exact float64 solve",
             work=lambda c: float(c.n) * c.m,
             weight=0.6,
