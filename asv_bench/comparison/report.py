@@ -157,7 +157,8 @@ def markdown(
     lines = [
         "# Benchmarks: lazymat and its peers",
         "",
-        f"Generated on {date} by `{command}` (`make bench-peers`) in {elapsed / 60:.1f} minutes.",
+        f"Generated on {date} by `{command}` in {elapsed / 60:.1f} minutes "
+        "(the default run is `make bench-peers`; `asv_bench/peers.py --help` lists the options).",
         "",
         textwrap.fill(
             "How: every implementation runs in the same process, on the CPU, in float32. At each "
