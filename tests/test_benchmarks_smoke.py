@@ -283,6 +283,13 @@ def test_harness_alternates_and_compares(harness: Any) -> None:
     assert (by["side"].diff, by["side"].diff_vs) == (pytest.approx(1.0), "ours-a")
 
 
+def test_extrapolation_separates_overhead_from_work(harness: Any) -> None:
+    # 1 s of overhead plus 1 s per unit of work, seen at work 1 and 2: 101 s at work 100
+    assert harness.extrapolate([(1.0, 2.0), (2.0, 3.0)], 100.0) == pytest.approx(101.0)
+    assert harness.extrapolate([(1.0, 2.0)], 100.0) == pytest.approx(200.0)  # one point: proportional
+    assert harness.extrapolate([(1.0, 2.0), (2.0, 1.5)], 100.0) == 1.5  # noise: no growth seen
+
+
 def test_harness_reports_every_failure(harness: Any) -> None:
     h, calls = harness, list[str]()
     values = {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0, "dense": 1.0}
@@ -300,8 +307,9 @@ def test_harness_estimates_and_runs_only_the_fastest_at_the_largest_size(harness
     h, calls = harness, list[str]()
     task = synthetic_task(h, calls, {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0})
     runner = h.Runner(settings(h, max_seconds=10.0), deadline=float("inf"))
-    runner.history[("synthetic", "peer")] = (h.Case(5, 5), 3.0)  # 3 s at N=5: 12 s at N=10
-    runner.history[("synthetic", "ours-a")] = (h.Case(5, 5), 1.0)
+    work = task.work(h.Case(5, 5))
+    runner.history[("synthetic", "peer")] = [(work, 3.0)]  # 3 s at N=5: 12 s at N=10
+    runner.history[("synthetic", "ours-a")] = [(work, 1.0)]
     rows = runner.run_task(task, float("inf"))
     first = {r.contender: r for r in rows if r.case.n == 10}
     assert first["peer"].status == "skipped" and first["peer"].note.startswith("skipped (est. 12")

@@ -5,8 +5,8 @@ each case the harness
 
 1. decides who runs: a contender is *skipped* (and the table says why, never silently)
    when its dense matrices would exceed the memory cap, when its time estimated from
-   the previous case (or from probes at 1/16 and 1/4 of the size) exceeds the per-call
-   cap, or when the task's share of the time budget is spent;
+   the previous cases (or from probes at 1/16 and 1/4 of the size; :func:`extrapolate`)
+   exceeds the per-call cap, or when the task's share of the time budget is spent;
 2. prepares every contender's inputs and runs each once as a warm-up (compilation,
    caches), keeping that result for the correctness columns;
 3. times the contenders in rounds, each round in a rotated order (A B C, B C A, ...) so
@@ -182,30 +182,34 @@ class Runner:
     def __init__(self, settings: Settings, deadline: float) -> None:
         self.settings = settings
         self.deadline = deadline
-        #: (task, contender) -> (case, seconds) of the last timed case
-        self.history: dict[tuple[str, str], tuple[Case, float]] = {}
+        #: (task, contender) -> [(work, seconds), ...] of its probes and timed cases, in order
+        self.history: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def log(self, msg: str) -> None:
         self.settings.log(msg)
 
     # -- deciding who runs ------------------------------------------------------------------
     def estimate(self, task: Task, c: Contender, case: Case) -> float | None:
-        """Seconds of one call at ``case``: scaled from the last case, or from a probe."""
+        """Seconds of one call at ``case``, extrapolated from earlier cases or probes.
+
+        Probes run at 1/16, then 1/4 of the size (each once to warm up, once timed); the
+        second is left out when the first says it could take longer than the per-call cap.
+        """
         key = (task.name, c.name)
         if key not in self.history:
             if not self.settings.probe:
                 return None
-            # a cheap look at 1/16 of the size first: a contender far too slow stops there
+            points = []
             for factor in (1 / 16, 1 / 4):
                 probe = case.scaled(factor)
                 run = c.setup(task.make_data(probe), probe)
                 run()  # compile / warm caches at the probe size
                 t, _ = _timed(run)
-                self.history[key] = (probe, t)
-                if t * task.work(case) / task.work(probe) > 4 * self.settings.max_seconds:
+                points.append((task.work(probe), t))
+                if t * 16 > self.settings.max_seconds:
                     break
-        last, t = self.history[key]
-        return t * task.work(case) / task.work(last)
+            self.history[key] = points  # only once a probe ran: a failed one is retried, reported
+        return extrapolate(self.history[key], task.work(case))
 
     def admit(self, task: Task, c: Contender, case: Case, row: Row, task_deadline: float) -> bool:
         s = self.settings
@@ -285,7 +289,7 @@ class Runner:
         for c in live:
             row = rows[c.name]
             if row.median is not None:
-                self.history[(task.name, c.name)] = (case, row.median)
+                self.history.setdefault((task.name, c.name), []).append((task.work(case), row.median))
             if row.status == "ok":
                 self.log(f"  {c.name}: {format_seconds(row.median)} (median of {len(row.times)})")
         self._compare(task, data, list(rows.values()))
@@ -331,6 +335,18 @@ class Runner:
             previous = self.run_case(task, case, contenders, task_deadline)
             rows += previous
         return rows
+
+
+def extrapolate(points: Sequence[tuple[float, float]], work: float) -> float:
+    """Seconds at ``work`` from measured (work, seconds) points: the line through the last two
+    (a fixed cost plus a cost per unit of work, so that the overheads that dominate small
+    probes are not scaled up), never below the last time; from one point, proportional."""
+    w2, t2 = points[-1]
+    if len(points) < 2 or points[-2][0] == w2:
+        return t2 * work / w2
+    w1, t1 = points[-2]
+    slope = max((t2 - t1) / (w2 - w1), 0.0)
+    return max(t2, t2 + slope * (work - w2))
 
 
 def format_seconds(t: float | None) -> str:
