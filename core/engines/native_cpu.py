@@ -5,17 +5,17 @@ kernel with :class:`lazymat.codegen.CpuSkeleton`, compiles it with the system C 
 (:mod:`lazymat.engines.native_build`: disk cache, process-safe) and calls it through
 ctypes, which releases the GIL. The kernel loops over rows with OpenMP threads and over j
 with SIMD lanes, the whole formula inlined: no intermediate of size N*M exists, and the
-only extra memory is a structure-of-arrays copy of the j-variables (O(M)).
+only extra memory is a blocked structure-of-arrays copy of the j-variables (O(M)).
 
 Data of any backend on the CPU is read in place through DLPack (``np.from_dlpack``:
 numpy, torch, jax, ...); arrays are copied only when they are not C-contiguous. Outputs
 are numpy arrays handed to the request's namespace with ``from_dlpack``.
 
 Compiling a new kernel takes a fraction of a second, more than a small reduction costs on
-any engine: when dispatch chooses (no engine forced), a formula that is not compiled yet
-(in this process or in the disk cache) ranks below the other engines for reductions of
-fewer than ``COMPILE_MIN_PAIRS`` pairs (``priority_for``). Forcing ``native-cpu`` always
-compiles.
+any engine: when dispatch chooses (no engine forced), reductions of fewer than
+``COMPILE_MIN_PAIRS`` pairs (batch included; ``$LAZYMAT_NATIVE_MIN_PAIRS`` overrides it)
+rank this engine below the others (``priority_for``). The rule depends on the sizes only,
+so one request always goes to one engine. Forcing ``native-cpu`` runs any size.
 
 The engine declines (``supports`` is False, dispatch picks the next engine) for data off
 the CPU, dtypes other than float32/float64, block-sparse ``ranges``, formulas too large
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from ..engine import Engine
 from ..ir.leaves import Var
 from ..ir.node import Node
 from ..request import ReductionRequest
-from .native_build import Compiler, build, find_compiler, kernel_path
+from .native_build import Compiler, build, find_compiler
 
 #: largest formula (scalar temporaries) compiled as straight-line code (~10 s of gcc)
 MAX_SCALARS = 8_000
@@ -49,10 +50,10 @@ MAX_SCALARS = 8_000
 MAX_BUFFERED_DIM = 1024
 #: largest K of a K-min (insertion into a sorted list costs O(K) per candidate)
 MAX_K = 1024
-#: below this many pairs (batch included), dispatch prefers other engines to a first compile
-COMPILE_MIN_PAIRS = 1 << 22
+#: below this many pairs (batch included), dispatch prefers other engines (see above)
+COMPILE_MIN_PAIRS = 1 << 16
 #: priority of a request too small to be worth compiling for (below the reference engine's 0)
-_NOT_WORTH_COMPILING = -1
+_TOO_SMALL = -1
 _DLPACK_CPU = 1
 _INDEX_DTYPES = ("int64", "int32", "uint32", "int16", "int8", "uint8", "uint16")
 
@@ -86,7 +87,6 @@ class NativeCpuEngine(Engine):
 
     def __init__(self) -> None:
         self._kernels: dict[KernelSpec, _Kernel] = {}
-        self._on_disk: dict[KernelSpec, bool] = {}
         self._formulas: dict[Node, str | None] = {}
         self._lock = threading.Lock()
         self._warned = False
@@ -153,23 +153,10 @@ class NativeCpuEngine(Engine):
             )
 
     def priority_for(self, request: ReductionRequest) -> int:
-        """``priority``, unless the request is small and its kernel would need compiling first."""
-        if request.n * request.m * math.prod(request.batch) >= COMPILE_MIN_PAIRS:
-            return self.priority
-        integer = frozenset(k for k, a in enumerate(request.args) if not request.backend.is_floating(a))
-        spec = self._kernel_spec(request, integer)
-        with self._lock:
-            if spec in self._kernels:
-                return self.priority
-            cached = self._on_disk.get(spec)
-        if cached is None:
-            compiler = find_compiler()
-            cached = (
-                isinstance(compiler, Compiler) and kernel_path(CpuSkeleton(spec).source(), compiler).exists()
-            )
-            with self._lock:
-                self._on_disk[spec] = cached
-        return self.priority if cached else _NOT_WORTH_COMPILING
+        """``priority``, or below every other engine for requests too small to pay a compile."""
+        threshold = int(os.environ.get("LAZYMAT_NATIVE_MIN_PAIRS", COMPILE_MIN_PAIRS))
+        pairs = request.n * request.m * math.prod(request.batch)
+        return self.priority if pairs >= threshold else _TOO_SMALL
 
     # -- compile --------------------------------------------------------------------------
     @staticmethod
