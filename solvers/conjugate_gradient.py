@@ -18,7 +18,9 @@ output cotangent g, one adjoint solve lambda = (alpha I + K)^{-1} g (K symmetric
 
 The adjoint solve calls :func:`cg` again, so gradients of any order follow. For a
 callable operator, gradients reach ``b`` and ``alpha`` only; arrays the callable closes
-over get none (use a LazyMatrix for those).
+over get none (use a LazyMatrix for those). The iterations stop on a test of the residual
+read on the host, so ``cg`` runs eagerly: not inside ``jax.jit`` (differentiating it with
+``jax.grad`` outside of jit works).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def cg(
         n = op.n
     elif callable(A):
         user_op = A
-        n = int(b.shape[-2] if len(b.shape) >= 2 else b.shape[0])
+        n = int(b.shape[-2] if len(b.shape) >= 2 else b.shape[0] if len(b.shape) == 1 else 0)
     else:
         raise TypeError(f"cg expects a LazyMatrix or a callable v -> A v, got {type(A).__name__}")
     vector = len(b.shape) == 1
