@@ -19,26 +19,30 @@ writes its loops:
    polynomial exp and log with stated error bounds; libm for the rest). A CUDA skeleton
    passes ``qualifier="static __device__ __forceinline__"``.
 
-3. **Loop skeletons**, one per target. :class:`~lazymat.codegen.cpu.CpuSkeleton` builds, from
-   a :class:`~lazymat.codegen.cpu.KernelSpec` (formula, reduction family, K, dtype,
-   argument layout), the C source of ``lm_reduce``: OpenMP over rows, SIMD over j blocks,
-   online merges per reduction family with the semantics of :mod:`lazymat.reductions`
-   (ties to the lowest index, NaN wins, -inf rows in log-sum-exp). A GPU skeleton maps
-   rows to threads and j blocks to shared-memory tiles with the same expression code and
-   the same merge rules.
+3. **Loop skeletons**, one per target, from a target-neutral
+   :class:`~lazymat.codegen.kernel_spec.KernelSpec` (formula, reduction family, K, dtype,
+   argument layout; ``FAMILIES`` maps reductions to families, ``FAMILY_OUTPUTS`` their
+   outputs). :class:`~lazymat.codegen.cpu.CpuSkeleton` builds the C source of
+   ``lm_reduce``: OpenMP over tiles of rows, SIMD over j blocks, online merges per family
+   with the semantics of :mod:`lazymat.reductions` (ties to the lowest index, NaN wins,
+   -inf rows in log-sum-exp). :class:`~lazymat.codegen.cuda.CudaSkeleton` maps rows to
+   threads and j blocks to shared-memory tiles with the same expression code and the same
+   merge rules.
 
 Compiling and loading are the engines' business (``lazymat.engines.native_build``).
 """
 
 from __future__ import annotations
 
-from .cpu import FAMILIES, CpuSkeleton, KernelSpec
+from .cpu import CpuSkeleton
 from .cuda import CudaSkeleton
 from .expr import FormulaEmitter, Names, depends_on, emit_formula, scalar_count, unsupported
+from .kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from .mathlib import prelude
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_OUTPUTS",
     "CpuSkeleton",
     "CudaSkeleton",
     "FormulaEmitter",

@@ -44,59 +44,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.leaves import Var
-from ..ir.node import Node
 from .expr import FormulaEmitter, depends_on
+from .kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from .mathlib import prelude
 
-#: reduction name -> the kernel family that computes it (one kernel per family)
-FAMILIES = {
-    "sum": "sum",
-    "lse": "lse",
-    "min": "min",
-    "argmin": "min",
-    "min_argmin": "min",
-    "max": "max",
-    "argmax": "max",
-    "max_argmax": "max",
-    "kmin": "kmin",
-    "argkmin": "kmin",
-    "kmin_argkmin": "kmin",
-}
-#: outputs a family's kernel writes, in ``outs`` order
-FAMILY_OUTPUTS = {
-    "sum": ("value",),
-    "lse": ("value",),
-    "min": ("value", "index"),
-    "max": ("value", "index"),
-    "kmin": ("value", "index"),
-}
+__all__ = ["ENTRY_POINT", "FAMILIES", "FAMILY_OUTPUTS", "CpuSkeleton", "KernelSpec", "block_size"]
+
 #: rows * m below which the kernel runs on one thread (thread start-up would dominate)
 PARALLEL_MIN_PAIRS = 1 << 16
 ENTRY_POINT = "lm_reduce"
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """Everything the generated source depends on (and nothing else)."""
-
-    formula: Node
-    family: str
-    k: int
-    dtype: str
-    #: every argument, in order: args[k] is bound to variables[k]
-    variables: tuple[Var, ...]
-    #: positions of the arguments that are int64 index arrays
-    integer: frozenset[int] = frozenset()
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILY_OUTPUTS:
-            raise ValueError(
-                f"unknown kernel family {self.family!r}; expected one of {sorted(FAMILY_OUTPUTS)}"
-            )
-
-    @property
-    def out_dim(self) -> int:
-        return self.k if self.family == "kmin" else self.formula.dim
 
 
 class _CpuNames:

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..codegen.cpu import ENTRY_POINT, FAMILIES, FAMILY_OUTPUTS, CpuSkeleton, KernelSpec, block_size
+from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
 from ..codegen.expr import scalar_count, unsupported
+from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..engine import Engine
 from ..ir.leaves import Var

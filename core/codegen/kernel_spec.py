@@ -1,0 +1,61 @@
+"""What a generated kernel computes, independently of the target: the kernel spec.
+
+A :class:`KernelSpec` is everything a skeleton's source depends on: the formula, the
+reduction *family* (one kernel per family: ``min`` computes min, argmin and min_argmin
+at once), K, the dtype, the arguments' order and which of them are int64 index arrays.
+Engines key their compiled-kernel caches on it; every skeleton (CPU, CUDA) takes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.leaves import Var
+from ..ir.node import Node
+
+#: reduction name -> the kernel family that computes it (one kernel per family)
+FAMILIES = {
+    "sum": "sum",
+    "lse": "lse",
+    "min": "min",
+    "argmin": "min",
+    "min_argmin": "min",
+    "max": "max",
+    "argmax": "max",
+    "max_argmax": "max",
+    "kmin": "kmin",
+    "argkmin": "kmin",
+    "kmin_argkmin": "kmin",
+}
+#: outputs a family's kernel writes, in ``outs`` order
+FAMILY_OUTPUTS = {
+    "sum": ("value",),
+    "lse": ("value",),
+    "min": ("value", "index"),
+    "max": ("value", "index"),
+    "kmin": ("value", "index"),
+}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Everything the generated source depends on (and nothing else)."""
+
+    formula: Node
+    family: str
+    k: int
+    dtype: str
+    #: every argument, in order: args[k] is bound to variables[k]
+    variables: tuple[Var, ...]
+    #: positions of the arguments that are int64 index arrays
+    integer: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILY_OUTPUTS:
+            raise ValueError(
+                f"unknown kernel family {self.family!r}; expected one of {sorted(FAMILY_OUTPUTS)}"
+            )
+
+    @property
+    def out_dim(self) -> int:
+        return self.k if self.family == "kmin" else self.formula.dim
