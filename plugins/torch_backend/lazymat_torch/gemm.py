@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from lazymat.ir.algebra import Mul, Sub, SumDim
-from lazymat.ir.functions import Square
+from lazymat.ir.algebra import Add, Div, Mul, Neg, Sub, SumDim
+from lazymat.ir.functions import Log, PowConst, Rsqrt, Sqrt, Square
 from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
 from lazymat.ir.transform import substitute
@@ -114,9 +114,17 @@ def _split_sides(a: Node, b: Node, side: dict[Node, Side]) -> tuple[Node, Node] 
 def rewrite_gemm(formula: Node) -> Node:
     """``formula`` with its squared distances and dot products between i and j as GEMM nodes."""
     side = sides(formula)
+    # |a|^2 + |b|^2 - 2<a, b> cancels near a = b; a square root (or a log) of it would
+    # blow that rounding up (|x - y| in p = 1 costs and energy distances): keep those exact
+    # (also through sums and products on the way, as in sqrt(|x - y|^2 + 1e-30))
+    amplified: set[Node] = set()
+    for node in reversed(formula.walk()):  # parents before children
+        sensitive = isinstance(node, (Sqrt, Rsqrt, Log)) or (isinstance(node, PowConst) and node.p < 1)
+        if sensitive or (node in amplified and isinstance(node, (Add, Sub, Neg, Mul, Div))):
+            amplified.update(node.children)
 
     def match(node: Node) -> Node | None:
-        if not isinstance(node, SumDim) or node.children[0].dim < 2:
+        if not isinstance(node, SumDim) or node.children[0].dim < 2 or node in amplified:
             return None
         inner = node.children[0]
         if isinstance(inner, Square) and isinstance(inner.children[0], Sub):
