@@ -26,6 +26,7 @@ from scipy.special import logsumexp
 import lazymat as lm
 import lazymat.testing
 from lazymat.dispatch import run_engine, select_engine
+from lazymat.engines import native_build
 from lazymat.engines.native_build import find_compiler
 from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
 from lazymat.ir.algebra import mul
@@ -500,6 +501,27 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path: Path) -> None:
     )
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
+
+
+def test_cache_keeps_the_most_recently_used_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiler = find_compiler()
+    assert not isinstance(compiler, str)
+    monkeypatch.setenv("LAZYMAT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native_build, "MAX_CACHED_KERNELS", 3)
+    for k in range(5):  # older kernels, the higher k the more recently used
+        for suffix in (".so", ".c"):
+            fake = tmp_path / f"lm_old{k}{suffix}"
+            fake.write_text("")
+            os.utime(fake, (1e9 + k, 1e9 + k))
+    abandoned = tmp_path / ".lm_crashed-build.so"
+    abandoned.write_text("")
+    os.utime(abandoned, (1e9, 1e9))
+    source = f"int lm_probe_{uuid.uuid4().hex}(void) {{ return 7; }}\n"
+    native_build.build(source, compiler)
+    names = sorted(f.name for f in tmp_path.iterdir())
+    kept = [n for n in names if n.endswith(".so")]
+    assert len(kept) == 3 and "lm_old4.so" in kept and "lm_old3.so" in kept, names
+    assert "lm_old0.c" not in names and abandoned.name not in names, names
 
 
 def test_without_compiler_dispatch_falls_back_with_one_warning(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ its version line, the flags and the CPU (``-march=native`` code must not run on 
 machine sharing the directory). Writes are process-safe: each process compiles to a
 temporary file of its own in the cache directory and moves it into place with
 ``os.replace`` (atomic), so concurrent builders of one kernel all succeed and a reader
-never sees a half-written file. The thread count is OpenMP's (``OMP_NUM_THREADS``).
+never sees a half-written file. The directory keeps the ``MAX_CACHED_KERNELS`` most
+recently used kernels: each compilation deletes older ones (a process that has a kernel
+loaded keeps it; one that finds it gone compiles it again) and temporary files abandoned
+by killed builds. The thread count is OpenMP's (``OMP_NUM_THREADS``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +53,10 @@ int64_t lm_probe(int64_t n) {
 }
 """
 _COMPILE_TIMEOUT_S = 600
+#: kernels kept in the cache directory (least recently used ones go first)
+MAX_CACHED_KERNELS = 2000
+#: age after which a temporary file of a build is considered abandoned
+_STALE_TEMP_S = 3600
 
 
 class CompileError(RuntimeError):
@@ -191,6 +199,27 @@ def _compile(compiler: Compiler, source: str, target: Path) -> None:
         raise
 
 
+def _evict(directory: Path) -> None:
+    """Delete the least recently used kernels beyond ``MAX_CACHED_KERNELS``, and stale temp files."""
+    now = time.time()
+    kernels = []
+    for entry in os.scandir(directory):
+        try:
+            mtime = entry.stat().st_mtime
+        except OSError:  # deleted by another process meanwhile
+            continue
+        if entry.name.startswith(".") and now - mtime > _STALE_TEMP_S:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        elif entry.name.startswith("lm_") and entry.name.endswith(".so"):
+            kernels.append((mtime, Path(entry.path)))
+    kernels.sort()
+    for _, path in kernels[: max(0, len(kernels) - MAX_CACHED_KERNELS)]:
+        for stale in (path, path.with_suffix(".c")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+
+
 def kernel_path(source: str, compiler: Compiler) -> Path:
     """Where the shared library of ``source`` built by ``compiler`` is cached."""
     key = hashlib.sha256((compiler.identity + "\n" + source).encode()).hexdigest()[:40]
@@ -211,8 +240,12 @@ def build(source: str, compiler: Compiler) -> ctypes.CDLL:
         lib = _loaded.get(target)
         if lib is not None:
             return lib
-        if not target.exists():
+        if target.exists():
+            with contextlib.suppress(OSError):
+                os.utime(target)  # last use, for the eviction order
+        else:
             _compile(compiler, source, target)
+            _evict(target.parent)
         try:
             lib = ctypes.CDLL(str(target))
         except OSError:  # damaged by something outside lazymat: build it again
