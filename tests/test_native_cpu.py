@@ -344,6 +344,9 @@ def test_dispatch_sends_only_large_requests_here(monkeypatch: pytest.MonkeyPatch
     assert select_engine(build_request(spec_big, args_big, be, 2**20)).name == ENGINE
     monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "0")
     assert select_engine(small).name == ENGINE
+    monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "lots")
+    with pytest.raises(ValueError, match="LAZYMAT_NATIVE_MIN_PAIRS must be a whole number"):
+        select_engine(small)
 
 
 def test_float32_sums_stay_accurate_over_long_rows() -> None:

@@ -155,7 +155,13 @@ class NativeCpuEngine(Engine):
 
     def priority_for(self, request: ReductionRequest) -> int:
         """``priority``, or below every other engine for requests too small to pay a compile."""
-        threshold = int(os.environ.get("LAZYMAT_NATIVE_MIN_PAIRS", COMPILE_MIN_PAIRS))
+        env = os.environ.get("LAZYMAT_NATIVE_MIN_PAIRS")
+        try:
+            threshold = COMPILE_MIN_PAIRS if env is None else int(env)
+        except ValueError:
+            raise ValueError(
+                f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}"
+            ) from None
         pairs = request.n * request.m * math.prod(request.batch)
         return self.priority if pairs >= threshold else _TOO_SMALL
 
