@@ -190,6 +190,13 @@ OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
             np.einsum("...a,...ab,...b->...", x - y, x[..., :, None] * p[..., None, :], x - y)[..., None],
         ),
     ),
+    "wide_sums": (  # sums of more than 8 terms run as interleaved chains
+        lambda X, Y, P: X.tensorprod(Y).tensorprod(P).inner_sum() + X.tensorprod(X).inner_sum(),
+        lambda x, y, p: (
+            x.sum(-1, keepdims=True) * y.sum(-1, keepdims=True) * p.sum(-1, keepdims=True)
+            + x.sum(-1, keepdims=True) ** 2
+        ),
+    ),
     "one_hot": (
         lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
         lambda x, y, p: (np.round(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],
