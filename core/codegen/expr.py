@@ -115,6 +115,15 @@ def scalar_count(formula: Node) -> int:
     return sum(n.dim for n in formula.walk() if not isinstance(n, (Const, vec.Concat, vec.Slice)))
 
 
+def formula_problem(formula: Node, engine: str, max_scalars: int) -> str | None:
+    """Why an engine built on this emitter declines ``formula`` (unknown node, too large), or None."""
+    reason = unsupported(formula)
+    size = scalar_count(formula)
+    if reason is None and size > max_scalars:
+        reason = f"the formula needs {size} scalar temporaries ({engine} compiles up to {max_scalars})"
+    return reason
+
+
 def depends_on(formula: Node, axis: str) -> set[Node]:
     """Nodes of ``formula`` whose value changes with the ``axis`` ("i" or "j") index."""
     dep: set[Node] = set()

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
-from ..codegen.expr import scalar_count, unsupported
+from ..codegen.expr import formula_problem
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..engine import Engine
@@ -101,13 +101,7 @@ class NativeCpuEngine(Engine):
 
     def _formula_problem(self, formula: Node) -> str | None:
         if formula not in self._formulas:
-            reason = unsupported(formula)
-            size = scalar_count(formula)
-            if reason is None and size > MAX_SCALARS:
-                reason = (
-                    f"the formula needs {size} scalar temporaries (native-cpu compiles up to {MAX_SCALARS})"
-                )
-            self._formulas[formula] = reason
+            self._formulas[formula] = formula_problem(formula, self.name, MAX_SCALARS)
         return self._formulas[formula]
 
     @staticmethod

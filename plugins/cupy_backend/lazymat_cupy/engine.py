@@ -26,7 +26,7 @@ import numpy as np
 from lazymat import Engine
 from lazymat.codegen.cpu import FAMILIES, KernelSpec
 from lazymat.codegen.cuda import DTYPES, ENTRY_POINT, CudaSkeleton
-from lazymat.codegen.expr import scalar_count, unsupported
+from lazymat.codegen.expr import formula_problem
 from lazymat.ir.node import Node
 from lazymat.request import ReductionRequest
 
@@ -83,13 +83,7 @@ class CupyNvrtcEngine(Engine):
 
     def _formula_problem(self, formula: Node) -> str | None:
         if formula not in self._formulas:
-            reason = unsupported(formula)
-            size = scalar_count(formula)
-            if reason is None and size > MAX_SCALARS:
-                reason = (
-                    f"the formula needs {size} scalar temporaries (cupy-nvrtc compiles up to {MAX_SCALARS})"
-                )
-            self._formulas[formula] = reason
+            self._formulas[formula] = formula_problem(formula, self.name, MAX_SCALARS)
         return self._formulas[formula]
 
     def _problem(self, request: ReductionRequest) -> str | None:
