@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lazymat
+from lazymat.block_sparse import BlockSparsity
 from lazymat.lazymatrix import LazyMatrix
 from lazymat.plugin_manager import get_registry
 
@@ -40,6 +41,11 @@ __all__ = ["BackendConformance", "Builder"]
 DIFFERENTIABLE = ("sum", "lse", "min", "max", "min_argmin", "max_argmax", "kmin", "kmin_argkmin")
 ALL_REDUCTIONS = (*DIFFERENTIABLE, "argmin", "argmax", "argkmin")
 K = 3
+#: a block-sparsity of a 37-by-29 matrix: uneven blocks, an i-block that visits nothing,
+#: a j-block that nobody visits, and one i-block that visits every other j-block
+SPARSITY = BlockSparsity(
+    (0, 1, 9, 20, 26, 37), (0, 4, 5, 17, 29), ((0, 2), (), (1, 2, 3), (3,), (0, 1, 2, 3))
+)
 
 
 def _points(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -91,6 +97,7 @@ class BackendConformance:
         k: int = 0,
         *,
         on_backend: bool = True,
+        ranges: BlockSparsity | None = None,
     ) -> list[np.ndarray]:
         """Outputs of a reduction as numpy arrays, on this backend or on the reference."""
         if on_backend:
@@ -100,7 +107,7 @@ class BackendConformance:
             arrays = list(data)
             engine = "reference"
         K_ = builder(*_wrap(arrays))
-        outs = K_.reduce(reduction, axis, k=k, engine=engine)
+        outs = K_.reduce(reduction, axis, k=k, engine=engine, ranges=ranges)
         if on_backend:
             for out in outs:
                 assert self.be.recognizes(out), (
@@ -116,10 +123,11 @@ class BackendConformance:
         axis: int = 1,
         k: int = 0,
         dtype: str = "float64",
+        ranges: BlockSparsity | None = None,
     ) -> None:
         """Backend (in ``dtype``) against the float64 reference."""
-        ref = self.run(builder, data, reduction, axis, k, on_backend=False)
-        got = self.run(builder, [a.astype(dtype) for a in data], reduction, axis, k)
+        ref = self.run(builder, data, reduction, axis, k, on_backend=False, ranges=ranges)
+        got = self.run(builder, [a.astype(dtype) for a in data], reduction, axis, k, ranges=ranges)
         outputs = _output_kinds(reduction)
         for kind, r, g in zip(outputs, ref, got, strict=True):
             assert g.shape == r.shape, f"{reduction}: shape {g.shape}, expected {r.shape}"
@@ -220,6 +228,40 @@ class BackendConformance:
         assert str(self.to_numpy(out).dtype) == dtype
         assert self.be.device_name(out) == self.be.device_name(x)
 
+    # -- block-sparsity -------------------------------------------------------------------
+    @pytest.mark.parametrize("reduction", ALL_REDUCTIONS)
+    @pytest.mark.parametrize("axis", [0, 1])
+    def test_block_sparse(self, reduction: str, axis: int) -> None:
+        """Reductions restricted to block pairs (``ranges``) vs the reference engine's.
+
+        The reference's block-sparse reductions equal the dense masked reductions
+        (tests/test_block_sparse.py), so this holds every engine to the dense masked result.
+        """
+        rng = np.random.default_rng(8)
+        builder, dims = FIXED_FORMULAS["mixed"]
+        if reduction in ("kmin", "argkmin", "kmin_argkmin"):
+            builder = _scalar(builder)
+        data = [_points(rng, 37, dims[0]), _points(rng, 29, dims[1]), rng.random(dims[2]) + 0.5]
+        for dtype in self.dtypes:
+            self.check(builder, data, reduction, axis, K, dtype, ranges=SPARSITY)
+
+    @pytest.mark.parametrize("reduction", ["sum", "lse", "min", "kmin"])
+    @pytest.mark.parametrize("axis", [0, 1])
+    def test_block_sparse_vjp(self, reduction: str, axis: int) -> None:
+        """Gradients of block-sparse reductions keep the sparsity, on this backend's engine."""
+        rng = np.random.default_rng(9)
+        builder, dims = FIXED_FORMULAS["mixed"]
+        if reduction == "kmin":
+            builder = _scalar(builder)
+        data = [_points(rng, 37, dims[0]), _points(rng, 29, dims[1]), rng.random(dims[2]) + 0.5]
+        ref_out = self.run(builder, data, reduction, axis, K, on_backend=False, ranges=SPARSITY)[0]
+        cot = rng.standard_normal(ref_out.shape)
+        ref = _vjp(builder, list(data), cot, reduction, axis, "reference", SPARSITY)
+        arrays = [self.to_backend(a) for a in data]
+        got = _vjp(builder, arrays, self.to_backend(cot), reduction, axis, self.engine, SPARSITY)
+        for name, g, r in zip("xyp", got, ref, strict=True):
+            _close(self.to_numpy(g), np.asarray(r), "float64", f"block-sparse d {reduction} / d{name}")
+
     # -- gradients ------------------------------------------------------------------------
     @pytest.mark.parametrize("reduction", DIFFERENTIABLE)
     @pytest.mark.parametrize("axis", [0, 1])
@@ -287,10 +329,18 @@ def _output_kinds(reduction: str) -> tuple[str, ...]:
     return get_reduction(reduction).outputs
 
 
-def _vjp(builder: Builder, arrays: list[Any], cot: Any, reduction: str, axis: int, engine: str | None) -> Any:
+def _vjp(
+    builder: Builder,
+    arrays: list[Any],
+    cot: Any,
+    reduction: str,
+    axis: int,
+    engine: str | None,
+    ranges: BlockSparsity | None = None,
+) -> Any:
     K_ = builder(*_wrap(arrays))
     with lazymat.config(engine=engine):
-        return lazymat.vjp(K_, cot, reduction=reduction, axis=axis, k=K, wrt=arrays)
+        return lazymat.vjp(K_, cot, reduction=reduction, axis=axis, k=K, wrt=arrays, ranges=ranges)
 
 
 def _close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
