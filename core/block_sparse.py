@@ -16,10 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class BlockIntervals:
+    """A :class:`BlockSparsity` as arrays: i-block ``b`` is rows ``i_bounds[b]:i_bounds[b+1]``
+    and visits the columns ``j_starts[k]:j_ends[k]`` for ``k`` in ``offsets[b]:offsets[b+1]``."""
+
+    i_bounds: np.ndarray
+    offsets: np.ndarray
+    j_starts: np.ndarray
+    j_ends: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,29 @@ class BlockSparsity:
         visited = sum(int(iw[i]) * int(jw[list(row)].sum()) for i, row in enumerate(self.pairs))
         n, m = self.shape
         return visited / (n * m)
+
+    @cached_property
+    def intervals(self) -> BlockIntervals:
+        """The structure as flat int64 arrays for engines (computed once per structure).
+
+        Runs of consecutive j-blocks are merged into one column interval, so an engine
+        loops over few, long, contiguous ranges of j.
+        """
+        starts, ends, offsets = [], [], [0]
+        for row in self.pairs:
+            for j in row:
+                if starts and offsets[-1] < len(starts) and ends[-1] == self.j_bounds[j]:
+                    ends[-1] = self.j_bounds[j + 1]
+                else:
+                    starts.append(self.j_bounds[j])
+                    ends.append(self.j_bounds[j + 1])
+            offsets.append(len(starts))
+        return BlockIntervals(
+            np.asarray(self.i_bounds, dtype=np.int64),
+            np.asarray(offsets, dtype=np.int64),
+            np.asarray(starts, dtype=np.int64),
+            np.asarray(ends, dtype=np.int64),
+        )
 
     def transpose(self) -> BlockSparsity:
         """The structure of the transposed matrix (for reductions over i)."""

@@ -99,3 +99,14 @@ def test_bad_structures_are_refused() -> None:
         lm.Vi(X).sqdist(lm.Vj(Y)).sum(axis=1, ranges=BlockSparsity((0, 10), (0, 5), ((0,),)))
     with pytest.raises(ValueError, match="voxel size must be positive"):
         grid_cluster(X, 0.0)
+
+
+def test_intervals_merge_consecutive_blocks_and_cover_the_mask() -> None:
+    iv = SPARSITY.intervals
+    assert iv.offsets.tolist() == [0, 2, 2, 3, 4]  # (0, 2) stays two intervals; (0, 1, 2) is one
+    mask = np.zeros(SPARSITY.shape, dtype=bool)
+    for b in range(len(iv.i_bounds) - 1):
+        for k in range(iv.offsets[b], iv.offsets[b + 1]):
+            mask[iv.i_bounds[b] : iv.i_bounds[b + 1], iv.j_starts[k] : iv.j_ends[k]] = True
+    np.testing.assert_array_equal(mask, MASK)
+    assert SPARSITY.intervals is iv, "computed once per structure"
