@@ -27,7 +27,8 @@ writes its loops:
    with the semantics of :mod:`lazymat.reductions` (ties to the lowest index, NaN wins,
    -inf rows in log-sum-exp). :class:`~lazymat.codegen.cuda.CudaSkeleton` maps rows to
    threads and j blocks to shared-memory tiles with the same expression code and the same
-   merge rules.
+   merge rules. A ``ranged`` spec makes either skeleton take a block-sparsity at run time
+   (:mod:`lazymat.codegen.ranges`: row chunks and column intervals).
 
 Compiling and loading are the engines' business (``lazymat.engines.native_build``).
 """

@@ -37,6 +37,15 @@ i-variables are (.., n, d) row-major, j-variables (.., ceil(m/JB), d, JB), param
 (.., d); ``offs`` gives, for each flattened batch element, where that variable's data
 starts (broadcast batch dimensions repeat an offset). Index arrays (IndexMatch
 selectors) are int64.
+
+A *ranged* kernel (``KernelSpec.ranged``, block-sparse reductions) takes the structure
+at run time, after ``outs``: ``int64_t nchunks, const int64_t *chunks, const int64_t
+*j_starts, const int64_t *j_ends, int64_t pairs`` (:mod:`lazymat.codegen.ranges`; pairs
+visited, for the single-thread threshold). Each (batch element, chunk) is a tile of rows
+of one i-block; for each of its column intervals, the j-blocks the interval meets are
+evaluated on lanes ``lo..hi`` only. Same ``lm_block``, same merges: a dense kernel is the
+special case of one interval 0..m (``lo = 0``). Rows with no interval keep the merges'
+start values, the reductions' identities (0, -inf, +inf with index -1, K-min padding).
 """
 
 from __future__ import annotations
@@ -147,28 +156,61 @@ class CpuSkeleton:
         self.inner = emitter.take_lines()
         used = {v.index: v for v in spec.formula.walk() if isinstance(v, Var)}
         self.used = [used[k] for k in sorted(used)]
+        self.family = {"sum": self._sum, "lse": self._lse, "min": self._extremum, "max": self._extremum}.get(
+            spec.family, self._kmin
+        )()
+        #: RT, rows per tile (a ranged kernel's row chunks have at most this many rows)
+        self.tile_rows = max(1, min(_TILE_ROWS, _TILE_STATE_BYTES // max(1, self.family.state_bytes)))
 
     # -- assembly -------------------------------------------------------------------------
     def source(self) -> str:
         spec = self.spec
-        fam = {"sum": self._sum, "lse": self._lse, "min": self._extremum, "max": self._extremum}.get(
-            spec.family, self._kmin
-        )()
-        tile = max(1, min(_TILE_ROWS, _TILE_STATE_BYTES // max(1, fam.state_bytes)))
+        fam = self.family
         thr = [fam.threshold] if fam.threshold else []
         call = "const int below = " if fam.threshold else ""
         args = [f"a{v.index} + j0 * {v.dim}" if v.cat == "j" else f"a{v.index}" for v in self.used]
+        row_body = [  # the rows of a tile against the j-block at j0, lanes lo..hi
+            "for (int64_t t = 0; t < rn; t++) {",
+            "    const int64_t r = r0 + t, b = r / n, i = r - b * n;",
+            *_indent(self._pointers(), 1),
+            f"    {call}lm_block({', '.join([*args, 'i', 'j0', 'lo', 'hi', *thr, fam.res])});",
+            *_indent(fam.merge, 1),
+            "}",
+        ]
+        tile = [
+            *fam.state,
+            *([f"{fam.buffer};"] if fam.buffer else []),
+            "for (int64_t t = 0; t < rn; t++) {",
+            *_indent(fam.init, 1),
+            "}",
+            *(self._ranged_columns(row_body) if spec.ranged else self._dense_columns(row_body)),
+            "for (int64_t t = 0; t < rn; t++) {",
+            "    const int64_t r = r0 + t;",
+            *_indent(self._outputs(), 1),
+            *_indent(fam.finish, 1),
+            "}",
+        ]
         lines = [
-            f"/* lazymat fused kernel: {spec.family} (K={spec.k}) over j of {spec.formula!r} */",
+            f"/* lazymat fused kernel: {spec.family} (K={spec.k}{', ranged' if spec.ranged else ''})"
+            f" over j of {spec.formula!r} */",
             prelude(spec.dtype),
             "#ifdef _OPENMP",
             "#include <omp.h>",
             "#endif",
             f"#define JB {self.block}",
             f"#define W {self.lanes}",
-            f"#define RT {tile}",
+            f"#define RT {self.tile_rows}",
             f"#define SB {SUM_BLOCK}",
             *self._block_function(bool(fam.threshold)),
+            *(self._ranged_tiles(tile) if spec.ranged else self._dense_tiles(tile)),
+            "",
+        ]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _dense_tiles(tile: list[str]) -> list[str]:
+        """``lm_reduce`` over every row: tiles of RT consecutive (batch-flattened) rows."""
+        return [
             f"void {ENTRY_POINT}(int64_t nb, int64_t n, int64_t m, void *const *args,",
             "               const int64_t *const *offs, void *const *outs) {",
             "    const int64_t rows = nb * n;",
@@ -180,30 +222,51 @@ class CpuSkeleton:
             f"    #pragma omp parallel for schedule(dynamic, 1) if (rows * m >= {PARALLEL_MIN_PAIRS})",
             "    for (int64_t r0 = 0; r0 < rows; r0 += rt) {",
             "        const int64_t rn = rows - r0 < rt ? rows - r0 : rt;",
-            *_indent(fam.state, 2),
-            *([f"        {fam.buffer};"] if fam.buffer else []),
-            "        for (int64_t t = 0; t < rn; t++) {",
-            *_indent(fam.init, 3),
-            "        }",
-            "        for (int64_t j0 = 0; j0 < m; j0 += JB) {",
-            "            const int64_t jn = m - j0 < JB ? m - j0 : JB;",
-            "            for (int64_t t = 0; t < rn; t++) {",
-            "                const int64_t r = r0 + t, b = r / n, i = r - b * n;",
-            *_indent(self._pointers(), 4),
-            f"                {call}lm_block({', '.join([*args, 'i', 'j0', 'jn', *thr, fam.res])});",
-            *_indent(fam.merge, 4),
-            "            }",
-            "        }",
-            "        for (int64_t t = 0; t < rn; t++) {",
-            "            const int64_t r = r0 + t;",
-            *_indent(self._outputs(), 3),
-            *_indent(fam.finish, 3),
-            "        }",
+            *_indent(tile, 2),
             "    }",
             "}",
-            "",
         ]
-        return "\n".join(lines)
+
+    @staticmethod
+    def _ranged_tiles(tile: list[str]) -> list[str]:
+        """``lm_reduce`` over the row chunks of a block-sparsity (:mod:`lazymat.codegen.ranges`)."""
+        return [
+            f"void {ENTRY_POINT}(int64_t nb, int64_t n, int64_t m, void *const *args,",
+            "               const int64_t *const *offs, void *const *outs,",
+            "               int64_t nchunks, const int64_t *chunks, const int64_t *j_starts,",
+            "               const int64_t *j_ends, int64_t pairs) {",
+            "    (void)m;",
+            f"    #pragma omp parallel for schedule(dynamic, 1) if (pairs >= {PARALLEL_MIN_PAIRS})",
+            "    for (int64_t q = 0; q < nb * nchunks; q++) {",
+            "        const int64_t bq = q / nchunks, *chunk = chunks + 4 * (q - bq * nchunks);",
+            "        const int64_t r0 = bq * n + chunk[0], rn = chunk[1] - chunk[0];",
+            *_indent(tile, 2),
+            "    }",
+            "}",
+        ]
+
+    @staticmethod
+    def _dense_columns(row_body: list[str]) -> list[str]:
+        """Every j-block, all of its lanes."""
+        return [
+            "for (int64_t j0 = 0; j0 < m; j0 += JB) {",
+            "    const int64_t lo = 0, hi = m - j0 < JB ? m - j0 : JB;",
+            *_indent(row_body, 1),
+            "}",
+        ]
+
+    @staticmethod
+    def _ranged_columns(row_body: list[str]) -> list[str]:
+        """The chunk's column intervals k0:k1, each as lanes lo..hi of the j-blocks it meets."""
+        return [
+            "for (int64_t k = chunk[2]; k < chunk[3]; k++) {",
+            "    const int64_t js = j_starts[k], je = j_ends[k];",
+            "    for (int64_t j0 = js / JB * JB; j0 < je; j0 += JB) {",
+            "        const int64_t lo = js > j0 ? js - j0 : 0, hi = je - j0 < JB ? je - j0 : JB;",
+            *_indent(row_body, 2),
+            "    }",
+            "}",
+        ]
 
     def _ctype(self, v: Var) -> str:
         return "lm_index" if v.index in self.spec.integer else "lm_real"
@@ -220,8 +283,8 @@ class CpuSkeleton:
         if self.spec.family == "sum":  # sub-blocks of SB: short float32 sums, added in double
             dims = range(self.spec.formula.dim)
             body = [
-                "for (int64_t q0 = 0; q0 < jn; q0 += SB) {",
-                "    const int64_t q1 = jn - q0 < SB ? jn : q0 + SB;",
+                "for (int64_t q0 = lo; q0 < hi; q0 += SB) {",
+                "    const int64_t q1 = hi - q0 < SB ? hi : q0 + SB;",
                 f"    lm_real {', '.join(f's{c} = 0' for c in dims)};",
                 f"    #pragma omp simd reduction(+ : {', '.join(f's{c}' for c in dims)})",
                 *loop,
@@ -234,7 +297,7 @@ class CpuSkeleton:
         elif threshold:  # K-min: also say whether any value is a candidate (below thr, or NaN)
             (o,) = self.out
             body = [
-                "const int64_t q0 = 0, q1 = jn;",
+                "const int64_t q0 = lo, q1 = hi;",
                 "int below = 0;",
                 "#pragma omp simd reduction(| : below)",
                 *(line[4:] for line in loop),
@@ -246,7 +309,7 @@ class CpuSkeleton:
             res = "lm_real thr, lm_real *restrict res"
         else:
             body = [
-                "const int64_t q0 = 0, q1 = jn;",
+                "const int64_t q0 = lo, q1 = hi;",
                 "#pragma omp simd",
                 *(line[4:] for line in loop),
                 *(f"    res[{c} * JB + jj] = {o};" for c, o in enumerate(self.out)),
@@ -256,7 +319,7 @@ class CpuSkeleton:
         return [
             f"static __attribute__((noinline)) {'int' if threshold else 'void'} lm_block(",
             *(f"    {p}," for p in params),
-            f"    int64_t i, int64_t j0, int64_t jn, {res}) {{",
+            f"    int64_t i, int64_t j0, int64_t lo, int64_t hi, {res}) {{",
             *_indent(self.outer, 1),
             *_indent(body, 1),
             "}",
@@ -301,7 +364,7 @@ class CpuSkeleton:
             "    lm_real bm = -INFINITY;",
             "    int nan = 0;",
             "    #pragma omp simd reduction(max : bm) reduction(| : nan)",
-            "    for (int64_t q = 0; q < jn; q++) {",
+            "    for (int64_t q = lo; q < hi; q++) {",
             "        bm = v[q] > bm ? v[q] : bm;",
             "        nan |= v[q] != v[q];",
             "    }",
@@ -312,7 +375,7 @@ class CpuSkeleton:
             "    const lm_real shift = isfinite(nm) ? nm : (lm_real)0;",
             "    lm_real ss = 0;",
             "    #pragma omp simd reduction(+ : ss)",
-            "    for (int64_t q = 0; q < jn; q++) ss += lm_exp(v[q] - shift);",
+            "    for (int64_t q = lo; q < hi; q++) ss += lm_exp(v[q] - shift);",
             "    /* rows still empty (mx = -inf, sc = 0) stay 0: exp(-shift) may overflow */",
             "    const double s0 = sc[t][c];",
             "    sc[t][c] = (isfinite(m0) ? s0 * (double)lm_exp(old_shift - shift) : s0) + (double)ss;",
@@ -343,12 +406,12 @@ class CpuSkeleton:
             "    const lm_real *v = buf + c * JB;",
             "    lm_real *bv = best[t] + c * W;",
             "    lm_index *bi = best_idx[t] + c * W;",
-            "    for (int64_t q0 = 0; q0 < jn; q0 += W) {",
-            "        const int64_t qn = jn - q0 < W ? jn - q0 : W;",
+            "    for (int64_t q0 = lo; q0 < hi; q0 += W) {",
+            "        const int64_t qn = hi - q0 < W ? hi - q0 : W;",
             "        #pragma omp simd",
             "        for (int64_t l = 0; l < qn; l++) {",
             "            const lm_real x = v[q0 + l], o = bv[l];",
-            f"            const int better = (x {lt} o) | ((x != x) & (o == o));",
+            f"            const int better = (x {lt} o) | ((x != x) & (o == o)) | (bi[l] < 0);",
             "            bv[l] = better ? x : o;",
             "            bi[l] = better ? j0 + q0 + l : bi[l];",
             "        }",
@@ -362,8 +425,8 @@ class CpuSkeleton:
             "    for (int l = 1; l < W; l++) {",
             "        const lm_real x = best[t][c * W + l];",
             "        const lm_index kx = best_idx[t][c * W + l];",
-            "        const int take = (x != x) ? (v == v || kx < k)",
-            f"                                  : (v == v && (x {lt} v || (x == v && kx < k)));",
+            "        const int take = kx >= 0 && (k < 0 || ((x != x) ? (v == v || kx < k)",
+            f"                                  : (v == v && (x {lt} v || (x == v && kx < k)))));",
             "        if (take) { v = x; k = kx; }",
             "    }",
             "    out[c] = v;",
@@ -374,7 +437,7 @@ class CpuSkeleton:
             state=[f"lm_real best[RT][{dim} * W];", f"lm_index best_idx[RT][{dim} * W];"],
             res="buf",
             buffer=f"lm_real buf[{dim} * JB]",
-            init=[f"for (int q = 0; q < {dim} * W; q++) {{ best[t][q] = {start}; best_idx[t][q] = 0; }}"],
+            init=[f"for (int q = 0; q < {dim} * W; q++) {{ best[t][q] = {start}; best_idx[t][q] = -1; }}"],
             merge=merge,
             finish=finish,
             state_bytes=(4 if self.spec.dtype == "float32" else 8) * 2 * dim * self.lanes,
@@ -386,8 +449,8 @@ class CpuSkeleton:
             "lm_real *keys = key_t[t], *vals = val_t[t];",
             "lm_index *idx = idx_t[t];",
             f"if (cnt[t] == {k} && !below) continue;  /* no candidate below the K-th key */",
-            "for (int64_t q0 = 0; q0 < jn; q0 += W) {",
-            "    const int64_t qn = jn - q0 < W ? jn - q0 : W;",
+            "for (int64_t q0 = lo; q0 < hi; q0 += W) {",
+            "    const int64_t qn = hi - q0 < W ? hi - q0 : W;",
             f"    if (cnt[t] == {k}) {{  /* skip lane groups without a candidate below the K-th key */",
             f"        const lm_real thr = keys[{k - 1}];",
             "        int any = 0;",
@@ -410,8 +473,8 @@ class CpuSkeleton:
         return _Family(
             state=[f"lm_real key_t[RT][{k}], val_t[RT][{k}];", f"lm_index idx_t[RT][{k}];", "int cnt[RT];"],
             res="buf",
-            # whole lane groups are tested: the tail of the buffer must hold finite values
-            buffer="lm_real buf[JB] = {0}",
+            # whole lane groups from lo are tested: W lanes past the block, initialised
+            buffer="lm_real buf[JB + W] = {0}",
             init=["cnt[t] = 0;"],
             merge=merge,
             finish=[

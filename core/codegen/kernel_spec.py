@@ -2,7 +2,9 @@
 
 A :class:`KernelSpec` is everything a skeleton's source depends on: the formula, the
 reduction *family* (one kernel per family: ``min`` computes min, argmin and min_argmin
-at once), K, the dtype, the arguments' order and which of them are int64 index arrays.
+at once), K, the dtype, the arguments' order, which of them are int64 index arrays, and
+whether the kernel is *ranged*: it then takes a block-sparsity at run time (chunks of rows
+and their column intervals, :mod:`lazymat.codegen.ranges`) and visits only those pairs.
 Engines key their compiled-kernel caches on it; every skeleton (CPU, CUDA) takes it.
 """
 
@@ -49,6 +51,8 @@ class KernelSpec:
     variables: tuple[Var, ...]
     #: positions of the arguments that are int64 index arrays
     integer: frozenset[int] = frozenset()
+    #: block-sparse: the kernel takes the structure (row chunks, column intervals) at run time
+    ranged: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_OUTPUTS:

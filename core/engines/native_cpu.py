@@ -14,13 +14,19 @@ are numpy arrays handed to the request's namespace with ``from_dlpack``.
 Compiling a new kernel takes a fraction of a second, more than a small reduction costs on
 any engine: when dispatch chooses (no engine forced), reductions of fewer than
 ``COMPILE_MIN_PAIRS`` pairs (batch included; ``$LAZYMAT_NATIVE_MIN_PAIRS`` overrides it)
-rank this engine below the others (``priority_for``). The rule depends on the sizes only,
-so one request always goes to one engine. Forcing ``native-cpu`` runs any size.
+rank this engine below the others (``priority_for``); a block-sparse reduction counts the
+pairs it visits. The rule depends on the sizes only, so one request always goes to one
+engine. Forcing ``native-cpu`` runs any size.
+
+Block-sparse reductions (``ranges``) run on a "ranged" kernel, compiled once per formula,
+reduction family and dtype like the dense one: the structure is passed at run time as
+row chunks (rows of one i-block, at most one tile each) and merged column intervals
+(:mod:`lazymat.codegen.ranges`); threads take chunks, SIMD lanes run over each interval.
 
 The engine declines (``supports`` is False, dispatch picks the next engine) for data off
-the CPU, dtypes other than float32/float64, block-sparse ``ranges``, formulas too large
-for straight-line code, and when no C compiler works — then with a one-time warning that
-says how to enable it (``LAZYMAT_CC``).
+the CPU, dtypes other than float32/float64, formulas too large for straight-line code,
+and when no C compiler works — then with a one-time warning that says how to enable it
+(``LAZYMAT_CC``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
 from ..codegen.expr import formula_problem
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
+from ..codegen.ranges import row_chunks, visited_pairs
 from ..engine import Engine
 from ..ir.leaves import Var
 from ..ir.node import Node
@@ -88,6 +95,8 @@ class NativeCpuEngine(Engine):
 
     def __init__(self) -> None:
         self._kernels: dict[KernelSpec, _Kernel] = {}
+        #: rows per tile of each compiled kernel (the most rows of a ranged kernel's chunk)
+        self._tile_rows: dict[KernelSpec, int] = {}
         self._formulas: dict[Node, str | None] = {}
         self._lock = threading.Lock()
         self._warned = False
@@ -118,8 +127,6 @@ class NativeCpuEngine(Engine):
         return None
 
     def _problem(self, request: ReductionRequest) -> str | None:
-        if request.ranges is not None:
-            return "native-cpu does not run block-sparse reductions (ranges)"
         dtype = _dtype_name(request.dtype)
         if dtype not in DTYPES:
             return f"native-cpu computes in {' or '.join(DTYPES)}, got {dtype}"
@@ -156,8 +163,14 @@ class NativeCpuEngine(Engine):
             raise ValueError(
                 f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}"
             ) from None
-        pairs = request.n * request.m * math.prod(request.batch)
-        return self.priority if pairs >= threshold else _TOO_SMALL
+        return self.priority if self._pairs(request) >= threshold else _TOO_SMALL
+
+    @staticmethod
+    def _pairs(request: ReductionRequest) -> int:
+        """Pairs the reduction visits, batch included (all N*M of them when dense)."""
+        if request.ranges is None:
+            return request.n * request.m * math.prod(request.batch)
+        return visited_pairs(request.ranges.intervals) * math.prod(request.batch)
 
     # -- compile --------------------------------------------------------------------------
     @staticmethod
@@ -165,7 +178,15 @@ class NativeCpuEngine(Engine):
         spec = request.spec
         family = FAMILIES[spec.reduction]
         k = spec.k if family == "kmin" else 0
-        return KernelSpec(spec.formula, family, k, _dtype_name(request.dtype), tuple(spec.variables), integer)
+        return KernelSpec(
+            spec.formula,
+            family,
+            k,
+            _dtype_name(request.dtype),
+            tuple(spec.variables),
+            integer,
+            ranged=request.ranges is not None,
+        )
 
     def kernel(self, spec: KernelSpec) -> _Kernel:
         """The compiled entry point of a kernel (generated, compiled or loaded once)."""
@@ -176,12 +197,16 @@ class NativeCpuEngine(Engine):
         compiler = find_compiler()
         if not isinstance(compiler, Compiler):
             raise RuntimeError(f"native-cpu has no usable C compiler: {compiler}")
-        lib = build(CpuSkeleton(spec).source(), compiler)
+        skeleton = CpuSkeleton(spec)
+        lib = build(skeleton.source(), compiler)
         fn = getattr(lib, ENTRY_POINT)
         fn.restype = None
         fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
+        if spec.ranged:  # nchunks, chunks, j_starts, j_ends, pairs
+            fn.argtypes += [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
         with self._lock:
             self._kernels[spec] = fn
+            self._tile_rows[spec] = skeleton.tile_rows
         return fn
 
     # -- run ------------------------------------------------------------------------------
@@ -219,6 +244,18 @@ class NativeCpuEngine(Engine):
             outs.append(np.empty(shape, dtype=np.int64))
         nb = math.prod(request.batch)
         void_array = ctypes.c_void_p * max(1, len(ptrs))
+        ranged: tuple[Any, ...] = ()
+        if request.ranges is not None:
+            intervals = request.ranges.intervals
+            chunks = row_chunks(intervals, self._tile_rows[kspec])
+            ranged = (
+                len(chunks),
+                chunks.ctypes.data,
+                intervals.j_starts.ctypes.data,
+                intervals.j_ends.ctypes.data,
+                self._pairs(request),
+            )
+            keep.append(chunks)
         fn(
             nb,
             request.n,
@@ -226,6 +263,7 @@ class NativeCpuEngine(Engine):
             void_array(*ptrs),
             void_array(*offs),
             (ctypes.c_void_p * len(outs))(*(o.ctypes.data for o in outs)),
+            *ranged,
         )
         by_kind = dict(zip(FAMILY_OUTPUTS[family], outs, strict=True))
         return tuple(self._to_backend(request, by_kind[kind]) for kind in spec.kind.outputs)
