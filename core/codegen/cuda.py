@@ -41,6 +41,14 @@ launched with ``block`` threads per block and a grid of (ceil(n / block), min(nb
 i-variables are (.., n, d), j-variables (.., m, d), parameters (.., d), all row-major;
 ``T`` is the storage type of the dtype, or ``lm_index`` (int64) for index arrays
 (IndexMatch selectors).
+
+A *ranged* kernel (``KernelSpec.ranged``, block-sparse reductions) takes the structure at
+run time, after ``offs``: ``const long long *chunks, *j_starts, *j_ends``
+(:mod:`lazymat.codegen.ranges`). Thread block x works on chunk x, at most ``block`` rows
+of one i-block (grid of (chunks, batch)), so all its threads visit the same column
+intervals and share their tiles; the tile loop runs over each interval in turn, the rest
+of the kernel is the dense one's (a dense kernel is one interval 0..m). Rows with no
+interval write the reductions' identities (0, -inf, +inf with index -1, K-min padding).
 """
 
 from __future__ import annotations
@@ -199,6 +207,8 @@ class CudaSkeleton:
         """(C type, name) of every kernel parameter, in order."""
         spec = self.spec
         params = [("long long", "nb"), ("long long", "n"), ("long long", "m"), ("const long long *", "offs")]
+        if spec.ranged:
+            params += [("const long long *", name) for name in ("chunks", "j_starts", "j_ends")]
         for v in self.used:
             ctype = "lm_index" if v.index in spec.integer else "lm_store"
             params.append((f"const {ctype} *", f"g{v.index}"))
@@ -207,9 +217,10 @@ class CudaSkeleton:
             params.append(("lm_index *", "out_idx"))
         return params
 
-    def grid(self, nb: int, n: int) -> tuple[int, int, int]:
-        """Launch grid for ``nb`` batch elements of ``n`` rows."""
-        return (-(-n // self.block), max(1, min(nb, MAX_GRID_Y)), 1)
+    def grid(self, nb: int, n: int, chunks: int = 0) -> tuple[int, int, int]:
+        """Launch grid for ``nb`` batch elements of ``n`` rows (ranged: of ``chunks`` row chunks)."""
+        x = chunks if self.spec.ranged else -(-n // self.block)
+        return (x, max(1, min(nb, MAX_GRID_Y)), 1)
 
     # -- assembly -------------------------------------------------------------------------
     def source(self, entry: str = ENTRY_POINT) -> str:
@@ -234,25 +245,27 @@ class CudaSkeleton:
             _STORAGE[spec.dtype].replace("QUAL", CUDA_QUALIFIER),
             f'extern "C" __global__ void __launch_bounds__({self.block}) {entry}(',
             f"    {params}) {{",
-            f"    const long long i_ = (long long)blockIdx.x * {self.block} + threadIdx.x;",
-            "    const bool active = i_ < n;",
-            "    const long long i = active ? i_ : n - 1;  /* idle threads load row n-1, store nothing */",
+            *self._rows(),
+            "    const bool active = i_ < i1;",
+            "    const long long i = active ? i_ : i1 - 1;  /* idle threads load the last row */",
             *_indent(self._shared(), 1),
             "    for (long long b = blockIdx.y; b < nb; b += gridDim.y) {",
             *_indent(self._pointers(), 2),
             *_indent(self.outer, 2),
             *_indent(init, 2),
-            f"        for (long long j0 = 0; j0 < m; j0 += {self.tile}) {{",
-            f"            const int jn = m - j0 < {self.tile} ? (int)(m - j0) : {self.tile};",
-            *_indent(self._loads(), 3),
-            "            __syncthreads();",
-            *_indent(per_tile_start, 3),
-            "            for (int jj = 0; jj < jn; jj++) {",
-            *_indent(self.inner, 4),
-            *_indent(per_j, 4),
+            *_indent(self._intervals_open(), 2),
+            f"            for (long long j0 = js; j0 < je; j0 += {self.tile}) {{",
+            f"                const int jn = je - j0 < {self.tile} ? (int)(je - j0) : {self.tile};",
+            *_indent(self._loads(), 4),
+            "                __syncthreads();",
+            *_indent(per_tile_start, 4),
+            "                for (int jj = 0; jj < jn; jj++) {",
+            *_indent(self.inner, 5),
+            *_indent(per_j, 5),
+            "                }",
+            *_indent(per_tile_end, 4),
+            "                __syncthreads();",
             "            }",
-            *_indent(per_tile_end, 3),
-            "            __syncthreads();",
             "        }",
             "        if (active) {",
             f"            lm_store *__restrict__ o = out + (b * n + i) * {spec.out_dim};",
@@ -268,6 +281,27 @@ class CudaSkeleton:
             "",
         ]
         return "\n".join(lines)
+
+    def _rows(self) -> list[str]:
+        """This thread's row i; threads past the last row (of the chunk) compute, store nothing."""
+        if not self.spec.ranged:
+            return [
+                f"    const long long i_ = (long long)blockIdx.x * {self.block} + threadIdx.x;",
+                "    const long long i1 = n;",
+            ]
+        return [
+            "    const long long *__restrict__ chunk = chunks + 4 * (long long)blockIdx.x;",
+            "    const long long i_ = chunk[0] + threadIdx.x, i1 = chunk[1];",
+        ]
+
+    def _intervals_open(self) -> list[str]:
+        """Opens the loop over column intervals js..je (one, 0..m, when dense)."""
+        if not self.spec.ranged:
+            return ["{", "    const long long js = 0, je = m;"]
+        return [
+            "for (long long k = chunk[2]; k < chunk[3]; k++) {",
+            "    const long long js = j_starts[k], je = j_ends[k];",
+        ]
 
     def _shared(self) -> list[str]:
         lines = []
@@ -365,13 +399,13 @@ class CudaSkeleton:
             per_j += [
                 "{",
                 f"    const lm_real x = {o};",
-                f"    const bool better = (x {lt} bv{c}) || (x != x && bv{c} == bv{c});",
+                f"    const bool better = (x {lt} bv{c}) || (x != x && bv{c} == bv{c}) || bi{c} < 0;",
                 f"    bv{c} = better ? x : bv{c};",
                 f"    bi{c} = better ? (lm_index)(j0 + jj) : bi{c};",
                 "}",
             ]
         return (
-            [f"lm_real bv{c} = {start}; lm_index bi{c} = 0;" for c in dims],
+            [f"lm_real bv{c} = {start}; lm_index bi{c} = -1;" for c in dims],
             [],
             per_j,
             [],

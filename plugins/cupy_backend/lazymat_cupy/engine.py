@@ -7,12 +7,14 @@ reductions' online merges) and compiles it with ``cupy.RawModule``. Compiled ker
 kept in a dict keyed by the kernel spec (whose hash is the formula's structural hash)
 and the device; cupy also caches the binaries on disk, so a new process only reloads them.
 Nothing of size N*M is allocated: the outputs and, for non-contiguous inputs, one
-contiguous copy are the only memory used.
+contiguous copy are the only memory used. Block-sparse reductions (``ranges``) run on the
+"ranged" variant of the kernel (one per formula, family and dtype, the structure passed
+at run time, :mod:`lazymat.codegen.ranges`).
 
 The engine declines (``supports`` is False, with a reason in ``why_not``) for arrays that
-are not cupy arrays, dtypes other than float16/32/64, block-sparse ``ranges``, node types
-the generator does not know, formulas too large for straight-line code, K above
-:data:`MAX_K`, j-variables too wide for shared memory, and when NVRTC cannot be loaded.
+are not cupy arrays, dtypes other than float16/32/64, node types the generator does not
+know, formulas too large for straight-line code, K above :data:`MAX_K`, j-variables too
+wide for shared memory, and when NVRTC cannot be loaded.
 """
 
 from __future__ import annotations
@@ -90,8 +92,6 @@ class CupyNvrtcEngine(Engine):
         reason = self._array_problem(request)
         if reason is not None:
             return reason
-        if request.ranges is not None:
-            return "cupy-nvrtc does not run block-sparse reductions (ranges)"
         dtype = _dtype_name(request.dtype)
         if dtype not in DTYPES:
             return f"cupy-nvrtc computes in {', '.join(DTYPES)}, got {dtype}"
@@ -134,6 +134,7 @@ class CupyNvrtcEngine(Engine):
             dtype=_dtype_name(request.dtype),
             variables=tuple(spec.variables),
             integer=integer,
+            ranged=request.ranges is not None,
         )
 
     def skeleton(self, kspec: KernelSpec) -> CudaSkeleton | str:

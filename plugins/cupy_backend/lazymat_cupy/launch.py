@@ -7,7 +7,9 @@ the CPU), using only what both provide: ``ascontiguousarray``, ``asarray``, ``em
 
 Arrays are passed in place when they are C-contiguous (otherwise copied once, O(N + M));
 broadcast batch dimensions cost nothing: each variable gets one element offset per
-flattened batch element, so a broadcast dimension repeats an offset.
+flattened batch element, so a broadcast dimension repeats an offset. A block-sparse
+request adds its structure (row chunks of one thread block each, the column intervals of
+``BlockSparsity.intervals``), copied to the device once per call: O(blocks + intervals).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lazymat.codegen.cuda import CudaSkeleton
+from lazymat.codegen.ranges import row_chunks
 from lazymat.engines.native_cpu import _batch_offsets
 from lazymat.request import ReductionRequest
 
@@ -54,16 +57,24 @@ def plan_launch(skeleton: CudaSkeleton, request: ReductionRequest, xm: Any) -> L
     outputs = [xm.empty(shape, dtype=request.dtype)]
     if len(skeleton.outputs) > 1:
         outputs.append(xm.empty(shape, dtype=xm.int64))
+    structure: tuple[Any, ...] = ()
+    if spec.ranged:
+        if request.ranges is None:
+            raise ValueError("a ranged kernel needs a block-sparse request (ranges)")
+        intervals = request.ranges.intervals
+        chunks = row_chunks(intervals, skeleton.block)
+        structure = tuple(xm.asarray(a) for a in (chunks, intervals.j_starts, intervals.j_ends))
     params = (
         np.int64(nb),
         np.int64(request.n),
         np.int64(request.m),
         xm.asarray(np.ascontiguousarray(table, dtype=np.int64)),
+        *structure,
         *data,
         *outputs,
     )
     return Launch(
-        grid=skeleton.grid(nb, request.n),
+        grid=skeleton.grid(nb, request.n, len(structure[0]) if structure else 0),
         block=(skeleton.block, 1, 1),
         params=params,
         outputs=tuple(outputs),

@@ -1,4 +1,5 @@
-"""The generated CUDA source compiles: every IR operation, every reduction, every dtype.
+"""The generated CUDA source compiles: every IR operation, every reduction (dense and
+ranged, i.e. block-sparse), every dtype.
 
 No GPU is needed. The kernels of one dtype go into one .cu file (the first one exactly as
 the engine compiles it, the others each in a namespace of their own, sharing the header)
@@ -64,13 +65,14 @@ def kernel_specs(dtype: str) -> list[KernelSpec]:
     scalar = _scalar(OPS["exp_log"][0])
     for name in REDUCTIONS:
         family = FAMILIES[name]
-        if family == "kmin":
-            for k in (1, 7, UNROLL_K + 5):
-                formula, variables = _formula(scalar, name, k)
-                specs.append(KernelSpec(formula, family, k, dtype, variables))
-        else:
-            formula, variables = _formula(vector, name)
-            specs.append(KernelSpec(formula, family, 0, dtype, variables))
+        for ranged in (False, True):  # dense, and block-sparse (the structure at run time)
+            if family == "kmin":
+                for k in (1, 7, UNROLL_K + 5):
+                    formula, variables = _formula(scalar, name, k)
+                    specs.append(KernelSpec(formula, family, k, dtype, variables, ranged=ranged))
+            else:
+                formula, variables = _formula(vector, name)
+                specs.append(KernelSpec(formula, family, 0, dtype, variables, ranged=ranged))
     rng = np.random.default_rng(0)
     for make in INDEX_MATCH.values():
         formula, _, _ = make(4, 5, rng)
@@ -100,6 +102,8 @@ def test_the_kernels_cover_every_operation_and_reduction() -> None:
     assert SUPPORTED - seen == set(), f"operations without a compiled kernel: {SUPPORTED - seen}"
     families = {spec.family for spec in kernel_specs("float32")}
     assert families == set(FAMILIES.values())
+    ranged = {spec.family for spec in kernel_specs("float32") if spec.ranged}
+    assert ranged == families, "every family needs its ranged (block-sparse) kernel compiled"
     wide = [CudaSkeleton(s) for s in kernel_specs("float32") if any(v.dim == 700 for v in s.variables)]
     assert wide and all(s.tile < s.block for s in wide), "the wide j-variable must make tiles shorter"
 
