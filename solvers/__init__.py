@@ -5,6 +5,7 @@ from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
 from .kernels import Kernel, cauchy, gaussian
 from .lbfgs import LBFGSInfo, lbfgs
 from .linear_operator import aslinearoperator
+from .normalized_cometric import NormalizedKernel, normalized
 from .preconditioners import jacobi, nystrom
 from .registration import KernelNormLoss, RegistrationResult, register
 from .samples_loss import SamplesLoss
@@ -16,6 +17,7 @@ __all__ = [
     "Kernel",
     "KernelNormLoss",
     "LBFGSInfo",
+    "NormalizedKernel",
     "RegistrationResult",
     "SamplesLoss",
     "SinkhornResult",
@@ -27,6 +29,7 @@ __all__ = [
     "hamiltonian",
     "jacobi",
     "lbfgs",
+    "normalized",
     "nystrom",
     "register",
     "shoot",

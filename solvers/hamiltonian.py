@@ -8,7 +8,9 @@ Points q (N, D) with momenta p (N, D) move along the geodesics of the kernel com
 for t in [0, 1]; any other cloud x is carried along by the velocity field
 v(x) = sum_j k(x, q_j) p_j (:func:`flow`). Kernels come from
 :mod:`lazymat.solvers.kernels` (``gaussian``, ``cauchy``, sums such as
-``1 + cauchy(s1) + cauchy(s2)``) or any symmetric callable ``(Vi(x), Vj(y)) -> LazyMatrix``.
+``1 + cauchy(s1) + cauchy(s2)``) or any symmetric callable ``(Vi(x), Vj(y)) -> LazyMatrix``;
+``normalized(kernel, weights)`` gives the normalised cometric K_mu = diag(l) K diag(l)
+of :mod:`lazymat.solvers.normalized_cometric` (H differentiated through l(q)).
 
 **Gradients of H.** dH/dp_i = sum_j k_ij p_j and dH/dq_i = sum_j d/dq_i [k(q_i, q_j)] <p_i, p_j>
 (the kernel is symmetric, so the j-side derivative equals the i-side one) come from one
@@ -42,6 +44,7 @@ from typing import Any
 import lazymat
 from lazymat.lazymatrix import LazyMatrix, Vi, Vj
 
+from .normalized_cometric import NormalizedField, NormalizedKernel
 from .row_reduction import RowReduction
 
 KernelLike = Callable[[LazyMatrix, LazyMatrix], Any]
@@ -158,11 +161,25 @@ class HamiltonianField:
         q_bar, p_bar = self.grads.vjp(y[:2], [cot[0], -cot[1]])
         return (q_bar, p_bar)
 
+    def carrier(self, points: Any, q: Any, p: Any) -> Callable[[Any, Any, Any], Any]:
+        """(x, q, p) -> v(x) = sum_j k(x, q_j) p_j, the velocity of carried points."""
+        xp = lazymat.backend_for(q).namespace(q)
+        x_, q_, p_ = xp.zeros_like(points), xp.zeros_like(q), xp.zeros_like(p)
+        carry = RowReduction(self.kernel(Vi(x_), Vj(q_)) * Vj(p_), [x_, q_, p_], wrt=[], value=True)
+        return lambda x, q, p: carry(x, q, p)[0]
+
+
+def make_field(kernel: KernelLike, q: Any, p: Any) -> HamiltonianField | NormalizedField:
+    """The vector field of a kernel, or of a normalised cometric (:func:`normalized`)."""
+    if isinstance(kernel, NormalizedKernel):
+        return NormalizedField(kernel, q, p)
+    return HamiltonianField(kernel, q, p)
+
 
 def hamiltonian(q: Any, p: Any, kernel: KernelLike) -> Any:
     """H(q, p) = 1/2 <p, K_q p>, summed over the last two axes (shape: the batch shape)."""
     xp = check_state(q, p, 1)
-    _, gp = HamiltonianField(kernel, q, p).gradients(q, p)
+    _, gp = make_field(kernel, q, p).gradients(q, p)
     return 0.5 * xp.sum(p * gp, axis=(-2, -1))
 
 
@@ -197,7 +214,7 @@ def shoot(
     """Geodesic shooting from (q0, p0) to t = 1: returns (q1, p1), or the lists of all
     states (steps + 1 of each) with ``trajectory=True``. Differentiable on torch and jax."""
     check_state(q0, p0, steps)
-    field = HamiltonianField(kernel, q0, p0)
+    field = make_field(kernel, q0, p0)
     states, _ = _integrate(field, (q0, p0), steps, _scheme(method), keep=False)
     if trajectory:
         return [s[0] for s in states], [s[1] for s in states]
@@ -218,7 +235,7 @@ def flow(
     Integrated jointly with the shooting, by the same scheme. Returns the points at t = 1
     (or the list of steps + 1 positions with ``trajectory=True``).
     """
-    xp = check_state(q0, p0, steps)
+    check_state(q0, p0, steps)
     if not hasattr(points, "shape") or len(points.shape) < 2 or points.shape[-1] != q0.shape[-1]:
         raise ValueError(
             f"points must have shape (M, {q0.shape[-1]}) like q0 {tuple(q0.shape)}, "
@@ -226,14 +243,12 @@ def flow(
         )
     if points.dtype != q0.dtype:
         raise TypeError(f"points have dtype {points.dtype} but q0 has {q0.dtype}")
-    field = HamiltonianField(kernel, q0, p0)
-    x_, q_, p_ = xp.zeros_like(points), xp.zeros_like(q0), xp.zeros_like(p0)
-    carry = RowReduction(kernel(Vi(x_), Vj(q_)) * Vj(p_), [x_, q_, p_], wrt=[], value=True)
+    field = make_field(kernel, q0, p0)
+    carry = field.carrier(points, q0, p0)
 
     def augmented(y: State) -> State:
         dq, dp = field(y[:2])
-        (dx,) = carry(y[2], y[0], y[1])
-        return (dq, dp, dx)
+        return (dq, dp, carry(y[2], y[0], y[1]))
 
     states, _ = _integrate(augmented, (q0, p0, points), steps, _scheme(method), keep=False)
     if trajectory:
@@ -253,6 +268,11 @@ def shoot_with_adjoint(
     """
     check_state(q0, p0, steps)
     scheme = _scheme(method)
+    if isinstance(kernel, NormalizedKernel):
+        raise NotImplementedError(
+            "shoot_with_adjoint does not support the normalised cometric: differentiate shoot() "
+            "with torch or jax instead"
+        )
     field = HamiltonianField(kernel, q0, p0)
     states, stages = _integrate(field, (q0, p0), steps, scheme, keep=True)
     h = 1.0 / steps
