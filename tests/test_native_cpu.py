@@ -25,6 +25,7 @@ from scipy.special import logsumexp
 
 import lazymat as lm
 import lazymat.testing
+from lazymat.block_sparse import BlockSparsity
 from lazymat.dispatch import run_engine, select_engine
 from lazymat.engines import native_build
 from lazymat.engines.native_build import find_compiler
@@ -35,6 +36,7 @@ from lazymat.ir.vector import IndexMatch
 from lazymat.plugin_manager import get_registry
 from lazymat.reductions import get_reduction
 from lazymat.request import ReductionSpec, build_request
+from lazymat.testing.clustered import check_clustered, clustered_problem
 
 ENGINE = "native-cpu"
 HAS_CC = not isinstance(find_compiler(), str)
@@ -354,6 +356,39 @@ def test_dispatch_sends_only_large_requests_here(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "lots")
     with pytest.raises(ValueError, match="LAZYMAT_NATIVE_MIN_PAIRS must be a whole number"):
         select_engine(small)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None:
+    """Many grid clusters (blocks larger than a tile, rows that visit nothing) vs dense numpy."""
+    problem = clustered_problem(2000, 1500, seed=21)
+    assert len(problem.ranges.pairs) > 100 and 0.05 < problem.mask.mean() < 0.5
+    check_clustered(ENGINE, problem, dtype)
+
+
+def test_block_sparse_with_batch_dimensions() -> None:
+    """One structure for every batch element: (2, N, 3) points, each its own dense masked sum."""
+    problem = clustered_problem(300, 200, seed=22, voxel=0.3, radius=0.45)
+    x = np.stack([problem.x, 0.9 * problem.x])
+    K = (-lm.Vi(x).sqdist(lm.Vj(problem.y)) / 0.1).exp() * lm.Vj(problem.b)
+    got = K.sum(axis=1, engine=ENGINE, ranges=problem.ranges)
+    for k in range(2):
+        d2 = ((x[k][:, None, :] - problem.y[None, :, :]) ** 2).sum(-1)
+        ref = np.where(problem.mask, np.exp(-d2 / 0.1), 0.0) @ problem.b
+        close(got[k], ref, "float64", f"batch element {k}")
+
+
+def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits() -> None:
+    """The compile threshold counts visited pairs, not N*M."""
+    be = get_registry().backend("numpy")
+    x, y, _ = data(2 * COMPILE_MIN_PAIRS // 64, 64, seed=14)
+    K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
+    n = x.shape[0]
+    few = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0,), ()))  # n/2 pairs visited
+    many = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0, 1), (0, 1)))  # all n * 64
+    for ranges, chosen in ((None, True), (few, False), (many, True)):
+        spec, args = K.prepare("sum", 1, ranges=ranges)
+        assert (select_engine(build_request(spec, args, be, 2**20)).name == ENGINE) is chosen, ranges
 
 
 def test_float32_sums_stay_accurate_over_long_rows() -> None:

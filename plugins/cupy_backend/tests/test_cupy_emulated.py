@@ -23,6 +23,7 @@ from lazymat.dispatch import run_engine
 from lazymat.plugin_manager import get_registry
 from lazymat.reductions import get_reduction
 from lazymat.request import ReductionSpec, build_request
+from lazymat.testing.clustered import check_clustered, clustered_problem
 
 ENGINE = "cuda-emulated"
 REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
@@ -194,6 +195,27 @@ def test_batch_dimensions(grid_y: int, monkeypatch: pytest.MonkeyPatch) -> None:
         for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
             check(gaussian(X, Y, P).reduce(reduction, engine=ENGINE), F, reduction, dtype, what="batch")
         check(dist(X, Y, P).reduce("kmin_argkmin", k=4, engine=ENGINE), D, "kmin_argkmin", dtype, 4)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None:
+    """Ranged kernels on many grid clusters (chunks of one thread block, rows visiting nothing)."""
+    problem = clustered_problem(600, 400, seed=23, voxel=0.4, radius=0.5)
+    sizes = np.diff(problem.ranges.i_bounds)
+    assert len(sizes) > 30 and sizes.max() > 32 and 0.05 < problem.mask.mean() < 0.6  # 32: block
+    check_clustered(ENGINE, problem, dtype)
+
+
+def test_block_sparse_with_batch_dimensions() -> None:
+    """One structure for every batch element (the grid's y dimension)."""
+    problem = clustered_problem(100, 80, seed=24, voxel=0.3, radius=0.45)
+    x = np.stack([problem.x, 0.9 * problem.x])
+    K = (-lm.Vi(x).sqdist(lm.Vj(problem.y)) / 0.1).exp() * lm.Vj(problem.b)
+    got = K.sum(axis=1, engine=ENGINE, ranges=problem.ranges)
+    for k in range(2):
+        d2 = ((x[k][:, None, :] - problem.y[None, :, :]) ** 2).sum(-1)
+        ref = np.where(problem.mask, np.exp(-d2 / 0.1), 0.0) @ problem.b
+        close(got[k], ref, "float64", f"batch element {k}")
 
 
 @pytest.mark.parametrize("name", sorted(INDEX_MATCH))
