@@ -55,7 +55,9 @@ class TileContext:
     """What ``Node.eval`` sees: namespace, dtype, device and the current tile's variables.
 
     ``args[k]`` is variable k laid out as (B|1, L, D) (i- and j-variables) or (B|1, D)
-    (parameters, integer index arrays included).
+    (parameters, integer index arrays included). The tile's columns are ``j0:j1``, or,
+    when ``cols`` is set (a block-sparse reduction visiting several column intervals),
+    the int64 column indices ``cols`` gathered into one tile.
     """
 
     xp = xp
@@ -66,17 +68,25 @@ class TileContext:
         self.device = device
         self.n, self.m = n, m
         self.i0, self.i1, self.j0, self.j1 = 0, n, 0, m
+        self.cols: Any = None
+
+    @property
+    def j_select(self) -> Any:
+        """The tile's columns as an index of the j axis: a slice, or gathered indices."""
+        return slice(self.j0, self.j1) if self.cols is None else self.cols
 
     def var(self, v: Var) -> Any:
         a = self.args[v.index]
         if v.cat == "i":
             return a[:, self.i0 : self.i1, None, :]
         if v.cat == "j":
-            return a[:, None, self.j0 : self.j1, :]
+            return a[:, None, self.j_select, :]
         return a[:, None, None, :]
 
     def index(self, axis: str) -> Any:
         if axis == "j":
+            if self.cols is not None:
+                return self.cols[:, None]
             return torch.arange(self.j0, self.j1, dtype=torch.int64, device=self.device)[:, None]
         return torch.arange(self.i0, self.i1, dtype=torch.int64, device=self.device)[:, None, None]
 
@@ -135,7 +145,7 @@ class TilePlan:
 
     def precompute(self, ctx: TileContext) -> dict[Node, Any]:
         """Values of the nodes of i only, j only or parameters only, over all rows."""
-        ctx.i0, ctx.i1, ctx.j0, ctx.j1 = 0, ctx.n, 0, ctx.m
+        ctx.i0, ctx.i1, ctx.j0, ctx.j1, ctx.cols = 0, ctx.n, 0, ctx.m, None
         values: dict[Node, Any] = {}
         for node in self.pre:
             values[node] = node.eval(ctx, *(values[c] for c in node.children))
@@ -149,7 +159,7 @@ class TilePlan:
             if s == I_ONLY:
                 values[node] = pre[node][:, ctx.i0 : ctx.i1]
             elif s == J_ONLY:
-                values[node] = pre[node][:, :, ctx.j0 : ctx.j1]
+                values[node] = pre[node][:, :, ctx.j_select]
             else:
                 values[node] = pre[node]
         left = dict(self.uses)

@@ -11,7 +11,12 @@ j-tiles, then hands back its outputs by kind ("value", "index"):
 - K-min keeps a sorted K-list, ties broken by the lower index, NaN first.
 
 Tiles come as ``(B, Ti, Tj, D)`` values (possibly broadcast views), with a flag saying
-whether the buffer may be overwritten.
+whether the buffer may be overwritten, and their columns: the first column's index ``j0``
+(a contiguous tile) or the increasing int64 indices of the tile's columns (columns
+gathered from several intervals of a block-sparse reduction).
+
+A block-sparse reduction may visit no column of a row, or fewer than K: such rows get the
+core's initial values (0, -inf, +inf with index -1), K-lists are padded with (+inf, -1).
 """
 
 from __future__ import annotations
@@ -21,24 +26,33 @@ from typing import Any
 import torch
 
 
+def column_index(pos: Any, j0: Any) -> Any:
+    """Column indices of the tile positions ``pos``: ``j0`` is an offset or the tile's indices."""
+    return pos + j0 if isinstance(j0, int) else j0[pos]
+
+
 class Reducer:
-    """State of one block of rows; subclasses implement the three steps."""
+    """State of one block of rows; subclasses implement the three steps (and ``empty``)."""
 
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         raise NotImplementedError
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         raise NotImplementedError
 
     def finish(self, state: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def empty(self, rows: tuple[int, ...], dtype: Any, device: Any) -> dict[str, Any]:
+        """The outputs of rows that visit no column (block-sparse reductions)."""
+        return self.finish(self.init(rows, dtype, device))
 
 
 class SumReducer(Reducer):
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return torch.zeros(rows, dtype=dtype, device=device)
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         return state.add_(vals.sum(-2))
 
     def finish(self, state: Any) -> dict[str, Any]:
@@ -51,7 +65,7 @@ class KernelProductReducer(SumReducer):
 
     weights: Any = None
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         k = vals[..., 0]
         w = self.weights
         if k.shape[0] == 1 and w.shape[0] == 1 and state.shape[0] == 1:
@@ -72,7 +86,7 @@ class LogSumExpReducer(Reducer):
     def _shift(m: Any) -> Any:
         return torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype, device=m.device))
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         m, s = state
         new_m = torch.maximum(m, vals.amax(-2))
         shift = self._shift(new_m)
@@ -97,12 +111,12 @@ class ExtremumReducer(Reducer):
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return None  # the first tile sets the state
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         # argmin/argmax return the first extremum and let NaN win; (torch.min with dim is
         # far slower on small tiles when the intra-op threads are busy)
         t_idx = torch.argmin(vals, dim=-2) if self.sign > 0 else torch.argmax(vals, dim=-2)
         t_val = torch.gather(vals, -2, t_idx[..., None, :])[..., 0, :]
-        t_idx += j0
+        t_idx = column_index(t_idx, j0)
         if state is None:
             return t_val, t_idx
         best, idx = state
@@ -112,6 +126,10 @@ class ExtremumReducer(Reducer):
 
     def finish(self, state: Any) -> dict[str, Any]:
         return {"value": state[0], "index": state[1]}
+
+    def empty(self, rows: tuple[int, ...], dtype: Any, device: Any) -> dict[str, Any]:
+        value = torch.full(rows, self.sign * float("inf"), dtype=dtype, device=device)
+        return {"value": value, "index": torch.full(rows, -1, dtype=torch.int64, device=device)}
 
 
 class KMinReducer(Reducer):
@@ -123,7 +141,7 @@ class KMinReducer(Reducer):
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return None  # the first tile (at least K wide) sets the state
 
-    def _tile_kmin(self, vals: Any, j0: int) -> tuple[Any, Any]:
+    def _tile_kmin(self, vals: Any, j0: Any) -> tuple[Any, Any]:
         """The min(K, Tj) smallest entries of a (B, Ti, Tj) tile, sorted by (key, index)."""
         key = torch.where(torch.isnan(vals), -float("inf"), vals)  # NaN sorts first
         k = min(self.k, vals.shape[-1])  # the last tile may be narrower than K
@@ -141,9 +159,9 @@ class KMinReducer(Reducer):
         top_key, top_idx = torch.gather(top_key, -1, by_index), torch.gather(top_idx, -1, by_index)
         by_key = torch.sort(top_key, dim=-1, stable=True)[1]
         top_idx = torch.gather(top_idx, -1, by_key)
-        return torch.gather(vals, -1, top_idx), top_idx + j0
+        return torch.gather(vals, -1, top_idx), column_index(top_idx, j0)
 
-    def merge(self, state: Any, vals: Any, owned: bool, j0: int) -> Any:
+    def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
         t_val, t_idx = self._tile_kmin(vals[..., 0], j0)
         if state is None:
             return t_val, t_idx
@@ -156,7 +174,18 @@ class KMinReducer(Reducer):
         return torch.gather(cand, -1, order), torch.gather(cand_idx, -1, order)
 
     def finish(self, state: Any) -> dict[str, Any]:
-        return {"value": state[0], "index": state[1]}
+        value, index = state
+        short = self.k - value.shape[-1]  # rows of a block-sparse reduction that saw < K columns
+        if short:
+            pad = (*value.shape[:-1], short)
+            value = torch.cat((value, value.new_full(pad, float("inf"))), dim=-1)
+            index = torch.cat((index, index.new_full(pad, -1)), dim=-1)
+        return {"value": value, "index": index}
+
+    def empty(self, rows: tuple[int, ...], dtype: Any, device: Any) -> dict[str, Any]:
+        rows = (*rows[:-1], self.k)
+        value = torch.full(rows, float("inf"), dtype=dtype, device=device)
+        return {"value": value, "index": torch.full(rows, -1, dtype=torch.int64, device=device)}
 
 
 def reducer_for(name: str, k: int) -> Reducer:

@@ -1,7 +1,8 @@
 """The ``torch-tiled`` engine: the default engine for torch tensors.
 
 Blocked reductions with torch operations (see :mod:`lazymat_torch.tiled_loop`): every
-formula and every reduction kind, on any device, float16/bfloat16 accumulated in float32.
+formula and every reduction kind, block-sparse ones (``ranges``) included, on any device,
+float16/bfloat16 accumulated in float32.
 This module does not import torch; the loop does, on first use.
 """
 
@@ -19,12 +20,10 @@ class TorchTiledEngine(Engine):
     priority = 10
 
     def supports(self, request: ReductionRequest) -> bool:
-        return request.backend.name == "torch" and request.ranges is None
+        return request.backend.name == "torch"
 
     def why_not(self, request: ReductionRequest) -> str:
-        if request.backend.name != "torch":
-            return f"engine 'torch-tiled' runs on torch tensors, got backend {request.backend.name!r}"
-        return "engine 'torch-tiled' does not support block-sparsity ranges"
+        return f"engine 'torch-tiled' runs on torch tensors, got backend {request.backend.name!r}"
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
         from .tiled_loop import run_tiled

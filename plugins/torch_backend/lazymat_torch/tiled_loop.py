@@ -5,6 +5,9 @@ on the Ti x Tj tile (:class:`~lazymat_torch.evaluator.TilePlan`) and merges it i
 block's running reduction (:mod:`lazymat_torch.merges`). Nothing of size N x M exists:
 the largest buffers are a few tiles and the O((N + M) * D) precomputed sides.
 
+A block-sparse request (``ranges``) walks each i-block's column intervals only, with
+short intervals gathered into one tile (:func:`row_blocks`); the merges are the same.
+
 Tile sizes: on the CPU a tile of up to 2^22 pairs (16 MiB per float32 intermediate) stays
 in the last-level cache across the few passes a formula makes over it (the steps work in
 place), and is large enough that the fixed cost of each torch operation is amortised: every
@@ -21,6 +24,7 @@ import functools
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from lazymat import ReductionRequest, ReductionSpec
@@ -53,18 +57,67 @@ def plan_for(spec: ReductionSpec) -> tuple[TilePlan, bool]:
     return TilePlan(formula), False
 
 
-def tile_shape(request: ReductionRequest, plan: TilePlan, itemsize: int) -> tuple[int, int]:
-    """(Ti, Tj) within the memory budget and the device's preferred tile size."""
+def tile_pairs(request: ReductionRequest, plan: TilePlan, itemsize: int) -> int:
+    """Pairs per tile: the memory budget, capped by the device's preferred tile size."""
     per_pair = itemsize * math.prod(request.batch) * (plan.width + 1)
     pairs = max(1, request.tile_bytes // per_pair)
-    pairs = min(pairs, CUDA_TILE_PAIRS if request.device.type == "cuda" else CPU_TILE_PAIRS)
+    return min(pairs, CUDA_TILE_PAIRS if request.device.type == "cuda" else CPU_TILE_PAIRS)
+
+
+def tile_shape(request: ReductionRequest, plan: TilePlan, itemsize: int) -> tuple[int, int]:
+    """(Ti, Tj) within the memory budget and the device's preferred tile size."""
+    return split_pairs(request, tile_pairs(request, plan, itemsize))
+
+
+def split_pairs(request: ReductionRequest, pairs: int) -> tuple[int, int]:
+    """(Ti, Tj) of a dense tile of about ``pairs`` pairs: long rows, at least K wide."""
     tj = min(request.m, max(request.spec.k, min(pairs, MAX_TILE_J)))
     ti = min(request.n, max(1, pairs // tj))
     return ti, tj
 
 
+#: a column tile: (j0, j1, None) for the contiguous columns j0:j1, or (0, width, indices)
+#: for columns gathered from several intervals (increasing int64 indices on the device)
+ColumnTile = tuple[int, int, Any]
+
+
+def row_blocks(request: ReductionRequest, pairs: int) -> list[tuple[int, int, int, list[ColumnTile]]]:
+    """(row start, row end, rows per tile, column tiles) per block of rows.
+
+    Dense: one block of all rows and the column tiles of (Ti, Tj) = ``tile_shape``.
+    Block-sparse: one block per i-block of ``request.ranges``; its column intervals are
+    tiled in place when there is one, else gathered into tiles of up to Tj columns (one
+    tile visits many short intervals); the rows per tile grow when the block visits few
+    columns, so that small blocks still make tiles of about ``pairs`` pairs.
+    """
+    ti, tj = split_pairs(request, pairs)
+    if request.ranges is None:
+        return [(0, request.n, ti, [(j0, min(request.m, j0 + tj), None) for j0 in range(0, request.m, tj)])]
+    iv = request.ranges.intervals
+    blocks = []
+    for b in range(len(iv.i_bounds) - 1):
+        a, z = int(iv.i_bounds[b]), int(iv.i_bounds[b + 1])
+        starts = iv.j_starts[iv.offsets[b] : iv.offsets[b + 1]]
+        ends = iv.j_ends[iv.offsets[b] : iv.offsets[b + 1]]
+        tiles: list[ColumnTile] = []
+        if len(starts) == 1:
+            c, d = int(starts[0]), int(ends[0])
+            tiles = [(j0, min(d, j0 + tj), None) for j0 in range(c, d, tj)]
+        elif len(starts) > 1:
+            cols = np.concatenate([np.arange(c, d) for c, d in zip(starts, ends, strict=True)])
+            on_device = torch.as_tensor(cols, dtype=torch.int64, device=request.device)
+            tiles = [(0, len(cols[p : p + tj]), on_device[p : p + tj]) for p in range(0, len(cols), tj)]
+        widest = max((j1 - j0 for j0, j1, _ in tiles), default=1)
+        blocks.append((a, z, max(1, pairs // widest), tiles))
+    return blocks
+
+
 def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
-    """Run a reduction request tile by tile; outputs as the engine interface describes."""
+    """Run a reduction request tile by tile; outputs as the engine interface describes.
+
+    A block-sparse request (``request.ranges``) visits only the tiles of its column
+    intervals; rows that visit no column get the reduction's initial values.
+    """
     spec = request.spec
     plan, kernel_product = plan_for(spec)
     dtype = compute_dtype(request.dtype)
@@ -77,22 +130,25 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
 
     batch = math.prod(request.batch)
     width = spec.formula.dim
-    ti, tj = tile_shape(request, plan, torch.finfo(dtype).bits // 8)
+    pairs = tile_pairs(request, plan, torch.finfo(dtype).bits // 8)
     blocks: list[dict[str, Any]] = []
-    for i0 in range(0, request.n, ti):
-        i1 = min(request.n, i0 + ti)
-        state = reducer.init((batch, i1 - i0, width), dtype, device)
-        for j0 in range(0, request.m, tj):
-            j1 = min(request.m, j0 + tj)
-            ctx.i0, ctx.i1, ctx.j0, ctx.j1 = i0, i1, j0, j1
-            vals, owned = plan.tile(ctx, pre)
-            full = (batch, i1 - i0, j1 - j0, vals.shape[-1])
-            if tuple(vals.shape) != full:
-                vals, owned = vals.expand(full), False
-            if weights is not None:
-                assert isinstance(reducer, KernelProductReducer)
-                reducer.weights = weights[:, j0:j1]
-            state = reducer.merge(state, vals, owned, j0)
-        blocks.append(reducer.finish(state))
+    for a, z, ti, columns in row_blocks(request, pairs):
+        if not columns:
+            blocks.append(reducer.empty((batch, z - a, width), dtype, device))
+            continue
+        for i0 in range(a, z, ti):
+            i1 = min(z, i0 + ti)
+            state = reducer.init((batch, i1 - i0, width), dtype, device)
+            for j0, j1, cols in columns:
+                ctx.i0, ctx.i1, ctx.j0, ctx.j1, ctx.cols = i0, i1, j0, j1, cols
+                vals, owned = plan.tile(ctx, pre)
+                full = (batch, i1 - i0, j1 - j0, vals.shape[-1])
+                if tuple(vals.shape) != full:
+                    vals, owned = vals.expand(full), False
+                if weights is not None:
+                    assert isinstance(reducer, KernelProductReducer)
+                    reducer.weights = weights[:, ctx.j_select]
+                state = reducer.merge(state, vals, owned, j0 if cols is None else cols)
+            blocks.append(reducer.finish(state))
     outputs = {kind: torch.cat([b[kind] for b in blocks], dim=1) for kind in blocks[0]}
     return restore(request, outputs)
