@@ -2,7 +2,8 @@
 
 One bind computes every output of a reduction spec on its arrays. Its rules:
 
-- evaluation: the selected engine (``jax-xla`` by default), jitted per spec;
+- evaluation: the selected engine (``jax-xla`` by default), jitted per spec; where dispatch
+  picks ``native-cpu`` for arrays on the CPU, a callback to it (:mod:`lazymat_jax.native_call`);
 - abstract evaluation: the engine traced by ``jax.eval_shape``, which also checks the
   request (sizes, dtypes) at trace time with lazymat's usual error messages;
 - lowering: the engine's traced code (``mlir.lower_fun``), so the primitive inlines in
@@ -36,6 +37,7 @@ from lazymat.config import config, get_option
 from lazymat.dispatch import select_engine
 from lazymat.request import ReductionSpec, build_request
 
+from .native_call import native_call, native_engine
 from .tangents import WITH_INDEX, tangent_reduction
 
 reduce_p = Primitive("lazymat_reduce")
@@ -60,6 +62,9 @@ def reduce_with_primitive(
 def _run(*args: Any, spec: ReductionSpec, backend: Backend, engine: str | None, tile_bytes: int) -> Any:
     """The engine's outputs (traced or concrete)."""
     request = build_request(spec, args, backend, tile_bytes)
+    native = native_engine(request, engine)
+    if native is not None:
+        return native_call(request, native)
     return tuple(select_engine(request, engine).run(request))
 
 

@@ -1,22 +1,37 @@
 """Reductions under jax's transformations: grad, grad of grad, hessian and jvp against
-finite differences (float64), vmap against dense numpy, and their compositions with jit."""
+finite differences (float64), vmap against dense numpy, and their compositions with jit.
+
+Every test runs twice: engine chosen by dispatch (jax-xla at these sizes), and native-cpu
+forced (the primitive's callback, which every rule binds again).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 
 import lazymat as lm
+from lazymat.engines.native_build import find_compiler
 
 jax.config.update("jax_enable_x64", True)
 
 RNG = np.random.default_rng(0)
 X, Y, S = RNG.standard_normal((6, 2)), RNG.standard_normal((5, 2)), np.array([0.8])
 B, W = RNG.standard_normal((6, 1)), RNG.standard_normal((6, 2))
+
+
+@pytest.fixture(autouse=True, params=[None, "native-cpu"], ids=["dispatch", "native-cpu"])
+def engine(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "native-cpu" and isinstance(find_compiler(), str):
+        pytest.skip(f"no C compiler: {find_compiler()}")
+    with lm.config(engine=request.param):
+        yield request.param
 
 
 def loss(x: Any, y: Any, s: Any) -> Any:
