@@ -1,7 +1,8 @@
 """The ``jax-xla`` engine: lazymat reductions traced into XLA programs.
 
-The work happens in :mod:`lazymat_jax.tiling` (imported on first use, so that loading
-the plugin does not import jax).
+The work happens in :mod:`lazymat_jax.tiling` and, for block-sparse requests (``ranges``),
+:mod:`lazymat_jax.block_sparse` (imported on first use, so that loading the plugin does
+not import jax).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class JaxXlaEngine(Engine):
     priority = 10
 
     def supports(self, request: ReductionRequest) -> bool:
-        if request.backend.name != "jax" or request.ranges is not None:
+        if request.backend.name != "jax":
             return False
         from .tiling import supported
 
@@ -27,11 +28,13 @@ class JaxXlaEngine(Engine):
     def why_not(self, request: ReductionRequest) -> str:
         if request.backend.name != "jax":
             return f"it computes on jax arrays only, got {request.backend.name} arrays"
-        if request.ranges is not None:
-            return "it does not support block-sparse ranges"
         return f"it has no merge for the {request.spec.reduction} reduction"
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+        if request.ranges is not None:
+            from .block_sparse import run_block_sparse
+
+            return run_block_sparse(request)
         from .tiling import run_tiled
 
         return run_tiled(request)

@@ -28,6 +28,12 @@ MINIMA = ("min", "argmin", "min_argmin")
 MAXIMA = ("max", "argmax", "max_argmax")
 
 
+def column_index(pos: Any, j0: Any) -> Any:
+    """Column indices of tile positions: ``j0`` is the first column's index, or (block-sparse
+    tiles) the index of each of the tile's columns."""
+    return pos + j0 if jnp.ndim(j0) == 0 else jnp.take(j0, pos)
+
+
 def merge_sum(xp: JaxNamespace, state: Any, vals: Any, j0: Any) -> Any:
     return state + jnp.sum(vals, axis=-1)
 
@@ -51,7 +57,7 @@ def _merge_extremum(sign: int) -> Merge:
         nan = jnp.isnan(vals)
         t_idx = jnp.where(jnp.any(nan, axis=-1), jnp.argmax(nan, axis=-1), pick(vals, axis=-1))
         t_val = jnp.take_along_axis(vals, t_idx[..., None], axis=-1)[..., 0]
-        t_idx = t_idx.astype(xp.int64) + j0
+        t_idx = column_index(t_idx.astype(xp.int64), j0)
         better = (t_val < best) if sign > 0 else (t_val > best)
         better = better | (jnp.isnan(t_val) & ~jnp.isnan(best)) | (idx < 0)  # idx -1: nothing seen
         return jnp.where(better, t_val, best), jnp.where(better, t_idx, idx)
@@ -79,7 +85,7 @@ def merge_kmin(xp: JaxNamespace, state: Any, vals: Any, j0: Any) -> Any:
     _, pos = lax.top_k(-key, k)
     t_val = jnp.take_along_axis(v, pos, axis=-1)
     t_key = jnp.take_along_axis(key, pos, axis=-1)
-    t_idx = pos.astype(xp.int64) + j0
+    t_idx = column_index(pos.astype(xp.int64), j0)
     best_key = jnp.where(jnp.isnan(best), -jnp.inf, best) + 0.0
     keys = jnp.concat((best_key, t_key), axis=-1)
     order = jnp.concat((idx, t_idx), axis=-1)

@@ -103,7 +103,7 @@ def _join(a: Any, n: int) -> Any:
     return a[..., :n, :]
 
 
-def _columns_last(vals: Any) -> Any:
+def columns_last(vals: Any) -> Any:
     """(..., Ti, Tj, dim) -> (..., Ti, dim, Tj), in the form XLA fuses best."""
     dim = vals.shape[-1]
     if dim <= SMALL_DIM:
@@ -156,7 +156,7 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
         def step(state: Any, ys: Any) -> tuple[Any, None]:
             col_block, j0 = ys
             ctx = TileContext(tile_xp, dtype, cats, {**row_block, **col_block, **params}, (i0, j0), (ti, tj))
-            vals = _columns_last(xp.broadcast_to(evaluate(formula, ctx), tile_shape))
+            vals = columns_last(xp.broadcast_to(evaluate(formula, ctx), tile_shape))
             if m % tj:
                 vals = jnp.where(j0 + jnp.arange(tj) < m, vals, jnp.asarray(pad, dtype=dtype))
             return merge(xp, state, vals, j0), None
