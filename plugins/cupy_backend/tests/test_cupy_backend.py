@@ -18,6 +18,7 @@ import pytest
 
 import lazymat as lm
 import lazymat_cupy.engine as engine_module
+from lazymat.block_sparse import BlockSparsity
 from lazymat.dispatch import select_engine
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionRequest, build_request
@@ -209,7 +210,6 @@ def test_engine_declines_with_reasons(nvrtc: str, monkeypatch: pytest.MonkeyPatc
     ok = [_cupy_like((10, 3)), _cupy_like((12, 3))]
     cases = [
         (_request([_cupy_like((10, 3), "complex64"), _cupy_like((12, 3), "complex64")]), "complex64"),
-        (_request(ok, ranges=object()), "block-sparse"),
         (_request(ok, reduction="kmin", k=MAX_K + 1), f"K={MAX_K + 1}"),
         (_request([_cupy_like((10, 1)), _cupy_like((12, 13000))]), "shared memory"),
     ]
@@ -228,6 +228,17 @@ def test_engine_declines_numpy_arrays_and_dispatch_picks_another() -> None:
     assert select_engine(request).name != "cupy-nvrtc"
     with pytest.raises(ValueError, match=r"cupy-nvrtc.*cupy arrays"):
         lm.Vi(x).sqdist(lm.Vj(y)).sum(axis=1, engine="cupy-nvrtc")
+
+
+def test_block_sparse_requests_get_the_ranged_kernel() -> None:
+    """Block-sparse requests are accepted, on the ranged variant of the same kernel."""
+    ranges = BlockSparsity((0, 4, 10), (0, 5, 12), ((1,), (0, 1)))
+    engine = CupyNvrtcEngine()
+    dense = _request([_cupy_like((10, 3)), _cupy_like((12, 3))])
+    sparse = _request([_cupy_like((10, 3)), _cupy_like((12, 3))], ranges=ranges)
+    assert engine.supports(sparse) == engine.supports(dense), engine.why_not(sparse)
+    assert CupyNvrtcEngine.kernel_spec(sparse).ranged and not CupyNvrtcEngine.kernel_spec(dense).ranged
+    assert CupyNvrtcEngine.kernel_spec(sparse).formula == CupyNvrtcEngine.kernel_spec(dense).formula
 
 
 def test_kernel_spec_marks_index_arrays() -> None:
