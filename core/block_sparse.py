@@ -79,7 +79,9 @@ class BlockSparsity:
         Runs of consecutive j-blocks are merged into one column interval, so an engine
         loops over few, long, contiguous ranges of j.
         """
-        starts, ends, offsets = [], [], [0]
+        starts: list[int] = []
+        ends: list[int] = []
+        offsets = [0]
         for row in self.pairs:
             for j in row:
                 if starts and offsets[-1] < len(starts) and ends[-1] == self.j_bounds[j]:
