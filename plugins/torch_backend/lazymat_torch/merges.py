@@ -32,7 +32,14 @@ def column_index(pos: Any, j0: Any) -> Any:
 
 
 class Reducer:
-    """State of one block of rows; subclasses implement the three steps (and ``empty``)."""
+    """State of one block of rows; subclasses implement the three steps (and ``empty``).
+
+    ``neutral`` is a value whose entries change nothing (0 for sums, -inf for log-sum-exp):
+    block-sparse tiles mask the pairs they skip with it. None for min/max and K-min,
+    whose indices must come from visited pairs only.
+    """
+
+    neutral: float | None = None
 
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         raise NotImplementedError
@@ -49,6 +56,8 @@ class Reducer:
 
 
 class SumReducer(Reducer):
+    neutral = 0.0
+
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return torch.zeros(rows, dtype=dtype, device=device)
 
@@ -76,6 +85,8 @@ class KernelProductReducer(SumReducer):
 
 
 class LogSumExpReducer(Reducer):
+    neutral = -float("inf")
+
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return (
             torch.full(rows, -float("inf"), dtype=dtype, device=device),

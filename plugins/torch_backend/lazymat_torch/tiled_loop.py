@@ -5,8 +5,8 @@ on the Ti x Tj tile (:class:`~lazymat_torch.evaluator.TilePlan`) and merges it i
 block's running reduction (:mod:`lazymat_torch.merges`). Nothing of size N x M exists:
 the largest buffers are a few tiles and the O((N + M) * D) precomputed sides.
 
-A block-sparse request (``ranges``) walks each i-block's column intervals only, with
-short intervals gathered into one tile (:func:`row_blocks`); the merges are the same.
+A block-sparse request (``ranges``) walks the column intervals of each i-block, or group of
+i-blocks, only (:mod:`lazymat_torch.sparse_tiles`); the merges are the same.
 
 Tile sizes: on the CPU a tile of up to 2^22 pairs (16 MiB per float32 intermediate) stays
 in the last-level cache across the few passes a formula makes over it (the steps work in
@@ -24,7 +24,6 @@ import functools
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from lazymat import ReductionRequest, ReductionSpec
@@ -33,6 +32,7 @@ from .evaluator import TileContext, TilePlan
 from .gemm import rewrite_gemm, split_kernel_product
 from .layout import compute_dtype, flat_args, restore
 from .merges import KernelProductReducer, Reducer, reducer_for
+from .sparse_tiles import ColumnTile, RowGroup, row_groups
 
 #: pairs per tile on the CPU (cache) and on CUDA (occupancy), before the memory budget
 CPU_TILE_PAIRS = 2**22
@@ -76,47 +76,25 @@ def split_pairs(request: ReductionRequest, pairs: int) -> tuple[int, int]:
     return ti, tj
 
 
-#: a column tile: (j0, j1, None) for the contiguous columns j0:j1, or (0, width, indices)
-#: for columns gathered from several intervals (increasing int64 indices on the device)
-ColumnTile = tuple[int, int, Any]
-
-
-def row_blocks(request: ReductionRequest, pairs: int) -> list[tuple[int, int, int, list[ColumnTile]]]:
-    """(row start, row end, rows per tile, column tiles) per block of rows.
-
-    Dense: one block of all rows and the column tiles of (Ti, Tj) = ``tile_shape``.
-    Block-sparse: one block per i-block of ``request.ranges``; its column intervals are
-    tiled in place when there is one, else gathered into tiles of up to Tj columns (one
-    tile visits many short intervals); the rows per tile grow when the block visits few
-    columns, so that small blocks still make tiles of about ``pairs`` pairs.
-    """
+def row_groups_of(request: ReductionRequest, pairs: int, grouped: bool) -> list[RowGroup]:
+    """Dense: one group of all rows over column tiles of (Ti, Tj) = ``split_pairs``.
+    Block-sparse: the groups of :func:`lazymat_torch.sparse_tiles.row_groups`."""
     ti, tj = split_pairs(request, pairs)
     if request.ranges is None:
-        return [(0, request.n, ti, [(j0, min(request.m, j0 + tj), None) for j0 in range(0, request.m, tj)])]
-    iv = request.ranges.intervals
-    blocks = []
-    for b in range(len(iv.i_bounds) - 1):
-        a, z = int(iv.i_bounds[b]), int(iv.i_bounds[b + 1])
-        starts = iv.j_starts[iv.offsets[b] : iv.offsets[b + 1]]
-        ends = iv.j_ends[iv.offsets[b] : iv.offsets[b + 1]]
-        tiles: list[ColumnTile] = []
-        if len(starts) == 1:
-            c, d = int(starts[0]), int(ends[0])
-            tiles = [(j0, min(d, j0 + tj), None) for j0 in range(c, d, tj)]
-        elif len(starts) > 1:
-            cols = np.concatenate([np.arange(c, d) for c, d in zip(starts, ends, strict=True)])
-            on_device = torch.as_tensor(cols, dtype=torch.int64, device=request.device)
-            tiles = [(0, len(cols[p : p + tj]), on_device[p : p + tj]) for p in range(0, len(cols), tj)]
-        widest = max((j1 - j0 for j0, j1, _ in tiles), default=1)
-        blocks.append((a, z, max(1, pairs // widest), tiles))
-    return blocks
+        return [
+            RowGroup(
+                0, request.n, ti, [ColumnTile(j0, min(request.m, j0 + tj)) for j0 in range(0, request.m, tj)]
+            )
+        ]
+    return row_groups(request.ranges.intervals, pairs, tj, grouped, request.device)
 
 
 def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
     """Run a reduction request tile by tile; outputs as the engine interface describes.
 
     A block-sparse request (``request.ranges``) visits only the tiles of its column
-    intervals; rows that visit no column get the reduction's initial values.
+    intervals, with the pairs it skips masked by the reducer's neutral value where
+    i-blocks are grouped; rows that visit no column get the reduction's initial values.
     """
     spec = request.spec
     plan, kernel_product = plan_for(spec)
@@ -132,19 +110,29 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
     width = spec.formula.dim
     pairs = tile_pairs(request, plan, torch.finfo(dtype).bits // 8)
     blocks: list[dict[str, Any]] = []
-    for a, z, ti, columns in row_blocks(request, pairs):
-        if not columns:
+    for group in row_groups_of(request, pairs, reducer.neutral is not None):
+        a, z = group.start, group.stop
+        if not group.tiles:
             blocks.append(reducer.empty((batch, z - a, width), dtype, device))
             continue
-        for i0 in range(a, z, ti):
-            i1 = min(z, i0 + ti)
+        for i0 in range(a, z, group.rows_per_tile):
+            i1 = min(z, i0 + group.rows_per_tile)
             state = reducer.init((batch, i1 - i0, width), dtype, device)
-            for j0, j1, cols in columns:
+            for tile in group.tiles:
+                j0, j1, cols = tile.j0, tile.j1, tile.cols
                 ctx.i0, ctx.i1, ctx.j0, ctx.j1, ctx.cols = i0, i1, j0, j1, cols
                 vals, owned = plan.tile(ctx, pre)
                 full = (batch, i1 - i0, j1 - j0, vals.shape[-1])
                 if tuple(vals.shape) != full:
                     vals, owned = vals.expand(full), False
+                if tile.outside is not None:  # pairs of the group that the structure skips
+                    outside = tile.outside[i0 - a : i1 - a, :, None]
+                    vals = (
+                        vals.masked_fill_(outside, reducer.neutral)
+                        if owned
+                        else vals.masked_fill(outside, reducer.neutral)
+                    )
+                    owned = True
                 if weights is not None:
                     assert isinstance(reducer, KernelProductReducer)
                     reducer.weights = weights[:, ctx.j_select]

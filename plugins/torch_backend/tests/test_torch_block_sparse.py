@@ -2,7 +2,8 @@
 
 A few thousand points clustered on a grid, sorted by cluster, with the block pairs whose
 centroids are close: hundreds of blocks, most i-blocks visiting several column intervals
-(gathered tiles). A small tile budget also splits blocks into several row and column tiles.
+(gathered tiles, groups of i-blocks with masks). A small tile budget also splits the
+groups into several row and column tiles.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SPARSITY = BlockSparsity.from_mask(
 )
 MASK = SPARSITY.dense_mask()
 D2 = ((X[:, None] - Y[None]) ** 2).sum(-1)  # dense float64 reference (test data only)
-TILE_BUDGETS = [None, 2**16]  # the default, and a budget smaller than most blocks
+TILE_BUDGETS = [None, 2**18]  # the default, and one that splits groups of blocks into several tiles
 
 
 def _run(fn, budget):  # type: ignore[no-untyped-def]
@@ -100,3 +101,16 @@ def test_gradient_of_kernel_product() -> None:
     scale = np.abs(w.sum(1)).max()
     np.testing.assert_allclose(gx.numpy(), w.sum(1), rtol=1e-10, atol=1e-12 * scale)
     np.testing.assert_allclose(gy.numpy(), -w.sum(0), rtol=1e-10, atol=1e-12 * scale)
+
+
+def test_nan_on_a_skipped_pair_does_not_leak() -> None:
+    """A NaN point poisons the rows that visit it, not the other rows tiled with them."""
+    y = Y.copy()
+    y[Y_BOUNDS[40] + 1] = np.nan
+    F = -lm.Vi(torch.from_numpy(X)).sqdist(lm.Vj(torch.from_numpy(y))) / SIGMA2
+    lse = _run(lambda: F.logsumexp(axis=1, ranges=SPARSITY), None).numpy()[:, 0]
+    d2 = ((X[:, None] - y[None]) ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = logsumexp(np.where(MASK, -d2 / SIGMA2, -np.inf), axis=1)
+    assert 0 < np.isnan(ref).sum() < len(ref) / 4
+    np.testing.assert_allclose(lse, ref, rtol=1e-12)  # NaN exactly where the reference has NaN

@@ -1,0 +1,134 @@
+"""The tiles of a block-sparse reduction for the ``torch-tiled`` engine (host-side planning).
+
+A :class:`~lazymat.block_sparse.BlockSparsity` lists, per i-block, the column intervals it
+visits (``BlockSparsity.intervals``). Tiling each (i-block, interval) pair alone gives
+many small tiles, and each torch operation has a fixed cost (milliseconds on busy cores,
+a kernel launch on CUDA): with clusters of a few dozen points, that cost dominates. So:
+
+- an i-block's intervals are gathered into tiles of up to Tj columns (indices on the
+  device), or sliced in place when there is a single interval;
+- for reductions whose masked entries can be neutral values (sums add 0, log-sum-exps
+  exp(-inf) = 0), consecutive i-blocks form one group over the union of their columns,
+  as long as the group's tiles stay dense enough (``MIN_DENSITY`` of visited pairs) and
+  within the tile budget; the pairs that the structure does not visit are masked out
+  (an ``outside`` mask per tile). min/max and K-min keep one group per i-block: a masked
+  +inf would tie with real +inf values, and the index reported must be the real one.
+
+Masked entries are replaced, not multiplied by zero, so a NaN or inf of the formula on a
+masked pair never shows; a kernel product ``K @ w`` masks the kernel tile, so a NaN or inf
+in the weights ``w`` of a column visited by another block of the group does propagate
+(0 * NaN), where the dense masked reduction would not see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lazymat.block_sparse import BlockIntervals
+
+#: least fraction of visited pairs in a group's tiles before a block joins the group
+MIN_DENSITY = 0.5
+
+
+@dataclass
+class ColumnTile:
+    """The columns ``j0:j1`` (``cols`` None) or the gathered indices ``cols`` (then
+    ``j0, j1 = 0, len(cols)``); ``outside`` (rows, width) marks masked pairs, or None."""
+
+    j0: int
+    j1: int
+    cols: Any = None
+    outside: Any = None
+
+
+@dataclass
+class RowGroup:
+    """Rows ``start:stop`` reduced over ``tiles``, ``rows_per_tile`` rows at a time."""
+
+    start: int
+    stop: int
+    rows_per_tile: int
+    tiles: list[ColumnTile]
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged union of column intervals."""
+    out: list[tuple[int, int]] = []
+    for c, d in sorted(spans):
+        if out and c <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], d))
+        else:
+            out.append((c, d))
+    return out
+
+
+def group_blocks(iv: BlockIntervals, pairs: int, grouped: bool) -> list[list[int]]:
+    """Consecutive i-blocks tiled together: each alone unless ``grouped``, then greedily
+    while the group's visited pairs are at least ``MIN_DENSITY`` of rows x union columns
+    and the group fits in ``pairs``."""
+    n_blocks = len(iv.i_bounds) - 1
+    if not grouped:
+        return [[b] for b in range(n_blocks)]
+    rows = np.diff(iv.i_bounds)
+    spans = [
+        list(zip(iv.j_starts[lo:hi].tolist(), iv.j_ends[lo:hi].tolist(), strict=True))
+        for lo, hi in zip(iv.offsets[:-1], iv.offsets[1:], strict=True)
+    ]
+    visited = [int(rows[b]) * sum(d - c for c, d in spans[b]) for b in range(n_blocks)]
+    groups: list[list[int]] = []
+    members: list[int] = []
+    covered: list[tuple[int, int]] = []
+    for b in range(n_blocks):
+        if members:
+            union = _union(covered + spans[b])
+            size = int(rows[members[0] : b + 1].sum()) * sum(d - c for c, d in union)
+            if size <= pairs and sum(visited[m] for m in members) + visited[b] >= MIN_DENSITY * size:
+                members.append(b)
+                covered = union
+                continue
+            groups.append(members)
+        members, covered = [b], _union(spans[b])
+    if members:
+        groups.append(members)
+    return groups
+
+
+def row_groups(iv: BlockIntervals, pairs: int, tj: int, grouped: bool, device: Any) -> list[RowGroup]:
+    """The row groups and column tiles of a block-sparse reduction (see the module doc).
+
+    Rows per tile grow when a group visits few columns, so that small groups still make
+    tiles of about ``pairs`` pairs.
+    """
+    out = []
+    for members in group_blocks(iv, pairs, grouped):
+        a, z = int(iv.i_bounds[members[0]]), int(iv.i_bounds[members[-1] + 1])
+        lo, hi = int(iv.offsets[members[0]]), int(iv.offsets[members[-1] + 1])
+        union = _union(list(zip(iv.j_starts[lo:hi].tolist(), iv.j_ends[lo:hi].tolist(), strict=True)))
+        tiles: list[ColumnTile] = []
+        if len(union) == 1:
+            c, d = union[0]
+            tiles = [ColumnTile(j0, min(d, j0 + tj)) for j0 in range(c, d, tj)]
+            cols = np.arange(c, d)
+        elif union:
+            cols = np.concatenate([np.arange(c, d) for c, d in union])
+            on_device = torch.as_tensor(cols, dtype=torch.int64, device=device)
+            tiles = [
+                ColumnTile(0, len(cols[p : p + tj]), on_device[p : p + tj]) for p in range(0, len(cols), tj)
+            ]
+        if len(members) > 1 and tiles:
+            inside = np.zeros((z - a, len(cols)), dtype=bool)
+            for b in members:
+                r0, r1 = int(iv.i_bounds[b]) - a, int(iv.i_bounds[b + 1]) - a
+                for k in range(int(iv.offsets[b]), int(iv.offsets[b + 1])):
+                    c0, c1 = np.searchsorted(cols, (iv.j_starts[k], iv.j_ends[k]))
+                    inside[r0:r1, c0:c1] = True
+            outside = torch.as_tensor(~inside, device=device)
+            for p, t in enumerate(tiles):
+                t.outside = outside[:, p * tj : p * tj + t.j1 - t.j0]
+        widest = max((t.j1 - t.j0 for t in tiles), default=1)
+        out.append(RowGroup(a, z, max(1, pairs // widest), tiles))
+    return out
