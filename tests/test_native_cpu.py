@@ -363,6 +363,7 @@ def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None
     """Many grid clusters (blocks larger than a tile, rows that visit nothing) vs dense numpy."""
     problem = clustered_problem(2000, 1500, seed=21)
     assert len(problem.ranges.pairs) > 100 and 0.05 < problem.mask.mean() < 0.5
+    assert not problem.mask.any(1).all(), "some rows must visit nothing (identities)"
     check_clustered(ENGINE, problem, dtype)
 
 

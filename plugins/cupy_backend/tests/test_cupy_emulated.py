@@ -203,6 +203,7 @@ def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None
     problem = clustered_problem(600, 400, seed=23, voxel=0.4, radius=0.5)
     sizes = np.diff(problem.ranges.i_bounds)
     assert len(sizes) > 30 and sizes.max() > 32 and 0.05 < problem.mask.mean() < 0.6  # 32: block
+    assert not problem.mask.any(1).all(), "some rows must visit nothing (identities)"
     check_clustered(ENGINE, problem, dtype)
 
 
