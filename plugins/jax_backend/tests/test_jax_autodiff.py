@@ -160,7 +160,7 @@ def test_vmap_of_grad_and_grad_of_vmap() -> None:
 
 
 def test_block_sparse_reduction_under_grad_and_jvp() -> None:
-    """A block-sparse log-sum-exp (run by the reference engine) through jit, grad and jvp."""
+    """A block-sparse log-sum-exp (run by jax-xla) through jit, grad and jvp."""
     from lazymat.block_sparse import BlockSparsity
 
     ranges = BlockSparsity((0, 2, 6), (0, 3, 5), ((0,), (0, 1)))
