@@ -28,6 +28,19 @@ def need(module: str) -> Any:
         raise NotImplementedError(f"{module} is not installed ({exc})") from exc
 
 
+def need_ott(module: str) -> Any:
+    """Import an OTT-JAX module, first giving jax back ``batching.is_vmappable`` if it lacks it.
+
+    OTT-JAX 0.6.0's online ``PointCloud(batch_size=...)`` calls that function, which jax 0.10
+    removed. For plain arrays it returned False (only jumbles and registered vmappable types
+    gave True), so the shim restores OTT's behaviour without changing its computation.
+    """
+    batching = need("jax.interpreters.batching")
+    if not hasattr(batching, "is_vmappable"):
+        batching.is_vmappable = lambda x: False
+    return need(module)
+
+
 def torch_result(out: Any) -> Result:
     return Result(array=out.detach().cpu().numpy())
 
@@ -139,7 +152,7 @@ def ott_softmin(online: bool) -> Contender:
 
     def setup(data: dict[str, Any], case: Case) -> Callable[[], Any]:
         jax = need("jax")
-        pointcloud = need("ott.geometry.pointcloud")
+        pointcloud = need_ott("ott.geometry.pointcloud")
         jnp = jax.numpy
         eps = w.SOFTMIN_EPS
         batch = min(OTT_BATCH, case.n) if online else None
