@@ -53,8 +53,8 @@ class KeOpsEngine(Engine):
     def _problem(self, request: ReductionRequest) -> str | None:
         if request.backend.name != "torch":
             return f"engine 'keops' runs on torch tensors, got backend {request.backend.name!r}"
-        if request.ranges is not None:
-            return "engine 'keops' does not run block-sparse reductions (ranges)"
+        if request.ranges is not None and request.batch:
+            return "engine 'keops' runs block-sparse reductions (ranges) without batch dimensions only"
         if importlib.util.find_spec("pykeops") is None:
             return "engine 'keops' needs pykeops: pip install pykeops"
         if request.device.type not in ("cpu", "cuda"):

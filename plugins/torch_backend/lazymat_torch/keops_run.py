@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lazymat import ReductionRequest
+from lazymat.block_sparse import BlockSparsity
 
 from .keops_formula import KeOpsFormula
 from .layout import compute_dtype
@@ -71,6 +73,37 @@ def _arguments(request: ReductionRequest, found: KeOpsFormula, dtype: torch.dtyp
     return args
 
 
+@functools.lru_cache(maxsize=16)
+def _keops_ranges(ranges: BlockSparsity, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """KeOps' six ``ranges`` arrays (int32): the structure for the reduction over j, then
+    the transposed one (which Genred requires, though a reduction over j never uses it)."""
+
+    def triple(structure: BlockSparsity) -> list[torch.Tensor]:
+        iv = structure.intervals
+        blocks = torch.stack([torch.from_numpy(iv.i_bounds[:-1]), torch.from_numpy(iv.i_bounds[1:])], 1)
+        columns = torch.stack([torch.from_numpy(iv.j_starts), torch.from_numpy(iv.j_ends)], 1)
+        parts = (blocks, torch.from_numpy(iv.offsets[1:]), columns.reshape(-1, 2))
+        return [t.to(device=device, dtype=torch.int32).contiguous() for t in parts]
+
+    return (*triple(ranges), *triple(ranges.transpose()))
+
+
+def _mark_missing(index: torch.Tensor, request: ReductionRequest) -> None:
+    """Set to -1, as every engine does, the indices of entries that a block-sparse row does
+    not have (KeOps leaves 0 there): all of a row that visits nothing, and the K-min slots
+    beyond the number of columns a row visits."""
+    iv = request.ranges.intervals if request.ranges is not None else None
+    assert iv is not None
+    per_block = np.add.reduceat(np.append(iv.j_ends - iv.j_starts, 0), iv.offsets[:-1])
+    per_block[iv.offsets[:-1] == iv.offsets[1:]] = 0  # reduceat gives the next entry for empty blocks
+    visited = torch.from_numpy(np.repeat(per_block, np.diff(iv.i_bounds))).to(index.device)
+    if request.spec.kind.uses_k:
+        slots = torch.arange(index.shape[-1], device=index.device)
+        index.masked_fill_(slots >= visited[:, None], -1)
+    else:
+        index.masked_fill_((visited == 0)[:, None], -1)
+
+
 def run_keops(request: ReductionRequest, found: KeOpsFormula) -> tuple[Any, ...]:
     """Outputs of the request (engine interface), computed by KeOps."""
     dtype = compute_dtype(request.dtype)
@@ -85,11 +118,16 @@ def run_keops(request: ReductionRequest, found: KeOpsFormula) -> tuple[Any, ...]
     args = _arguments(request, found, dtype)
     backend = "GPU" if request.device.type == "cuda" else "CPU"
     device_id = request.device.index if request.device.type == "cuda" else -1
+    options: dict[str, Any] = {"backend": backend, "device_id": -1 if device_id is None else device_id}
+    if request.ranges is not None:
+        options["ranges"] = _keops_ranges(request.ranges, request.device)
     with torch.no_grad(), _first_call_lock(routine):
-        out = routine(*args, backend=backend, device_id=-1 if device_id is None else device_id)
+        out = routine(*args, **options)
     values, indices = out if isinstance(out, tuple) else (out, None)
     shape = (*request.batch, request.n, spec.out_dim)
     found_outputs = {"value": values.reshape(shape).to(request.dtype)}
     if indices is not None:
         found_outputs["index"] = indices.reshape(shape).to(torch.int64)
+        if request.ranges is not None:
+            _mark_missing(found_outputs["index"], request)
     return tuple(found_outputs[kind] for kind in spec.kind.outputs)
