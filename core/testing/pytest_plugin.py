@@ -20,7 +20,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from lazymat.testing import BackendConformance
 
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         cls = getattr(item, "cls", None)
         conformance = isinstance(cls, type) and issubclass(cls, BackendConformance)
