@@ -11,8 +11,9 @@ a kernel launch on CUDA): with clusters of a few dozen points, that cost dominat
   exp(-inf) = 0), consecutive i-blocks form one group over the union of their columns,
   as long as the group's tiles stay dense enough (``MIN_DENSITY`` of visited pairs) and
   within the tile budget; the pairs that the structure does not visit are masked out
-  (an ``outside`` mask per tile). min/max and K-min keep one group per i-block: a masked
-  +inf would tie with real +inf values, and the index reported must be the real one.
+  (each tile's mask is built on the fly from a small per-group block x segment table).
+  min/max and K-min keep one group per i-block: a masked +inf would tie with real +inf
+  values, and the index reported must be the real one.
 
 Masked entries are replaced, not multiplied by zero, so a NaN or inf of the formula on a
 masked pair never shows; a kernel product ``K @ w`` masks the kernel tile, so a NaN or inf
@@ -22,13 +23,14 @@ in the weights ``w`` of a column visited by another block of the group does prop
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from lazymat.block_sparse import BlockIntervals
+from lazymat.block_sparse import BlockIntervals, BlockSparsity
 
 #: least fraction of visited pairs in a group's tiles before a block joins the group
 MIN_DENSITY = 0.5
@@ -37,22 +39,36 @@ MIN_DENSITY = 0.5
 @dataclass
 class ColumnTile:
     """The columns ``j0:j1`` (``cols`` None) or the gathered indices ``cols`` (then
-    ``j0, j1 = 0, len(cols)``); ``outside`` (rows, width) marks masked pairs, or None."""
+    ``j0, j1 = 0, len(cols)``); ``segments``: each column's mask segment in a grouped tile."""
 
     j0: int
     j1: int
     cols: Any = None
-    outside: Any = None
+    segments: Any = None
 
 
 @dataclass
 class RowGroup:
-    """Rows ``start:stop`` reduced over ``tiles``, ``rows_per_tile`` rows at a time."""
+    """Rows ``start:stop`` reduced over ``tiles``, ``rows_per_tile`` rows at a time.
+
+    A group of several i-blocks also has, per row, its block in the group (``row_block``)
+    and, per (block, column segment), whether the structure skips it (``skipped``).
+    """
 
     start: int
     stop: int
     rows_per_tile: int
     tiles: list[ColumnTile]
+    row_block: Any = None
+    skipped: Any = None
+
+    def outside(self, tile: ColumnTile, i0: int, i1: int) -> Any:
+        """The (rows, columns, 1) mask of the pairs of rows ``i0:i1`` x ``tile`` that the
+        structure skips, or None when it visits them all."""
+        if self.skipped is None:
+            return None
+        rows = self.row_block[i0 - self.start : i1 - self.start]
+        return self.skipped[rows[:, None], tile.segments[None, :]][..., None]
 
 
 def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -97,12 +113,15 @@ def group_blocks(iv: BlockIntervals, pairs: int, grouped: bool) -> list[list[int
     return groups
 
 
-def row_groups(iv: BlockIntervals, pairs: int, tj: int, grouped: bool, device: Any) -> list[RowGroup]:
+@functools.lru_cache(maxsize=16)
+def row_groups(ranges: BlockSparsity, pairs: int, tj: int, grouped: bool, device: Any) -> list[RowGroup]:
     """The row groups and column tiles of a block-sparse reduction (see the module doc).
 
     Rows per tile grow when a group visits few columns, so that small groups still make
-    tiles of about ``pairs`` pairs.
+    tiles of about ``pairs`` pairs. Cached: iterative solvers reduce with the same
+    structure many times, and the plan holds O(N + M) integers per structure.
     """
+    iv = ranges.intervals
     out = []
     for members in group_blocks(iv, pairs, grouped):
         a, z = int(iv.i_bounds[members[0]]), int(iv.i_bounds[members[-1] + 1])
@@ -119,16 +138,29 @@ def row_groups(iv: BlockIntervals, pairs: int, tj: int, grouped: bool, device: A
             tiles = [
                 ColumnTile(0, len(cols[p : p + tj]), on_device[p : p + tj]) for p in range(0, len(cols), tj)
             ]
+        group = RowGroup(a, z, max(1, pairs // max((t.j1 - t.j0 for t in tiles), default=1)), tiles)
         if len(members) > 1 and tiles:
-            inside = np.zeros((z - a, len(cols)), dtype=bool)
-            for b in members:
-                r0, r1 = int(iv.i_bounds[b]) - a, int(iv.i_bounds[b + 1]) - a
-                for k in range(int(iv.offsets[b]), int(iv.offsets[b + 1])):
-                    c0, c1 = np.searchsorted(cols, (iv.j_starts[k], iv.j_ends[k]))
-                    inside[r0:r1, c0:c1] = True
-            outside = torch.as_tensor(~inside, device=device)
-            for p, t in enumerate(tiles):
-                t.outside = outside[:, p * tj : p * tj + t.j1 - t.j0]
-        widest = max((t.j1 - t.j0 for t in tiles), default=1)
-        out.append(RowGroup(a, z, max(1, pairs // widest), tiles))
+            _add_mask(group, iv, members, cols, tj, device)
+        out.append(group)
     return out
+
+
+def _add_mask(
+    group: RowGroup, iv: BlockIntervals, members: list[int], cols: np.ndarray, tj: int, device: Any
+) -> None:
+    """Give ``group`` the compact form of its mask: the group's columns fall in segments
+    between the endpoints of its blocks' intervals, and ``skipped[block, segment]`` says
+    which segments a block does not visit (O(rows + columns) memory, not rows x columns)."""
+    lo, hi = int(iv.offsets[members[0]]), int(iv.offsets[members[-1] + 1])
+    edges = np.unique(np.concatenate((iv.j_starts[lo:hi], iv.j_ends[lo:hi])))
+    skipped = np.ones((len(members), len(edges)), dtype=bool)
+    for g, b in enumerate(members):
+        for k in range(int(iv.offsets[b]), int(iv.offsets[b + 1])):
+            s0, s1 = np.searchsorted(edges, (iv.j_starts[k], iv.j_ends[k]))
+            skipped[g, s0:s1] = False
+    rows = np.diff(iv.i_bounds[members[0] : members[-1] + 2])
+    group.row_block = torch.as_tensor(np.repeat(np.arange(len(members)), rows), device=device)
+    group.skipped = torch.as_tensor(skipped, device=device)
+    segments = torch.as_tensor(np.searchsorted(edges, cols, side="right") - 1, device=device)
+    for p, tile in enumerate(group.tiles):
+        tile.segments = segments[p * tj : p * tj + tile.j1 - tile.j0]

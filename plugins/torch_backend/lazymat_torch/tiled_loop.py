@@ -86,7 +86,7 @@ def row_groups_of(request: ReductionRequest, pairs: int, grouped: bool) -> list[
                 0, request.n, ti, [ColumnTile(j0, min(request.m, j0 + tj)) for j0 in range(0, request.m, tj)]
             )
         ]
-    return row_groups(request.ranges.intervals, pairs, tj, grouped, request.device)
+    return row_groups(request.ranges, pairs, tj, grouped, request.device)
 
 
 def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
@@ -125,13 +125,10 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
                 full = (batch, i1 - i0, j1 - j0, vals.shape[-1])
                 if tuple(vals.shape) != full:
                     vals, owned = vals.expand(full), False
-                if tile.outside is not None:  # pairs of the group that the structure skips
-                    outside = tile.outside[i0 - a : i1 - a, :, None]
-                    vals = (
-                        vals.masked_fill_(outside, reducer.neutral)
-                        if owned
-                        else vals.masked_fill(outside, reducer.neutral)
-                    )
+                outside = group.outside(tile, i0, i1)  # pairs of the group the structure skips
+                if outside is not None:
+                    fill = reducer.neutral
+                    vals = vals.masked_fill_(outside, fill) if owned else vals.masked_fill(outside, fill)
                     owned = True
                 if weights is not None:
                     assert isinstance(reducer, KernelProductReducer)
