@@ -69,11 +69,11 @@ def extrapolation_vjp(
     h = _column(xp, stop(t.log_b + g / eps))
     rows = Vj(h) - evaluate_cost(t.cost, Vi(t.x), Vj(frozen(t.x if t.symmetric else t.y))) * Pm(inv_eps)
     cot = _column(xp, -eps * penalty.update(xp, weights[0], eps))
-    (gx,) = lazymat.vjp(rows, cot, reduction="lse", axis=1, wrt=[t.x])
+    (gx,) = lazymat.vjp(rows, cot, reduction="lse", axis=1, wrt=[t.x], ranges=t.ranges)
     if t.symmetric:
         return gx, None
     h = _column(xp, stop(t.log_a + f / eps))
     cols = Vi(h) - evaluate_cost(t.cost, Vi(frozen(t.x)), Vj(t.y)) * Pm(inv_eps)
     cot = _column(xp, -eps * penalty.update(xp, weights[1], eps))
-    (gy,) = lazymat.vjp(cols, cot, reduction="lse", axis=0, wrt=[t.y])
+    (gy,) = lazymat.vjp(cols, cot, reduction="lse", axis=0, wrt=[t.y], ranges=t.ranges)
     return gx, gy

@@ -9,11 +9,15 @@ Differences from GeomLoss, all documented here:
 
 - it is a plain callable, not a ``torch.nn.Module`` (lazymat never imports torch); it
   has no parameters, so use it as a function inside modules;
-- ``backend``: "auto", "tensorized" and "online" all run the same lazy reductions (linear
-  memory, the engine chosen by lazymat's dispatch), so "tensorized" never builds an N-by-M
-  array; "multiscale" (block-sparse kernel truncation) raises NotImplementedError, and so
-  do the six-argument form with cluster labels and ``cluster_scale`` (multiscale only);
-  ``truncate`` only matters to "multiscale" and is accepted and ignored;
+- ``backend``: "tensorized" and "online" run the same lazy reductions (linear memory,
+  the engine chosen by lazymat's dispatch), so "tensorized" never builds an N-by-M array;
+  "multiscale" is :mod:`.multiscale` (grid clusters, block-sparse kernel truncation,
+  ``cluster_scale`` and ``truncate`` as in GeomLoss; ``loss="sinkhorn"`` only, one pair
+  of clouds, no custom cost). "auto" chooses as GeomLoss: "multiscale" for the Sinkhorn
+  loss with p = 2, no custom cost, unbatched clouds of dimension D <= 3 and
+  N * M > 10^8, else the lazy reductions ("tensorized" up to N * M = 5000^2, "online"
+  above: one path here). The six-argument form with cluster labels raises
+  NotImplementedError (lazymat computes its own grid clusters);
 - ``cost`` (and ``kernel``) is a callable (Vi(x), Vj(y)) -> LazyMatrix, whatever the
   backend, instead of a torch function or a KeOps formula string;
 - ``penalty`` ("kl" or "tv") chooses the unbalanced penalty when ``reach`` is given;
@@ -31,10 +35,13 @@ from .costs import Cost, ground_cost
 from .hausdorff import hausdorff_loss
 from .kernel_losses import Kernel, kernel_loss, make_kernel
 from .measures import check_measures
+from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options
 from .penalties import make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
 from .sinkhorn import sinkhorn
 
+#: backend="auto" runs the Sinkhorn loss multiscale above this many point pairs (GeomLoss's 10^4^2)
+AUTO_MULTISCALE_PAIRS = 10_000**2
 LOSSES = ("sinkhorn", "hausdorff", "energy", "gaussian", "laplacian")
 BACKENDS = ("auto", "tensorized", "online", "multiscale")
 
@@ -59,14 +66,16 @@ class SamplesLoss:
         reach: None (balanced) or the scale of the unbalanced penalty, rho = reach**p.
         diameter: the start of the annealing (default: the clouds' bounding box).
         scaling: blur ratio between two annealing steps.
-        truncate, cluster_scale: multiscale options (not implemented; see above).
+        truncate, cluster_scale: multiscale options: plan pairs below exp(-truncate) are
+            dropped; voxel size of the coarsest clusters (default: ~2000 clusters).
         cost: callable (Vi(x), Vj(y)) -> LazyMatrix replacing |x - y|^p / p.
         kernel: callable (Vi(x), Vj(y)) -> LazyMatrix replacing the named kernel.
         debias: the debiased Sinkhorn divergence (True) or the entropic OT value.
         potentials: return the dual potentials (F on x, G on y, shaped like the
             weights) instead of the value.
         verbose: print the annealing.
-        backend: "auto", "tensorized", "online" (the same lazy path) or "multiscale".
+        backend: "auto", "tensorized", "online" (the same lazy path) or "multiscale"
+            (see above for the automatic rule).
         penalty: "kl" or "tv" (lazymat extension), the unbalanced marginal penalty.
     """
 
@@ -93,12 +102,14 @@ class SamplesLoss:
             raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-        if backend == "multiscale" or cluster_scale is not None:
+        if backend == "multiscale" and loss != "sinkhorn":
             raise NotImplementedError(
-                "the 'multiscale' backend (clustering and block-sparse kernel truncation) is not "
-                "implemented in lazymat yet; use backend='online' (exact, linear memory)"
+                f"the 'multiscale' backend is implemented for loss='sinkhorn', not {loss!r}; "
+                "use backend='online' (exact, linear memory)"
             )
         check_scales(blur, reach, diameter, scaling)
+        if loss == "sinkhorn" and (backend == "multiscale" or cluster_scale is not None):
+            check_multiscale_options(cluster_scale, truncate, None, cost)
         if loss in ("sinkhorn", "hausdorff"):
             ground_cost(p, cost)  # fail now on a bad p or cost
             make_penalty(reach, p, penalty)
@@ -128,8 +139,8 @@ class SamplesLoss:
             a, b = _flat_weights("a", a, x), _flat_weights("b", b, y)
         elif len(args) == 6:
             raise NotImplementedError(
-                "cluster labels (the six-argument form) are only used by the 'multiscale' backend, "
-                "which lazymat does not implement yet; call L(a, x, b, y)"
+                "cluster labels (the six-argument form) are not supported: lazymat's 'multiscale' "
+                "backend computes its own grid clusters (cluster_scale=...); call L(a, x, b, y)"
             )
         else:
             raise TypeError(
@@ -137,6 +148,7 @@ class SamplesLoss:
                 f"got {len(args)} arguments"
             )
         if self.loss == "sinkhorn":
+            multiscale = self._multiscale(x, y)
             r = sinkhorn(
                 x,
                 y,
@@ -151,6 +163,9 @@ class SamplesLoss:
                 debias=self.debias,
                 penalty=self.penalty,
                 verbose=self.verbose,
+                multiscale=multiscale,
+                cluster_scale=self.cluster_scale if multiscale else None,
+                truncate=self.truncate if multiscale else DEFAULT_TRUNCATE,
             )
             if not self.potentials:
                 return r.value
@@ -173,6 +188,19 @@ class SamplesLoss:
         if not self.potentials:
             return m.unbatch(out)
         return _shaped(m.unbatch(out[0]), shapes[0]), _shaped(m.unbatch(out[1]), shapes[1])
+
+    def _multiscale(self, x: Any, y: Any) -> bool:
+        """Whether this Sinkhorn call runs multiscale: asked for, or "auto" on large 3-D clouds."""
+        if self.backend == "multiscale":
+            return True
+        if self.backend != "auto":
+            return False
+        shapes = [tuple(getattr(v, "shape", ())) for v in (x, y)]
+        if any(len(s) != 2 for s in shapes):
+            return False  # batches, or bad input that sinkhorn reports
+        n, d = shapes[0][0], shapes[0][1]
+        m = shapes[1][0]
+        return self.p == 2 and self.cost is None and d <= 3 and n * m > AUTO_MULTISCALE_PAIRS
 
 
 def _shaped(v: Any, shape: Any) -> Any:

@@ -34,6 +34,7 @@ import array_api_compat
 
 import lazymat
 from lazymat import LazyMatrix, Pm, Vi, Vj
+from lazymat.block_sparse import BlockSparsity
 
 from .costs import Cost, evaluate_cost
 from .penalties import Penalty
@@ -48,14 +49,17 @@ def log_weights(xp: Any, w: Any) -> Any:
     return xp.where(positive, xp.log(xp.where(positive, w, xp.ones_like(w))), xp.full_like(w, LOG_ZERO))
 
 
-def softmin(xp: Any, cost: LazyMatrix, h: Any, eps: float, axis: int) -> Any:
+def softmin(
+    xp: Any, cost: LazyMatrix, h: Any, eps: float, axis: int, ranges: BlockSparsity | None = None
+) -> Any:
     """-eps log sum exp(h - C / eps), reduced over j (axis=1, h on j) or over i (axis=0, h on i).
 
     ``h`` has shape (B, M) (or (B, N) for axis=0); the result (B, N) (or (B, M)).
+    ``ranges`` (for the N-by-M matrix) restricts the sum to block pairs (kernel truncation).
     """
     wrap = Vj if axis == 1 else Vi
     inv_eps = xp.asarray([1.0 / eps], dtype=h.dtype, device=array_api_compat.device(h))
-    lse = (wrap(xp.reshape(h, (*h.shape, 1))) - cost * Pm(inv_eps)).logsumexp(axis=axis)
+    lse = (wrap(xp.reshape(h, (*h.shape, 1))) - cost * Pm(inv_eps)).logsumexp(axis=axis, ranges=ranges)
     return -eps * xp.reshape(lse, tuple(lse.shape[:-1]))
 
 
@@ -65,7 +69,8 @@ class Transport:
 
     ``symmetric`` problems (a cloud with itself: OT(a, a)) have a single potential.
     Points and weights are the user's arrays (B, N, D), (B, N); the loop works on their
-    ``stop_gradient`` copies.
+    ``stop_gradient`` copies. ``ranges`` (None: dense) truncates the kernel to block pairs
+    of points sorted by cluster (multiscale Sinkhorn, :mod:`.multiscale`).
     """
 
     x: Any
@@ -74,6 +79,7 @@ class Transport:
     b: Any
     symmetric: bool
     cost: Cost
+    ranges: BlockSparsity | None = None
 
     def __post_init__(self) -> None:
         self.xp = array_api_compat.array_namespace(self.x)
@@ -94,10 +100,11 @@ class Transport:
         xp = self.xp
         f = pots[0]
         g = f if self.symmetric else pots[1]
-        ft = penalty.update(xp, softmin(xp, self.matrix, self.log_b + g / eps, eps, axis=1), eps)
+        r = self.ranges
+        ft = penalty.update(xp, softmin(xp, self.matrix, self.log_b + g / eps, eps, 1, r), eps)
         if self.symmetric:
             return (ft,)
-        gt = penalty.update(xp, softmin(xp, self.matrix, self.log_a + f / eps, eps, axis=0), eps)
+        gt = penalty.update(xp, softmin(xp, self.matrix, self.log_a + f / eps, eps, 0, r), eps)
         return ft, gt
 
     def extrapolate(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
@@ -111,11 +118,12 @@ class Transport:
         g = f if self.symmetric else pots[1]
         ys = stop(self.x) if self.symmetric else stop(self.y)
         c_f = evaluate_cost(self.cost, Vi(self.x), Vj(ys))
-        f_new = penalty.update(xp, softmin(xp, c_f, stop(self.log_b + g / eps), eps, axis=1), eps)
+        r = self.ranges
+        f_new = penalty.update(xp, softmin(xp, c_f, stop(self.log_b + g / eps), eps, 1, r), eps)
         if self.symmetric:
             return (f_new,)
         c_g = evaluate_cost(self.cost, Vi(stop(self.x)), Vj(self.y))
-        g_new = penalty.update(xp, softmin(xp, c_g, stop(self.log_a + f / eps), eps, axis=0), eps)
+        g_new = penalty.update(xp, softmin(xp, c_g, stop(self.log_a + f / eps), eps, 0, r), eps)
         return f_new, g_new
 
 
@@ -156,11 +164,15 @@ def sinkhorn_loop(
     max_iter: int | None = None,
     verbose: bool = False,
     log: Callable[[str], None] = print,
+    initial: list[tuple[Any, ...]] | None = None,
 ) -> LoopOutcome:
-    """Steps 1-3 of the module docstring for several problems at once (same schedule)."""
+    """Steps 1-3 of the module docstring for several problems at once (same schedule).
+
+    ``initial`` potentials (from a coarser scale, multiscale Sinkhorn) replace step 1.
+    """
     xp = problems[0].xp
     eps0 = eps_list[0]
-    pots = [t.sinkhorn_step(t.zeros(), eps0, penalty) for t in problems]
+    pots = [t.sinkhorn_step(t.zeros(), eps0, penalty) for t in problems] if initial is None else initial
 
     def averaged_step(eps: float) -> list[tuple[Any, ...]]:
         updates = [t.sinkhorn_step(p, eps, penalty) for t, p in zip(problems, pots, strict=True)]

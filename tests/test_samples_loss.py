@@ -199,8 +199,9 @@ def test_custom_cost_and_kernel():
     [
         ({"loss": "wasserstein"}, ValueError, "unknown loss"),
         ({"backend": "gpu"}, ValueError, "unknown backend"),
-        ({"backend": "multiscale"}, NotImplementedError, "multiscale"),
-        ({"cluster_scale": 0.1}, NotImplementedError, "multiscale"),
+        ({"loss": "energy", "backend": "multiscale"}, NotImplementedError, "multiscale"),
+        ({"backend": "multiscale", "cluster_scale": -0.1}, ValueError, "cluster_scale"),
+        ({"backend": "multiscale", "truncate": 0}, ValueError, "truncate"),
         ({"blur": 0}, ValueError, "blur"),
         ({"p": 3}, ValueError, "p=3"),
         ({"cost": "SqDist(X,Y)"}, TypeError, "formula strings"),

@@ -1,0 +1,289 @@
+r"""Multiscale Sinkhorn: epsilon-scaling on cluster centroids, then kernel truncation.
+
+Bruteforce Sinkhorn costs N*M per iteration. While eps is large, the transport plan is
+blurry at the scale eps**(1/p) and the clouds can be replaced by grid clusters of that
+size: the loop of :mod:`.sinkhorn_loop` runs on the clusters' centroids with summed
+weights. When eps falls below s**p (s the cluster scale; GeomLoss's jump rule, step for
+step) the loop moves to the next finer level:
+
+1. kernel truncation (:func:`~.multiscale_clusters.kept_pairs`): from the level's
+   potentials, keep the cluster pairs (I, J) with f_I + g_J - C_low(I, J) > -truncate*eps
+   (C_low: the smallest cost between the two clusters); the plan elsewhere is below
+   exp(-truncate) relative to its scale, and is dropped;
+2. extrapolation: each potential of the finer level is one soft-min (the Sinkhorn update)
+   over the coarse points of the kept pairs, at the same eps;
+3. the finer level iterates with reductions restricted to the kept block pairs (a
+   :class:`~lazymat.block_sparse.BlockSparsity` over points sorted by cluster).
+
+Levels are nested grids of voxel sizes s, s/2, s/4, ... (:func:`level_scales`), the last
+one the points themselves; with two (GeomLoss's case) the cost is about
+N*M / (number of clusters) plus one dense N-by-clusters extrapolation. The last,
+differentiable extrapolation (:meth:`~.sinkhorn_loop.Transport.extrapolate`) runs on the
+points with the truncated structure, so gradients follow the envelope theorem as in the
+dense solver. The points are sorted by cluster inside; results come back in the
+caller's order (the sort is a differentiable gather).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+import lazymat
+from lazymat import Vi, Vj
+from lazymat.block_sparse import grid_cluster
+
+from .costs import Cost, evaluate_cost
+from .measures import Measures
+from .multiscale_clusters import (
+    CloudHierarchy,
+    Level,
+    block_structure,
+    candidate_pairs,
+    cloud_hierarchy,
+    kept_pairs,
+)
+from .penalties import Penalty
+from .sinkhorn_loop import LoopOutcome, Transport, sinkhorn_loop, softmin
+
+#: the default coarsest scale gives about this many clusters in a cube (GeomLoss's rule)
+DEFAULT_CLUSTERS = 2000
+#: truncation threshold (GeomLoss's default): pairs below exp(-5) ~ 0.7% of the scale go
+DEFAULT_TRUNCATE = 5.0
+#: an automatic finer level is added while clusters hold this many points on average
+MIN_POINTS_PER_CLUSTER = 64
+
+
+def check_multiscale_options(
+    cluster_scale: float | None, truncate: float | None, cluster_levels: int | None, cost: Cost | None
+) -> None:
+    """Clear errors for options that define no multiscale scheme."""
+    for name, v in (("cluster_scale", cluster_scale), ("truncate", truncate)):
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
+    if cluster_levels is not None and (
+        not isinstance(cluster_levels, int) or isinstance(cluster_levels, bool) or cluster_levels < 1
+    ):
+        raise ValueError(f"cluster_levels must be a positive integer or None, got {cluster_levels!r}")
+    if cost is not None:
+        raise ValueError(
+            "multiscale Sinkhorn bounds the cost between clusters with |x - y|^p / p (p = 1 or 2), "
+            "so it does not take a custom cost=; use multiscale=False (backend='online') for it"
+        )
+
+
+def jump_index(eps_list: list[float], scale: float, p: float) -> int:
+    """The iteration after which the loop leaves clusters of size ``scale`` (GeomLoss's rule):
+    the one before the first eps (from the third on) below scale**p, else the last."""
+    for k in range(2, len(eps_list)):
+        if eps_list[k] < scale**p:
+            return k - 1
+    return len(eps_list) - 1
+
+
+def level_scales(
+    x: np.ndarray, y: np.ndarray, eps_list: list[float], p: float, coarsest: float, levels: int | None
+) -> tuple[list[float], list[int]]:
+    """Voxel sizes coarsest, coarsest/2, ... of the cluster levels, and their jump iterations.
+
+    A level is used only if the loop spends at least one iteration on it and on the
+    next one (its jump comes after the previous level's and before the last iteration).
+    ``levels`` caps their number; None adds finer levels while clusters keep at least
+    MIN_POINTS_PER_CLUSTER points on average (below that, a level saves little).
+    """
+    last = len(eps_list) - 1
+    scales: list[float] = []
+    jumps: list[int] = []
+    s = coarsest
+    while levels is None or len(scales) < levels:
+        jump = jump_index(eps_list, s, p)
+        if jump >= last:
+            break
+        if scales and levels is None:
+            clusters = max(int(grid_cluster(v, s).max()) + 1 for v in (x, y))
+            if clusters * MIN_POINTS_PER_CLUSTER > max(x.shape[0], y.shape[0]):
+                break
+        if not jumps or jump > jumps[-1]:
+            scales.append(s)
+            jumps.append(jump)
+        s /= 2
+    return scales, jumps
+
+
+@dataclass
+class MultiscaleOutcome:
+    """The fine-level problems (points sorted, truncated kernels), the loop's potentials
+    on them, the sorted measures and the sorting permutations (x side, y side)."""
+
+    problems: list[Transport]
+    outcome: LoopOutcome
+    measures: Measures
+    perm: tuple[Any, Any]
+    scales: list[float]
+
+
+#: the clouds (0: x, 1: y) on the i and j sides of OT(a, b), OT(a, a), OT(b, b)
+_SIDES = ((0, 1), (0, 0), (1, 1))
+
+
+def _transposed(kept: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    i, j = kept
+    order = np.lexsort((i, j))
+    return j[order], i[order]
+
+
+class _Levels:
+    """The clouds' hierarchies as arrays of the caller's library, level by level."""
+
+    def __init__(self, m: Measures, hx: CloudHierarchy, hy: CloudHierarchy, dtype: Any) -> None:
+        backend = lazymat.backend_for(m.x)
+        xp, dev = m.xp, array_api_compat.device(m.x)
+        self.hx, self.hy = hx, hy
+
+        def arr(v: np.ndarray) -> Any:
+            return xp.expand_dims(backend.from_numpy(np.ascontiguousarray(v, dtype=dtype), dev), axis=0)
+
+        index_type = np.int32 if max(m.x.shape[1], m.y.shape[1]) < 2**31 else np.int64
+        px = backend.from_numpy(hx.perm.astype(index_type), dev)
+        py = backend.from_numpy(hy.perm.astype(index_type), dev)
+        self.perm = (px, py)
+        self.sorted = Measures(
+            x=xp.take(m.x, px, axis=1),
+            y=xp.take(m.y, py, axis=1),
+            a=xp.take(m.a, px, axis=1),
+            b=xp.take(m.b, py, axis=1),
+            batched=m.batched,
+            xp=xp,
+        )
+        fine = len(hx.levels) - 1
+        self.arrays = [
+            (arr(lx.points), arr(ly.points), arr(lx.weights), arr(ly.weights))
+            for lx, ly in zip(hx.levels[:fine], hy.levels[:fine], strict=True)
+        ]
+        s = self.sorted
+        self.arrays.append((s.x, s.y, s.a, s.b))
+
+
+def multiscale_sinkhorn_loop(
+    m: Measures,
+    cost: Cost,
+    penalty: Penalty,
+    p: float,
+    eps_list: list[float],
+    diameter: float,
+    *,
+    debias: bool,
+    truncate: float | None,
+    cluster_scale: float | None,
+    cluster_levels: int | None,
+    tol: float | None,
+    max_iter: int | None,
+    verbose: bool,
+) -> MultiscaleOutcome:
+    """The coarse-to-fine loop of the module docstring, up to (not including) the last extrapolation."""
+    if m.x.shape[0] != 1:
+        raise ValueError(
+            "multiscale Sinkhorn sorts one pair of clouds by clusters: pass clouds (N, D) and (M, D), "
+            f"not batches of {m.x.shape[0]} (use a loop, or multiscale=False)"
+        )
+    xp = m.xp
+    backend = lazymat.backend_for(m.x)
+    stop = backend.stop_gradient
+    x_native = np.asarray(backend.to_numpy(stop(m.x[0, ...])))
+    x, y, a, b = (
+        np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
+    )
+    d = x.shape[1]
+    coarsest = cluster_scale or diameter / (math.sqrt(d) * DEFAULT_CLUSTERS ** (1 / d))
+    scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels)
+    hx, hy = cloud_hierarchy(x, a, scales), cloud_hierarchy(y, b, scales)
+    lv = _Levels(m, hx, hy, x_native.dtype)
+    if verbose:
+        sizes = ", ".join(f"{lx.size}x{ly.size}" for lx, ly in zip(hx.levels, hy.levels, strict=True))
+        print(f"multiscale Sinkhorn: scales {scales}, points per level {sizes}, jumps after {jumps}")
+
+    def to_np(v: Any) -> np.ndarray:
+        return np.asarray(backend.to_numpy(v[0, ...]), dtype=np.float64)
+
+    pots: list[tuple[Any, ...]] | None = None
+    ranges: list[Any] = [None, None, None]
+    kept: list[Any] = [None, None, None]
+    start, n_iter, last = 0, 0, len(eps_list) - 1
+    for k, (xk, yk, ak, bk) in enumerate(lv.arrays):
+        problems = [Transport(xk, yk, ak, bk, False, cost, ranges[0])]
+        if debias:
+            problems += [
+                Transport(xk, xk, ak, ak, True, cost, ranges[1]),
+                Transport(yk, yk, bk, bk, True, cost, ranges[2]),
+            ]
+        fine = k == len(scales)
+        end = last if fine else jumps[k]
+        out = sinkhorn_loop(
+            problems,
+            eps_list[start : end + 1],
+            penalty,
+            tol=tol if fine else None,
+            max_iter=None if max_iter is None else max(1, max_iter - n_iter),
+            verbose=verbose,
+            initial=pots,
+        )
+        n_iter += out.n_iter
+        if fine:
+            result = LoopOutcome(out.potentials, n_iter, out.converged)
+            return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
+        eps = eps_list[end]
+        clouds, nxt = (hx, hy), lv.arrays[k + 1]
+        pots = []
+        for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
+            rows, cols = clouds[u].levels[k], clouds[v].levels[k]
+            finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
+            f, g = (to_np(w) for w in (out.potentials[s] * 2)[:2])
+            kept[s] = kept_pairs(rows, cols, f, g, candidate_pairs(kept[s], rows, cols), eps, truncate, p)
+            ranges[s] = block_structure(kept[s], *finer)
+            moved = _extrapolate(
+                xp, t, out.potentials[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps
+            )
+            pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
+            if verbose:
+                print(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {ranges[s].density():.2%}")
+        start = end + 1
+    raise AssertionError("unreachable: the last level returns")
+
+
+def _extrapolate(
+    xp: Any,
+    t: Transport,
+    coarse: tuple[Any, ...],
+    kept: tuple[np.ndarray, np.ndarray],
+    finer: tuple[Any, Any],
+    finer_levels: tuple[Level, Level],
+    levels: tuple[Level, Level],
+    eps: float,
+) -> tuple[Any, ...]:
+    """The soft-mins of the finer level's Sinkhorn update (cut from autodiff; the penalty's
+    update is the caller's) from the ``coarse`` potentials of problem ``t``, over the
+    coarse points of the kept pairs only. ``finer`` holds the finer points on the x and y
+    sides, ``finer_levels`` and ``levels`` the finer and the coarse levels (x side, y side)."""
+    stop = t.stop
+    rows, cols = levels
+    next_rows, next_cols = finer_levels
+    f = coarse[0]
+    g = f if t.symmetric else coarse[1]
+    x_next, y_next = (stop(v) for v in finer)
+    y_coarse = stop(t.x if t.symmetric else t.y)
+    over_y = block_structure(kept, next_rows, None, cols.size)
+    c_f = evaluate_cost(t.cost, Vi(x_next), Vj(y_coarse))
+    f_new = softmin(xp, c_f, t.log_b + g / eps, eps, 1, over_y)
+    if t.symmetric:
+        return (f_new,)
+    kept_t = _transposed(kept)
+    over_x = block_structure(kept_t, next_cols, None, rows.size)
+    c_g = evaluate_cost(t.cost, Vi(y_next), Vj(stop(t.x)))
+    g_new = softmin(xp, c_g, t.log_a + f / eps, eps, 1, over_x)
+    return f_new, g_new

@@ -1,0 +1,186 @@
+"""Multiscale Sinkhorn (grid clusters, kernel truncation), checked against dense solvers.
+
+References: our bruteforce Sinkhorn of the same parameters (itself checked against
+GeomLoss and POT in test_sinkhorn.py), converged (``tol``) so that both solve the same
+problem, for values, potentials (in the caller's order) and gradients (numpy symbolic
+VJPs, torch.autograd, jax.grad); GeomLoss's own multiscale backend (pykeops, on the CPU)
+at its default schedule, step for step; and a dense numpy check that the kernel
+truncation drops only negligible plan entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lazymat
+from lazymat.solvers import SamplesLoss, sinkhorn
+from lazymat.solvers.multiscale_clusters import candidate_pairs, cloud_hierarchy, kept_pairs
+
+
+def problem(seed: int, n: int = 100, m: int = 80, d: int = 2, mass_b: float = 1.0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d))
+    y = rng.random((m, d)) * 0.8 + 0.15
+    a = rng.random(n) + 0.2
+    b = rng.random(m) + 0.2
+    return a / a.sum(), x, mass_b * b / b.sum(), y
+
+
+def flat(*arrays) -> np.ndarray:
+    return np.concatenate([np.asarray(v).ravel() for v in arrays])
+
+
+def rel(u, v) -> float:
+    """Relative error in norm of u (an array or a tuple of arrays) against v."""
+    u, v = (flat(*w) if isinstance(w, tuple) else flat(w) for w in (u, v))
+    return float(np.linalg.norm(u - v) / np.linalg.norm(v))
+
+
+CONVERGED = {"blur": 0.1, "tol": 1e-5, "max_iter": 2000}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"reach": 0.4}, {"p": 1}, {"cluster_levels": 2, "cluster_scale": 0.4}],
+    ids=["balanced", "kl", "p=1", "three-levels"],
+)
+def test_matches_bruteforce_numpy(kw, capsys):
+    mass_b = 1.3 if "reach" in kw else 1.0
+    a, x, b, y = problem(0, mass_b=mass_b)
+    options = {"cluster_scale": 0.2, **CONVERGED, **kw}
+    dense_options = {k: v for k, v in options.items() if k not in ("cluster_scale", "cluster_levels")}
+    ref = sinkhorn(x, y, a, b, **dense_options)
+    ms = sinkhorn(x, y, a, b, multiscale=True, verbose=True, **options)
+    out = capsys.readouterr().out
+    assert ref.converged and ms.converged
+    levels = 3 if "cluster_levels" in kw else 2
+    sizes = out.split("points per level")[1].split("\n")[0]  # "4x3, 16x12, 100x80, jumps ..."
+    assert sizes.count("x") == levels
+    np.testing.assert_allclose(float(ms.value), float(ref.value), rtol=1e-2)
+    # potentials in the caller's order (the solver sorts the points inside)
+    scale = np.abs(flat(ref.f, ref.g)).max()
+    np.testing.assert_allclose(flat(ms.f, ms.g), flat(ref.f, ref.g), atol=1e-2 * scale)
+    assert rel(ms.gradients(), ref.gradients()) < 1e-2
+
+
+def test_truncation_drops_pairs_and_only_negligible_ones():
+    """The coarse plan of kept_pairs vs the dense fine plan: what is dropped is tiny."""
+    a, x, b, y = problem(1, n=400, m=300)
+    s, eps, truncate = 0.1, 0.1**2, 5.0
+    ref = sinkhorn(x, y, a, b, blur=0.1, tol=1e-8, max_iter=3000, debias=False)
+    hx, hy = cloud_hierarchy(x, a, [s]), cloud_hierarchy(y, b, [s])
+    lx, ly = hx.levels[0], hy.levels[0]
+    # coarse potentials: the fine ones at the centroids (one soft-min), the best a level can hold
+    coarse = sinkhorn(
+        lx.points, ly.points, lx.weights, ly.weights, blur=0.1, tol=1e-8, max_iter=3000, debias=False
+    )
+    i, j = kept_pairs(lx, ly, coarse.f, coarse.g, candidate_pairs(None, lx, ly), eps, truncate, 2)
+    mask = np.zeros((lx.size, ly.size), dtype=bool)
+    mask[i, j] = True
+    assert 0.1 < mask.mean() < 0.9  # the truncation does drop pairs
+    # dense fine plan, in the sorted order, against the cluster mask
+    xs, ys, as_, bs = x[hx.perm], y[hy.perm], a[hx.perm], b[hy.perm]
+    f, g = np.asarray(ref.f)[hx.perm], np.asarray(ref.g)[hy.perm]
+    cost = ((xs[:, None] - ys[None]) ** 2).sum(-1) / 2
+    plan = as_[:, None] * bs[None] * np.exp((f[:, None] + g[None] - cost) / eps)
+    lab_x = np.repeat(np.arange(lx.size), np.diff(lx.starts))
+    lab_y = np.repeat(np.arange(ly.size), np.diff(ly.starts))
+    dropped = plan[~mask[lab_x][:, lab_y]].sum()
+    assert dropped < 1e-3 * plan.sum()
+
+
+def test_torch_autograd_matches_bruteforce():
+    torch = pytest.importorskip("torch")
+    if "torch" not in lazymat.backends():
+        pytest.skip("the lazymat-torch plugin is not installed")
+    a, x, b, y = problem(2, mass_b=1.2)
+    grads = []
+    for multiscale in (False, True):
+        leaves = [torch.tensor(v, requires_grad=True) for v in (a, x, b, y)]
+        extra = {"multiscale": True, "cluster_scale": 0.2} if multiscale else {}
+        r = sinkhorn(leaves[1], leaves[3], leaves[0], leaves[2], reach=0.5, **CONVERGED, **extra)
+        grads.append((r.value.item(), [g.numpy() for g in torch.autograd.grad(r.value, leaves)]))
+    (v0, g0), (v1, g1) = grads
+    assert v1 == pytest.approx(v0, rel=1e-2)
+    assert rel(g1[1], g0[1]) < 1e-2 and rel(g1[3], g0[3]) < 1e-2  # points
+    assert rel(g1[0], g0[0]) < 1e-2 and rel(g1[2], g0[2]) < 1e-2  # weights
+
+
+def test_jax_grad_matches_bruteforce():
+    jax = pytest.importorskip("jax")
+    if "jax" not in lazymat.backends():
+        pytest.skip("the lazymat-jax plugin is not installed")
+    jax.config.update("jax_enable_x64", True)
+    _, x, _, y = problem(3, n=60, m=50)
+
+    def value(xx, multiscale):
+        extra = {"multiscale": True, "cluster_scale": 0.15} if multiscale else {}
+        return sinkhorn(xx, jax.numpy.asarray(y), blur=0.1, tol=1e-6, **extra).value
+
+    g0 = jax.grad(lambda v: value(v, False))(jax.numpy.asarray(x))
+    g1 = jax.grad(lambda v: value(v, True))(jax.numpy.asarray(x))
+    assert rel(g1, g0) < 1e-2
+
+
+def test_matches_geomloss_multiscale():
+    """GeomLoss's backend="multiscale" (pykeops CPU), same clouds and scales, its default schedule."""
+    geomloss = pytest.importorskip("geomloss")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pykeops")
+    a, x, b, y = problem(4, n=300, m=250, d=3)
+    for blur in (0.05, 0.1):
+        ref = geomloss.SamplesLoss("sinkhorn", blur=blur, backend="multiscale", cluster_scale=0.2)(
+            *(torch.tensor(v) for v in (a, x, b, y))
+        )
+        ours = SamplesLoss("sinkhorn", blur=blur, backend="multiscale", cluster_scale=0.2)(a, x, b, y)
+        np.testing.assert_allclose(float(ours), ref.item(), rtol=1e-2)
+
+
+def test_samples_loss_auto_rule():
+    L = SamplesLoss("sinkhorn")
+    big3, big4 = np.empty((20_000, 3)), np.empty((20_000, 4))
+    assert L._multiscale(big3, big3)
+    assert not L._multiscale(big4, big4)  # dimension 4: online
+    assert not L._multiscale(big3[:5000], big3[:5000])  # small: dense
+    assert not SamplesLoss("sinkhorn", p=1)._multiscale(big3, big3)
+    assert not SamplesLoss("sinkhorn", backend="online")._multiscale(big3, big3)
+
+
+def test_samples_loss_multiscale_potentials_in_caller_order():
+    a, x, b, y = problem(5)
+    L = SamplesLoss("sinkhorn", blur=0.1, backend="multiscale", cluster_scale=0.2, potentials=True)
+    f, g = L(a, x, b, y)
+    r = sinkhorn(x, y, a, b, blur=0.1, multiscale=True, cluster_scale=0.2)
+    np.testing.assert_allclose(f, r.f - r.f_aa, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, r.g - r.g_bb, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        ({"cluster_scale": 0.0}, ValueError, "cluster_scale must be a positive"),
+        ({"cluster_scale": float("nan")}, ValueError, "cluster_scale must be a positive"),
+        ({"truncate": -1.0}, ValueError, "truncate must be a positive"),
+        ({"cluster_levels": 0}, ValueError, "cluster_levels must be a positive integer"),
+        ({"cost": lambda u, v: u.sqdist(v)}, ValueError, "custom cost"),
+    ],
+)
+def test_bad_options(kw, error, match):
+    a, x, b, y = problem(6, n=20, m=20)
+    with pytest.raises(error, match=match):
+        sinkhorn(x, y, a, b, multiscale=True, **kw)
+
+
+def test_batches_are_refused():
+    x = np.random.default_rng(7).random((2, 20, 2))
+    with pytest.raises(ValueError, match="not batches of 2"):
+        sinkhorn(x, x, multiscale=True)
+
+
+def test_blur_above_cluster_scale_is_the_dense_solver():
+    """No level pays when the loop never goes below the cluster scale: the dense result."""
+    a, x, b, y = problem(8, n=40, m=30)
+    dense = sinkhorn(x, y, a, b, blur=0.3)
+    ms = sinkhorn(x, y, a, b, blur=0.3, multiscale=True, cluster_scale=0.1)
+    np.testing.assert_allclose(float(ms.value), float(dense.value), rtol=1e-12)
