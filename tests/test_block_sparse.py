@@ -110,3 +110,25 @@ def test_intervals_merge_consecutive_blocks_and_cover_the_mask() -> None:
             mask[iv.i_bounds[b] : iv.i_bounds[b + 1], iv.j_starts[k] : iv.j_ends[k]] = True
     np.testing.assert_array_equal(mask, MASK)
     assert SPARSITY.intervals is iv, "computed once per structure"
+
+
+def test_array_constructors_agree_with_nested_pairs() -> None:
+    rng = np.random.default_rng(5)
+    mask = rng.random((30, 40)) < 0.3
+    mask[3] = False  # an i-block with no pair
+    i_bounds = np.cumsum([0, *rng.integers(1, 5, 30)])
+    j_bounds = np.cumsum([0, *rng.integers(1, 5, 40)])
+    nested = BlockSparsity(i_bounds, j_bounds, [np.flatnonzero(row) for row in mask])
+    bi, bj = np.nonzero(mask)
+    shuffled = rng.permutation(bi.size)
+    from_pairs = BlockSparsity.from_block_pairs(i_bounds, j_bounds, bi[shuffled], bj[shuffled])
+    assert from_pairs == nested and hash(from_pairs) == hash(nested)
+    assert BlockSparsity.from_mask(i_bounds, j_bounds, mask) == nested
+    assert nested.transpose() == BlockSparsity.from_mask(j_bounds, i_bounds, mask.T)
+    assert nested.transpose().transpose() == nested
+    np.testing.assert_array_equal(nested.transpose().dense_mask(), nested.dense_mask().T)
+    assert nested.density() == nested.dense_mask().mean()
+    with pytest.raises(ValueError, match="sorted, distinct"):
+        BlockSparsity.from_block_pairs((0, 2, 4), (0, 1, 2), [0, 0], [1, 1])
+    with pytest.raises(ValueError, match=r"i-block indices must lie in \[0, 2\)"):
+        BlockSparsity.from_block_pairs((0, 2, 4), (0, 1, 2), [2], [0])
