@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -90,11 +91,11 @@ def group_blocks(iv: BlockIntervals, pairs: int, grouped: bool) -> list[list[int
     if not grouped:
         return [[b] for b in range(n_blocks)]
     rows = np.diff(iv.i_bounds)
-    spans = [
-        list(zip(iv.j_starts[lo:hi].tolist(), iv.j_ends[lo:hi].tolist(), strict=True))
-        for lo, hi in zip(iv.offsets[:-1], iv.offsets[1:], strict=True)
-    ]
-    visited = [int(rows[b]) * sum(d - c for c, d in spans[b]) for b in range(n_blocks)]
+    starts, ends, offsets = iv.j_starts.tolist(), iv.j_ends.tolist(), iv.offsets.tolist()
+    spans = [list(zip(starts[lo:hi], ends[lo:hi], strict=True)) for lo, hi in pairwise(offsets)]
+    owner = np.repeat(np.arange(n_blocks), np.diff(iv.offsets))
+    widths = np.bincount(owner, weights=iv.j_ends - iv.j_starts, minlength=n_blocks)
+    visited = (rows * widths).tolist()
     groups: list[list[int]] = []
     members: list[int] = []
     covered: list[tuple[int, int]] = []
@@ -153,11 +154,12 @@ def _add_mask(
     which segments a block does not visit (O(rows + columns) memory, not rows x columns)."""
     lo, hi = int(iv.offsets[members[0]]), int(iv.offsets[members[-1] + 1])
     edges = np.unique(np.concatenate((iv.j_starts[lo:hi], iv.j_ends[lo:hi])))
-    skipped = np.ones((len(members), len(edges)), dtype=bool)
-    for g, b in enumerate(members):
-        for k in range(int(iv.offsets[b]), int(iv.offsets[b + 1])):
-            s0, s1 = np.searchsorted(edges, (iv.j_starts[k], iv.j_ends[k]))
-            skipped[g, s0:s1] = False
+    # +1 where an interval of block g starts, -1 where it ends: a running sum > 0 is visited
+    owner = np.repeat(np.arange(len(members)), np.diff(iv.offsets[members[0] : members[-1] + 2]))
+    steps = np.zeros((len(members), len(edges) + 1), dtype=np.int64)
+    np.add.at(steps, (owner, np.searchsorted(edges, iv.j_starts[lo:hi])), 1)
+    np.add.at(steps, (owner, np.searchsorted(edges, iv.j_ends[lo:hi])), -1)
+    skipped = np.cumsum(steps, axis=1)[:, :-1] <= 0
     rows = np.diff(iv.i_bounds[members[0] : members[-1] + 2])
     group.row_block = torch.as_tensor(np.repeat(np.arange(len(members)), rows), device=device)
     group.skipped = torch.as_tensor(skipped, device=device)
