@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 
 import lazymat as lm
 import lazymat.testing
-from lazymat.block_sparse import BlockSparsity
+from lazymat.block_sparse import BlockSparsity, cluster_centroids, grid_cluster, mask_from_cost, sort_clusters
 from lazymat.dispatch import select_engine
 from lazymat.request import build_request
 
@@ -132,3 +132,28 @@ def test_grad_vs_dense_masked(reduction: str) -> None:
     scale = np.abs(w.sum(1)).max()
     np.testing.assert_allclose(gx, w.sum(1), rtol=1e-10, atol=1e-12 * scale)
     np.testing.assert_allclose(gy, -w.sum(0), rtol=1e-10, atol=1e-12 * scale)
+
+
+def test_grid_clusters_many_blocks() -> None:
+    """Hundreds of blocks of uneven sizes (tile shapes from the structure) vs dense masked."""
+    rng = np.random.default_rng(5)
+    pts = []
+    for n in (1500, 1200):
+        p = rng.random((n, 2))
+        perm, bounds = sort_clusters(grid_cluster(p, 0.07))
+        pts.append((p[perm], bounds))
+    (x, xb), (y, yb) = pts
+    cx, cy = cluster_centroids(x, xb)[0], cluster_centroids(y, yb)[0]
+    ranges = BlockSparsity.from_mask(xb, yb, mask_from_cost(((cx[:, None] - cy[None]) ** 2).sum(-1), 0.02))
+    assert len(xb) > 150 and 0.02 < ranges.density() < 0.3
+    F = lm.Vi(jnp.asarray(x)).sqdist(lm.Vj(jnp.asarray(y)))
+    with lm.config(engine="jax-xla"):
+        lse = np.asarray((-F / S).logsumexp(axis=0, ranges=ranges))[:, 0]
+        kv, ki = (np.asarray(a) for a in F.Kmin_argKmin(3, axis=1, ranges=ranges))
+    d2 = np.where(ranges.dense_mask(), ((x[:, None] - y[None]) ** 2).sum(-1), np.inf)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(lse, logsumexp(-d2.T / S, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(kv, np.sort(d2, 1)[:, :3], rtol=1e-14)
+    finite = np.isfinite(kv)
+    np.testing.assert_array_equal(ki[finite], np.argsort(d2, 1, kind="stable")[:, :3][finite])
+    assert np.all(ki[~finite] == -1)
