@@ -29,13 +29,19 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 
-def _compact(
+def compact_reduction(
     formula: Node, args: Sequence[Any], signature: Sequence[Var], ranges: BlockSparsity | None
 ) -> tuple[ReductionSpec, list[Any]]:
-    """Renumber the variables a formula uses, keeping only their arrays.
+    """The sum reduction of ``formula`` over the arrays it uses: its spec and those arrays.
 
-    A side (i or j) that the gradient formula no longer mentions keeps one variable of
-    ``signature`` (all the arrays, as variables), which fixes its length.
+    Derivative formulas (VJPs here, forward-mode tangents in backends such as lazymat-jax)
+    are built over a long list of candidate arrays ``args`` (the primal arguments, the
+    cotangents or tangents, the forward's auxiliary outputs), described by ``signature``
+    (variable ``k`` is bound to ``args[k]``), and mention only some of them. This
+    renumbers the variables that ``formula`` uses from 0 and keeps only their arrays, so
+    that the engines see no unused argument. A side (i or j) that the formula no longer
+    mentions keeps one variable of ``signature``, which fixes its length. The reduction
+    visits the block-sparsity pattern ``ranges``.
     """
     used = sorted(variables(formula), key=lambda v: v.index)
     extra = [
@@ -120,7 +126,7 @@ def reduction_vjp(
             formula = transpose(formula)
             sig = [transpose_var(v) for v in signature]
             ranges = None if ranges is None else ranges.transpose()
-        sub_spec, sub_args = _compact(formula, all_args, sig, ranges)
+        sub_spec, sub_args = compact_reduction(formula, all_args, sig, ranges)
         out = backend.reduce(sub_spec, tuple(sub_args), engine)[0]
         start = 0
         for k, v, h in items:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lazymat.autodiff import _compact
+from lazymat.autodiff import compact_reduction
 from lazymat.ir.algebra import add, mul, sub
 from lazymat.ir.functions import Exp
 from lazymat.ir.leaves import Const, Var
@@ -87,4 +87,4 @@ def tangent_reduction(
         return None
     weight = tangent_weight(spec.kind, spec.formula, d, aux_vars)
     arrays = [*primals, *(tangents[k] for k in live), *aux]
-    return _compact(weight, arrays, [*signature, *tvars, *aux_vars], spec.ranges)
+    return compact_reduction(weight, arrays, [*signature, *tvars, *aux_vars], spec.ranges)
