@@ -28,13 +28,15 @@ writes its loops:
    -inf rows in log-sum-exp). :class:`~lazymat.codegen.cuda.CudaSkeleton` maps rows to
    threads and j blocks to shared-memory tiles with the same expression code and the same
    merge rules. A ``ranged`` spec makes either skeleton take a block-sparsity at run time
-   (:mod:`lazymat.codegen.ranges`: row chunks and column intervals).
+   (:mod:`lazymat.codegen.ranges`: row chunks and column intervals). Both address batch
+   elements through per-variable element offsets (:func:`~lazymat.codegen.batch.batch_offsets`).
 
 Compiling and loading are the engines' business (``lazymat.engines.native_build``).
 """
 
 from __future__ import annotations
 
+from .batch import batch_offsets
 from .cpu import CpuSkeleton
 from .cuda import CudaSkeleton
 from .expr import FormulaEmitter, Names, depends_on, emit_formula, scalar_count, unsupported
@@ -49,6 +51,7 @@ __all__ = [
     "FormulaEmitter",
     "KernelSpec",
     "Names",
+    "batch_offsets",
     "depends_on",
     "emit_formula",
     "prelude",

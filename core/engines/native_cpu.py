@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codegen.batch import batch_offsets
 from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
 from ..codegen.expr import formula_problem
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
@@ -78,13 +79,6 @@ def _on_cpu(x: Any) -> bool:
         return int(x.__dlpack_device__()[0]) == _DLPACK_CPU
     except (AttributeError, TypeError, ValueError, RuntimeError):
         return False
-
-
-def _batch_offsets(batch: tuple[int, ...], arg_batch: tuple[int, ...], stride: int) -> np.ndarray:
-    """Element offset of each (flattened, broadcast) batch element in a contiguous array."""
-    count = math.prod(arg_batch)
-    ids = np.arange(count, dtype=np.int64).reshape((1,) * (len(batch) - len(arg_batch)) + arg_batch)
-    return np.ascontiguousarray(np.broadcast_to(ids, batch).reshape(-1) * stride)
 
 
 class NativeCpuEngine(Engine):
@@ -296,7 +290,7 @@ class NativeCpuEngine(Engine):
             data = np.ascontiguousarray(h, dtype=dtype)
             lead = 1 if v.cat == "p" else 2
         stride = math.prod(data.shape[-lead:])
-        return data, _batch_offsets(batch, tuple(data.shape[:-lead]), stride)
+        return data, batch_offsets(batch, tuple(data.shape[:-lead]), stride)
 
     @staticmethod
     def _to_backend(request: ReductionRequest, out: np.ndarray) -> Any:

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from lazymat.codegen.batch import batch_offsets
 from lazymat.codegen.cuda import CudaSkeleton
 from lazymat.codegen.ranges import row_chunks
-from lazymat.engines.native_cpu import _batch_offsets
 from lazymat.request import ReductionRequest
 
 
@@ -50,7 +50,7 @@ def plan_launch(skeleton: CudaSkeleton, request: ReductionRequest, xm: Any) -> L
         # index arrays (IndexMatch selectors) as int64, data in place when contiguous
         a = xm.ascontiguousarray(a, dtype=xm.int64 if v.index in spec.integer else a.dtype)
         lead = 1 if v.cat == "p" else 2
-        offsets.append(_batch_offsets(batch, tuple(a.shape[:-lead]), math.prod(a.shape[-lead:])))
+        offsets.append(batch_offsets(batch, tuple(a.shape[:-lead]), math.prod(a.shape[-lead:])))
         data.append(a)
     table = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
     shape = (*batch, request.n, spec.out_dim)
