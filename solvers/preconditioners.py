@@ -95,8 +95,12 @@ def _rpcholesky(op: KernelOperator, rank: int, rng: np.random.Generator) -> Any:
         )
     d = xp.reshape(op.diagonal(), (op.n,))
     total0 = float(xp.sum(d))
-    cols: list[Any] = []
-    for _ in range(rank):
+    # F keeps its final shape (N, rank), unfilled columns zero, and grows by one-hot updates:
+    # arrays of one shape throughout, so libraries that compile per shape (jax) compile once
+    F = xp.zeros((op.n, rank), dtype=op.dtype, device=op.device)
+    slots = xp.arange(rank, device=op.device)
+    found = 0
+    for k in range(rank):
         cdf = xp.cumulative_sum(xp.clip(d, min=0.0))
         total = float(cdf[-1])
         if not total > 1e-14 * total0:  # the residual is numerically zero: rank reached
@@ -104,19 +108,17 @@ def _rpcholesky(op: KernelOperator, rank: int, rng: np.random.Generator) -> Any:
         u = xp.asarray([rng.uniform(0.0, total)], dtype=op.dtype, device=op.device)
         s = min(int(xp.searchsorted(cdf, u)[0]), op.n - 1)
         idx = xp.asarray([s], dtype=xp.int64, device=op.device)
-        c = xp.reshape(op.columns(idx), (op.n,))
-        if cols:
-            F = xp.stack(cols, axis=-1)
-            c = c - xp.matmul(F, F[s, :])
+        c = xp.reshape(op.columns(idx), (op.n,)) - xp.matmul(F, F[s, :])
         pivot = float(c[s])
         if not pivot > 0.0:
             break
         f = c / pivot**0.5
-        cols.append(f)
+        F = F + f[:, None] * xp.astype(slots == k, op.dtype)[None, :]
         d = d - f * f
-    if not cols:
+        found = k + 1
+    if not found:
         raise ValueError("the Nystrom preconditioner found a zero matrix (diagonal of K is zero)")
-    return xp.stack(cols, axis=-1)
+    return F[:, :found]
 
 
 def _uniform(op: KernelOperator, rank: int, rng: np.random.Generator) -> Any:
