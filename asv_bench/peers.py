@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         plots = {}
         for task in tasks:
-            if task.name in ("kernel", "sinkhorn"):
+            if task.name in ("kernel", "sinkhorn", "multiscale"):
                 path = args.plots / f"{task.name}.png"
                 if report.plot(task, [r for r in rows if r.task == task.name], path):
                     plots[task.name] = path

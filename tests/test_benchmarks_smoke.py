@@ -124,7 +124,7 @@ def check_values(task: str, bench: Any, w: Any) -> None:
 
 
 # -- the peer comparison ---------------------------------------------------------------------------
-TASKS = ("kernel", "softmin", "knn", "sinkhorn", "cg", "shooting")
+TASKS = ("kernel", "softmin", "knn", "sinkhorn", "multiscale", "cg", "shooting")
 
 
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -184,7 +184,7 @@ def test_peer_report_has_every_task(peer_run: dict[str, Any]) -> None:
             assert f"| {r['case']} |" in md
     for header in ("## Machine", "## Versions", "peers.py", "--quick"):
         assert header in md
-    assert peer_run["plots"] == ["kernel.png", "sinkhorn.png"]
+    assert peer_run["plots"] == ["kernel.png", "multiscale.png", "sinkhorn.png"]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ SINKHORN_SIZES = sizes([1_000, 5_000], [48])
 CG_SIZES = sizes([2_000], [64])
 PRECONDITIONERS = ["none", "jacobi", "nystrom"]
 SHOOT_SIZES = sizes([1_000, 5_000], [32])
+MULTISCALE_SIZES = sizes([10_000, 100_000], [48])
 
 
 class SinkhornTask(XPBenchmark):
@@ -26,6 +27,19 @@ class SinkhornTask(XPBenchmark):
 
     def run(self) -> Any:
         return w.sinkhorn_divergence(**self.args)
+
+
+class MultiscaleSinkhornTask(XPBenchmark):
+    """Multiscale Sinkhorn divergence (grid clusters, kernel truncation), p = 2, D = 3, two blurs."""
+
+    param_names: ClassVar[list[str]] = ["target", "n", "blur"]
+    params: ClassVar[list[Any]] = [target_params(), MULTISCALE_SIZES, list(w.MULTISCALE_BLURS)]
+
+    def prepare(self, n: int) -> None:
+        self.args = {k: self.asarray(v) for k, v in w.sinkhorn_data(n, n, 3).items()}
+
+    def run(self) -> Any:
+        return w.sinkhorn_multiscale(**self.args, blur=self.options[0])
 
 
 class ConjugateGradientTask(XPBenchmark):
@@ -58,6 +72,10 @@ class ShootingTask(XPBenchmark):
 
 
 class Sinkhorn(SinkhornTask, TimeAndMemory):
+    pass
+
+
+class MultiscaleSinkhorn(MultiscaleSinkhornTask, TimeAndMemory):
     pass
 
 

@@ -25,6 +25,8 @@ SOFTMIN_EPS = 0.01
 SINKHORN_P = 2
 SINKHORN_BLUR = 0.05
 SINKHORN_SCALING = 0.5
+#: the blurs of the multiscale Sinkhorn comparison (issue 10)
+MULTISCALE_BLURS = (0.01, 0.05)
 #: ridge and tolerance of the conjugate gradient task (alpha I + K) x = b
 CG_ALPHA = 0.1
 CG_TOL = 1e-6
@@ -108,6 +110,12 @@ def sinkhorn_divergence(x: Any, y: Any) -> Any:
     """The debiased Sinkhorn divergence S(x, y) with uniform weights (GeomLoss's settings)."""
     sinkhorn = solver("sinkhorn")
     return sinkhorn(x, y, p=SINKHORN_P, blur=SINKHORN_BLUR, scaling=SINKHORN_SCALING).value
+
+
+def sinkhorn_multiscale(x: Any, y: Any, blur: float, multiscale: bool = True) -> Any:
+    """The debiased Sinkhorn divergence at ``blur`` (p = 2, scaling 0.5), multiscale or bruteforce."""
+    sinkhorn = solver("sinkhorn")
+    return sinkhorn(x, y, p=SINKHORN_P, blur=blur, scaling=SINKHORN_SCALING, multiscale=multiscale).value
 
 
 def cg_solve(x: Any, b: Any, precond: str | None) -> tuple[Any, int]:

@@ -124,7 +124,8 @@ def plot(task: Task, rows: Sequence[Row], path: Path) -> bool:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r.case.d == 3 and r.status == "ok" and r.median:
-            series.setdefault(r.contender, []).append((r.case.n, r.median))
+            key = r.contender + getattr(r.case, "series", "")  # e.g. one curve per blur
+            series.setdefault(key, []).append((r.case.n, r.median))
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -20,7 +20,7 @@ from .peer_fused_c import fused_c_kernel
 from .peer_reductions import dense_jnp, dense_torch, ott_softmin, pykeops
 from .peer_solvers import geomloss, ott_sinkhorn, pot, pykeops_solve, scipy_cg
 
-NAMES = ("kernel", "softmin", "knn", "sinkhorn", "cg", "shooting")
+NAMES = ("kernel", "softmin", "knn", "sinkhorn", "multiscale", "cg", "shooting")
 
 
 def rel_array(a: Result, b: Result, data: dict[str, Any]) -> float:
@@ -162,6 +162,10 @@ def build(name: str, quick: bool) -> Task:
             description="Gaussian kernel (gamma = 50) on N points in the unit cube; differences "
             "are to the exact float64 solution (numpy.linalg.solve).",
         )
+    if name == "multiscale":
+        from .peer_multiscale import multiscale_task
+
+        return multiscale_task(quick)
     if name == "shooting":
         from .peer_shooting import shooting_task
 
