@@ -50,8 +50,10 @@ from .multiscale_clusters import (
 from .penalties import Penalty
 from .sinkhorn_loop import LoopOutcome, Transport, sinkhorn_loop, softmin
 
-#: the default coarsest scale gives about this many clusters in a cube (GeomLoss's rule)
+#: the default coarsest scale gives about this many clusters in a cube (GeomLoss's rule) ...
 DEFAULT_CLUSTERS = 2000
+#: ... or fewer, so that they hold this many points on average (small clouds)
+POINTS_PER_DEFAULT_CLUSTER = 16
 #: truncation threshold (GeomLoss's default): pairs below exp(-5) ~ 0.7% of the scale go
 DEFAULT_TRUNCATE = 5.0
 #: an automatic finer level is added while clusters hold this many points on average
@@ -76,6 +78,13 @@ def check_multiscale_options(
             "multiscale Sinkhorn bounds the cost between clusters with |x - y|^p / p (p = 1 or 2), "
             "so it does not take a custom cost=; use multiscale=False (backend='online') for it"
         )
+
+
+def default_cluster_scale(diameter: float, d: int, n: int) -> float:
+    """The voxel size that cuts a cube of diagonal ``diameter`` into about
+    min(DEFAULT_CLUSTERS, n / POINTS_PER_DEFAULT_CLUSTER) cells (GeomLoss: always 2000)."""
+    clusters = max(1.0, min(DEFAULT_CLUSTERS, n / POINTS_PER_DEFAULT_CLUSTER))
+    return diameter / (math.sqrt(d) * clusters ** (1 / d))
 
 
 def jump_index(eps_list: list[float], scale: float, p: float) -> int:
@@ -200,7 +209,7 @@ def multiscale_sinkhorn_loop(
         np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
     )
     d = x.shape[1]
-    coarsest = cluster_scale or diameter / (math.sqrt(d) * DEFAULT_CLUSTERS ** (1 / d))
+    coarsest = cluster_scale or default_cluster_scale(diameter, d, max(x.shape[0], y.shape[0]))
     scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels)
     hx, hy = cloud_hierarchy(x, a, scales), cloud_hierarchy(y, b, scales)
     lv = _Levels(m, hx, hy, x_native.dtype)

@@ -274,7 +274,7 @@ def sinkhorn(
             low-dimensional clouds, at the price of an approximation of about 1% at the
             default settings. Unbatched clouds, built-in costs (p = 1 or 2) only.
         cluster_scale: multiscale: voxel size of the coarsest clusters (default: about
-            2000 clusters in the bounding box, as GeomLoss).
+            min(2000, N / 16) clusters in the bounding box; GeomLoss: 2000).
         truncate: multiscale: block pairs whose plan is below exp(-truncate) of its scale
             are dropped at each jump to a finer level (None: keep all, no truncation).
         cluster_levels: multiscale: most cluster levels, voxel sizes cluster_scale / 2^k
