@@ -30,180 +30,31 @@ from lazymat.dispatch import run_engine, select_engine
 from lazymat.engines import native_build
 from lazymat.engines.native_build import find_compiler
 from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
-from lazymat.ir.algebra import mul
-from lazymat.ir.leaves import Var
-from lazymat.ir.vector import IndexMatch
 from lazymat.plugin_manager import get_registry
-from lazymat.reductions import get_reduction
 from lazymat.request import ReductionSpec, build_request
 from lazymat.testing.clustered import check_clustered, clustered_problem
+from lazymat.testing.dense import K_REDUCTIONS, REDUCTIONS, check_outputs, close, gaussian_product_vjp
+from lazymat.testing.operations import (
+    INDEX_MATCH,
+    OPS,
+    data,
+    distance,
+    distance_dense,
+    gaussian,
+    gaussian_dense,
+    grid,
+)
 
 ENGINE = "native-cpu"
 HAS_CC = not isinstance(find_compiler(), str)
 pytestmark = pytest.mark.skipif(not HAS_CC, reason=f"no C compiler: {find_compiler()}")
-
-Dense = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-# -- dense references ---------------------------------------------------------------------
-
-
-def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:
-    """numpy/SciPy reductions over axis -2 of values F (*batch, N, M, D), lazymat's semantics."""
-    with np.errstate(all="ignore"):
-        if reduction == "sum":
-            return (F.sum(-2),)
-        if reduction == "lse":
-            return (logsumexp(F, axis=-2),)
-        if reduction in ("min", "max", "argmin", "argmax", "min_argmin", "max_argmax"):
-            pick = np.argmin if reduction.startswith(("min", "argmin")) else np.argmax
-            idx = pick(F, axis=-2)  # numpy: the first NaN wins, ties go to the first index
-            val = np.take_along_axis(F, idx[..., None, :], axis=-2)[..., 0, :]
-            out = {"value": val, "index": idx}
-            kinds = {"min": "value", "max": "value", "argmin": "index", "argmax": "index"}
-            return (out[kinds[reduction]],) if reduction in kinds else (val, idx)
-        key = np.where(np.isnan(F[..., 0]), -np.inf, F[..., 0])
-        order = np.argsort(key, axis=-1, kind="stable")[..., :k]
-        vals = np.take_along_axis(F[..., 0], order, axis=-1)
-        return {"kmin": (vals,), "argkmin": (order,), "kmin_argkmin": (vals, order)}[reduction]
-
-
-def close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
-    rtol = 1e-10 if dtype == "float64" else 1e-5
-    got = np.asarray(got, dtype=np.float64)
-    finite = np.isfinite(ref)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: NaN positions")
-    np.testing.assert_array_equal(got[~finite], ref[~finite], err_msg=f"{what}: infinities")
-    scale = np.max(np.abs(ref[finite]), initial=1.0)
-    np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 def check_reduction(
     K: lm.LazyMatrix, F: np.ndarray, reduction: str, dtype: str, k: int = 0, what: str = ""
 ) -> None:
     """The engine's outputs of ``K.reduce(reduction)`` against the dense values ``F``."""
-    got = K.reduce(reduction, 1, k=k, engine=ENGINE)
-    ref = dense_reduce(F, reduction, k)
-    kinds = get_reduction(reduction).outputs
-    assert len(got) == len(ref) == len(kinds)
-    for kind, g, r in zip(kinds, got, ref, strict=True):
-        label = f"{what} {reduction} {kind} ({dtype})"
-        assert isinstance(g, np.ndarray) and g.shape == r.shape, f"{label}: shape {g.shape}"
-        if kind == "value":
-            assert g.dtype == np.dtype(dtype), label
-            close(g, r, dtype, label)
-            continue
-        assert g.dtype == np.int64, label
-        if dtype == "float64":
-            np.testing.assert_array_equal(g, r, err_msg=label)
-        elif reduction.endswith("kmin"):  # float32 may reorder near-ties: compare what was picked
-            F2 = F[..., 0]
-            close(np.take_along_axis(F2, g, -1), np.take_along_axis(F2, r, -1), dtype, label)
-        else:
-            pick = np.take_along_axis(F, g[..., None, :], -2)
-            close(pick, np.take_along_axis(F, r[..., None, :], -2), dtype, label)
-
-
-def cat(*arrays: np.ndarray) -> np.ndarray:
-    """Concatenate along the inner dimension after broadcasting the grid dimensions."""
-    shape = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
-    return np.concatenate([np.broadcast_to(a, (*shape, a.shape[-1])) for a in arrays], -1)
-
-
-def data(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 3)), rng.standard_normal((m, 3)), rng.random(3) + 0.5
-
-
-def grid(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x, y, p broadcast on the (N, M, dim) grid."""
-    return x[..., :, None, :], y[..., None, :, :], p[..., None, None, :]
-
-
-# -- every IR operation -------------------------------------------------------------------
-# name -> (lazymat builder over Vi(x), Vj(y), Pm(p), dense numpy over the grid); dims 3, 3, 3
-
-OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
-    "arith_const": (
-        lambda X, Y, P: (X + Y) * (X - 2.5) / (P * P + 1.0) - (-X) * Y,
-        lambda x, y, p: (x + y) * (x - 2.5) / (p * p + 1.0) + x * y,
-    ),
-    "sumdim_square": (
-        lambda X, Y, P: (X * Y).inner_sum().concat((X - Y).square()),
-        lambda x, y, p: cat(np.sum(x * y, -1, keepdims=True), (x - y) ** 2),
-    ),
-    "exp_log": (
-        lambda X, Y, P: (-(X - Y).sqnorm2()).exp().concat((X * Y + 5.0).abs().log()),
-        lambda x, y, p: cat(np.exp(-np.sum((x - y) ** 2, -1, keepdims=True)), np.log(np.abs(x * y + 5.0))),
-    ),
-    "trig_tanh": (
-        lambda X, Y, P: (X * Y).sin().concat((X - Y).cos()).concat((X + Y).tanh()),
-        lambda x, y, p: cat(np.sin(x * y), np.cos(x - y), np.tanh(x + y)),
-    ),
-    "sqrt_rsqrt_norm": (
-        lambda X, Y, P: (X * X + Y * Y).sqrt().concat((X * X + 0.5).rsqrt() * Y).concat((X - Y).normalize()),
-        lambda x, y, p: cat(
-            np.sqrt(x * x + y * y),
-            y / np.sqrt(x * x + 0.5),
-            (x - y) / np.sqrt(np.sum((x - y) ** 2, -1, keepdims=True)),
-        ),
-    ),
-    "abs_sign_step_relu": (
-        lambda X, Y, P: (X - Y).abs().concat((X - Y).sign()).concat((X * Y).step()).concat((X + Y).relu()),
-        lambda x, y, p: cat(np.abs(x - y), np.sign(x - y), (x * y >= 0) * 1.0, np.maximum(x + y, 0)),
-    ),
-    "powers": (
-        lambda X, Y, P: (
-            (X - Y) ** 3 + (X * X + Y * Y + 1.0) ** 1.5 + (X * X + Y * Y + 1.0) ** -2 + (X * Y) ** 4
-        ),
-        lambda x, y, p: (
-            (x - y) ** 3 + (x * x + y * y + 1.0) ** 1.5 + (x * x + y * y + 1.0) ** -2.0 + (x * y) ** 4
-        ),
-    ),
-    "min_max_atan2_ifelse_clamp": (
-        lambda X, Y, P: (
-            X.minimum(Y)
-            .concat(X.maximum(Y * P))
-            .concat(X.atan2(Y))
-            .concat((X - Y).ifelse(X * 2.0, Y))
-            .concat((X + Y).clamp(-0.5, 0.5))
-        ),
-        lambda x, y, p: cat(
-            np.minimum(x, y),
-            np.maximum(x, y * p),
-            np.arctan2(x, y),
-            np.where(x - y >= 0, x * 2.0, y),
-            np.clip(x + y, -0.5, 0.5),
-        ),
-    ),
-    "slices_matvec_tensorprod": (
-        lambda X, Y, P: (
-            X[1:3]
-            .concat(Y[0] * X[2])
-            .concat(X.tensorprod(Y).matvecmult(P))
-            .concat(P.vecmatmult(X.tensorprod(Y)))
-            .concat(X.weightedsqdist(Y, X.tensorprod(P)))
-        ),
-        lambda x, y, p: cat(
-            x[..., 1:3],
-            y[..., :1] * x[..., 2:3],
-            x * np.sum(y * p, -1, keepdims=True),
-            y * np.sum(x * p, -1, keepdims=True),
-            np.einsum("...a,...ab,...b->...", x - y, x[..., :, None] * p[..., None, :], x - y)[..., None],
-        ),
-    ),
-    "wide_sums": (  # sums of more than 8 terms run as interleaved chains
-        lambda X, Y, P: X.tensorprod(Y).tensorprod(P).inner_sum() + X.tensorprod(X).inner_sum(),
-        lambda x, y, p: (
-            x.sum(-1, keepdims=True) * y.sum(-1, keepdims=True) * p.sum(-1, keepdims=True)
-            + x.sum(-1, keepdims=True) ** 2
-        ),
-    ),
-    "one_hot": (
-        lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
-        lambda x, y, p: (np.round(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],
-    ),
-}
+    check_outputs(K.reduce(reduction, 1, k=k, engine=ENGINE), F, reduction, dtype, k, what)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -218,27 +69,6 @@ def test_every_operation(op: str, dtype: str) -> None:
     check_reduction(K, F, "sum", dtype, what=op)
 
 
-def _gaussian(X: Any, Y: Any, P: Any) -> Any:
-    return (-X.sqdist(Y) * P[0]).exp() * Y[0].concat(Y[1] * 0.5 + 1.0)
-
-
-def _gaussian_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    k = np.exp(-np.sum((x - y) ** 2, -1, keepdims=True) * p[..., :1])
-    return np.concatenate([k * y[..., 0:1], k * (y[..., 1:2] * 0.5 + 1.0)], -1)
-
-
-def _dist(X: Any, Y: Any, P: Any) -> Any:
-    return X.sqdist(Y) * P[1] - P[2]
-
-
-def _dist_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.sum((x - y) ** 2, -1, keepdims=True) * p[..., 1:2] - p[..., 2:3]
-
-
-REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
-K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 7), (13, 1), (97, 257), (5, 1031)])
 def test_every_reduction_awkward_sizes(n: int, m: int, dtype: str) -> None:
@@ -246,10 +76,10 @@ def test_every_reduction_awkward_sizes(n: int, m: int, dtype: str) -> None:
     g = grid(*(a.astype(np.float64) for a in (x, y, p)))
     X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
     for reduction in REDUCTIONS:
-        check_reduction(_gaussian(X, Y, P), _gaussian_dense(*g), reduction, dtype, what=f"{n}x{m}")
+        check_reduction(gaussian(X, Y, P), gaussian_dense(*g), reduction, dtype, what=f"{n}x{m}")
     for reduction in K_REDUCTIONS:
         for k in sorted({1, min(m, 4), m if m <= 300 else 10}):
-            check_reduction(_dist(X, Y, P), _dist_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
+            check_reduction(distance(X, Y, P), distance_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
 
 
 def test_nan_and_inf_propagate() -> None:
@@ -259,9 +89,9 @@ def test_nan_and_inf_propagate() -> None:
     g = grid(x, y, p)
     X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
     for reduction in REDUCTIONS:
-        check_reduction(-_dist(X, Y, P), -_dist_dense(*g), reduction, "float64", what="nan/inf")
+        check_reduction(-distance(X, Y, P), -distance_dense(*g), reduction, "float64", what="nan/inf")
     for reduction in K_REDUCTIONS:
-        check_reduction(_dist(X, Y, P), _dist_dense(*g), reduction, "float64", 5, what="nan/inf")
+        check_reduction(distance(X, Y, P), distance_dense(*g), reduction, "float64", 5, what="nan/inf")
     # rows of -inf (log-sum-exp: -inf, not NaN), +inf entries, values below exp's range
     v = np.array([[0.0], [1.0], [2.0]])
     for formula, dense, w in (
@@ -303,40 +133,25 @@ def test_batch_dimensions() -> None:
     x = rng.standard_normal((2, 1, 17, 3))
     y = rng.standard_normal((3, 300, 3))
     p = rng.random((2, 3, 3)) + 0.5
-    F = _gaussian_dense(*grid(x, y, p))
+    F = gaussian_dense(*grid(x, y, p))
     F = np.broadcast_to(F, (2, 3, 17, 300, 2))
-    D = np.broadcast_to(_dist_dense(*grid(x, y, p)), (2, 3, 17, 300, 1))
+    D = np.broadcast_to(distance_dense(*grid(x, y, p)), (2, 3, 17, 300, 1))
     for dtype in ("float64", "float32"):
         X, Y, P = lm.Vi(x.astype(dtype)), lm.Vj(y.astype(dtype)), lm.Pm(p.astype(dtype))
         for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
-            check_reduction(_gaussian(X, Y, P), F, reduction, dtype, what="batch")
-        check_reduction(_dist(X, Y, P), D, "kmin_argkmin", dtype, 4, what="batch")
+            check_reduction(gaussian(X, Y, P), F, reduction, dtype, what="batch")
+        check_reduction(distance(X, Y, P), D, "kmin_argkmin", dtype, 4, what="batch")
 
 
 def test_index_match_with_integer_arrays() -> None:
     """IndexMatch over j and over i with int64 selectors (the gradients of min and K-min)."""
     rng = np.random.default_rng(6)
-    n, m = 23, 301
-    sel_i = rng.integers(0, m, (n, 2))
-    sel_j = rng.integers(0, n, (m, 3))
-    y = rng.standard_normal((m, 1))
-    x = rng.standard_normal((n, 1))
     be = get_registry().backend("numpy")
-    for formula, args, dense in (
-        (
-            mul(IndexMatch(Var(0, "i", 2), "j"), Var(1, "j", 1)),
-            [sel_i, y],
-            (np.arange(m)[None, :, None] == sel_i[:, None, :]) * y[None, :, :],
-        ),
-        (
-            mul(IndexMatch(Var(0, "j", 3), "i"), Var(1, "i", 1)),
-            [sel_j, x],
-            (np.arange(n)[:, None, None] == sel_j[None, :, :]) * x[:, None, :],
-        ),
-    ):
+    for name, make in INDEX_MATCH.items():
+        formula, args, dense = make(23, 301, rng)
         spec = ReductionSpec(formula, "sum")
         (got,) = run_engine(spec, args, be, ENGINE)
-        close(got, dense.sum(1), "float64", f"IndexMatch {formula!r}")
+        close(got, dense.sum(1), "float64", f"IndexMatch {name}")
 
 
 def test_dispatch_sends_only_large_requests_here(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -422,12 +237,10 @@ def test_gradient_of_gaussian_sum_matches_dense() -> None:
     cot = np.random.default_rng(9).standard_normal((31, 1))
     with lm.config(engine=ENGINE):
         gx, gy, gb = lm.vjp(K, cot, wrt=[x, y, b])
-    d = x[:, None, :] - y[None, :, :]
-    k = np.exp(-2.0 * np.sum(d**2, -1))  # (N, M)
-    w = cot * k * b[:, 0][None, :]  # (N, M)
-    close(gx, -4.0 * np.einsum("ij,ijd->id", w, d), "float64", "d/dx")
-    close(gy, 4.0 * np.einsum("ij,ijd->jd", w, d), "float64", "d/dy")
-    close(gb, (cot * k).sum(0)[:, None], "float64", "d/db")
+    ref_x, ref_y, ref_b = gaussian_product_vjp(x, y, b, cot, 2.0)
+    close(gx, ref_x, "float64", "d/dx")
+    close(gy, ref_y, "float64", "d/dy")
+    close(gb, ref_b, "float64", "d/db")
 
 
 @pytest.mark.parametrize(("reduction", "k"), [("lse", 0), ("min", 0), ("max_argmax", 0), ("kmin", 3)])
@@ -469,14 +282,14 @@ def test_torch_tensors_are_read_in_place_and_returned_as_torch() -> None:
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.tensor(y).T.contiguous().T  # a non-contiguous (column-major) view
     assert not yt.is_contiguous()
-    K = _gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p)))
+    K = gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p)))
     (out,) = K.reduce("sum", engine=ENGINE)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
-    close(out.detach().numpy(), _gaussian_dense(*grid(x, y, p)).sum(1), "float64", "torch")
+    close(out.detach().numpy(), gaussian_dense(*grid(x, y, p)).sum(1), "float64", "torch")
     out.sum().backward()  # gradients through torch's autograd, on the same engine
     with lm.config(engine="reference"):
         (ref,) = torch.autograd.grad(
-            _gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p))).sum(axis=1).sum(), xt
+            gaussian(lm.Vi(xt), lm.Vj(yt), lm.Pm(torch.tensor(p))).sum(axis=1).sum(), xt
         )
     close(xt.grad.numpy(), ref.numpy(), "float64", "torch autograd d/dx")
 

@@ -21,11 +21,15 @@ import numpy as np
 import lazymat as lm
 from lazymat.block_sparse import BlockSparsity, cluster_centroids, grid_cluster, mask_from_cost, sort_clusters
 
+from .dense import RTOL, close
+
 __all__ = ["ClusteredProblem", "check_clustered", "clustered_problem"]
 
 #: Gaussian scale of the kernels exp(-|x - y|^2 / SCALE)
 SCALE = 0.1
 K = 4
+#: tolerances of :func:`lazymat.testing.dense.close`, float32 to 2e-5 (long masked sums)
+_RTOL = {**RTOL, "float32": 2e-5}
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,7 @@ def clustered_problem(
 
 
 def _close(got: Any, ref: np.ndarray, dtype: str, what: str) -> None:
-    rtol = 1e-10 if dtype == "float64" else 2e-5
-    got = np.asarray(got, dtype=np.float64)
-    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
-    finite = np.isfinite(ref)
-    np.testing.assert_array_equal(got[~finite], ref[~finite], err_msg=f"{what}: identities")
-    scale = np.max(np.abs(ref[finite]), initial=1.0)
-    np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * scale, err_msg=what)
+    close(got, ref, dtype, what, _RTOL)
 
 
 def check_clustered(

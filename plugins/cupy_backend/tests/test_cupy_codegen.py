@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_catalogue import INDEX_MATCH, OPS
 
 import lazymat as lm
 from lazymat.codegen.cpu import FAMILIES, KernelSpec
@@ -32,6 +31,7 @@ from lazymat.codegen.expr import SUPPORTED
 from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
 from lazymat.reductions import REDUCTIONS
+from lazymat.testing.operations import INDEX_MATCH, OPS
 from lazymat_cupy.engine import OPTIONS, nvrtc_problem
 
 NVCC = shutil.which("nvcc") or next(

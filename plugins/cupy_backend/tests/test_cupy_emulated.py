@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cuda_catalogue import INDEX_MATCH, OPS, grid
 from cuda_emulator import EmulatedCudaEngine
 from scipy.special import logsumexp
 
@@ -21,13 +20,24 @@ import lazymat as lm
 import lazymat.codegen.cuda as cuda
 from lazymat.dispatch import run_engine
 from lazymat.plugin_manager import get_registry
-from lazymat.reductions import get_reduction
 from lazymat.request import ReductionSpec, build_request
+from lazymat.testing import dense as dense_reference
 from lazymat.testing.clustered import check_clustered, clustered_problem
+from lazymat.testing.dense import K_REDUCTIONS, REDUCTIONS, check_outputs, gaussian_product_vjp
+from lazymat.testing.operations import (
+    INDEX_MATCH,
+    OPS,
+    data,
+    distance,
+    distance_dense,
+    gaussian,
+    gaussian_dense,
+    grid,
+)
 
 ENGINE = "cuda-emulated"
-REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
-K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
+#: float32 to 2e-5 (the emulator runs the kernels' float32 maths on the CPU)
+RTOL = {**dense_reference.RTOL, "float32": 2e-5}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,79 +45,15 @@ def _emulated(cuda_emulated_engine: EmulatedCudaEngine) -> None:
     """Registers the emulated engine (session fixture) before the module's tests run."""
 
 
-def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:
-    """Reductions over axis -2 of dense values F (*batch, N, M, D) with lazymat's semantics."""
-    with np.errstate(all="ignore"):
-        if reduction == "sum":
-            return (F.sum(-2),)
-        if reduction == "lse":
-            return (logsumexp(F, axis=-2),)
-        if not reduction.endswith("kmin"):
-            pick = np.argmin if "min" in reduction else np.argmax  # the first NaN wins, ties: first
-            idx = pick(F, axis=-2)
-            val = np.take_along_axis(F, idx[..., None, :], axis=-2)[..., 0, :]
-            single = {"min": (val,), "max": (val,), "argmin": (idx,), "argmax": (idx,)}
-            return single.get(reduction, (val, idx))
-        key = np.where(np.isnan(F[..., 0]), -np.inf, F[..., 0])
-        order = np.argsort(key, axis=-1, kind="stable")[..., :k]
-        vals = np.take_along_axis(F[..., 0], order, axis=-1)
-        return {"kmin": (vals,), "argkmin": (order,), "kmin_argkmin": (vals, order)}[reduction]
-
-
-def close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
-    rtol = 1e-10 if dtype == "float64" else 2e-5
-    got = np.asarray(got, dtype=np.float64)
-    finite = np.isfinite(ref)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{what}: NaN positions")
-    np.testing.assert_array_equal(got[~finite], ref[~finite], err_msg=f"{what}: infinities")
-    scale = np.max(np.abs(ref[finite]), initial=1.0)
-    np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
 def check(
     outs: tuple[Any, ...], F: np.ndarray, reduction: str, dtype: str, k: int = 0, what: str = ""
 ) -> None:
     """Engine outputs against the dense reduction of F (indices exactly in float64)."""
-    ref = dense_reduce(F, reduction, k)
-    kinds = get_reduction(reduction).outputs
-    assert len(outs) == len(ref) == len(kinds)
-    for kind, g, r in zip(kinds, outs, ref, strict=True):
-        label = f"{what} {reduction} {kind} ({dtype})"
-        assert g.shape == r.shape, f"{label}: shape {g.shape}, expected {r.shape}"
-        if kind == "value":
-            assert g.dtype == np.dtype(dtype), label
-            close(g, r, dtype, label)
-        elif dtype == "float64":
-            assert g.dtype == np.int64, label
-            np.testing.assert_array_equal(g, r, err_msg=label)
-        else:  # float32 rounding may reorder near-ties: compare the values picked
-            F0 = F[..., 0] if reduction.endswith("kmin") else F
-            axis = -1 if reduction.endswith("kmin") else -2
-            gi = g if reduction.endswith("kmin") else g[..., None, :]
-            ri = r if reduction.endswith("kmin") else r[..., None, :]
-            close(np.take_along_axis(F0, gi, axis), np.take_along_axis(F0, ri, axis), dtype, label)
+    check_outputs(outs, F, reduction, dtype, k, what, RTOL)
 
 
-def data(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 3)), rng.standard_normal((m, 3)), rng.random(3) + 0.5
-
-
-def gaussian(X: Any, Y: Any, P: Any) -> Any:
-    return (-X.sqdist(Y) * P[0]).exp() * Y[0].concat(Y[1] * 0.5 + 1.0)
-
-
-def gaussian_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    k = np.exp(-np.sum((x - y) ** 2, -1, keepdims=True) * p[..., :1])
-    return np.concatenate([k * y[..., 0:1], k * (y[..., 1:2] * 0.5 + 1.0)], -1)
-
-
-def dist(X: Any, Y: Any, P: Any) -> Any:
-    return X.sqdist(Y) * P[1] - P[2]
-
-
-def dist_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.sum((x - y) ** 2, -1, keepdims=True) * p[..., 1:2] - p[..., 2:3]
+def close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:
+    dense_reference.close(got, ref, dtype, what, RTOL)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -130,8 +76,8 @@ def test_every_reduction_awkward_sizes(n: int, m: int, dtype: str) -> None:
         check(gaussian(X, Y, P).reduce(reduction, engine=ENGINE), gaussian_dense(*g), reduction, dtype)
     for reduction in K_REDUCTIONS:
         for k in sorted({1, min(m, 4), min(m, cuda.UNROLL_K + 3)}):
-            outs = dist(X, Y, P).reduce(reduction, k=k, engine=ENGINE)
-            check(outs, dist_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
+            outs = distance(X, Y, P).reduce(reduction, k=k, engine=ENGINE)
+            check(outs, distance_dense(*g), reduction, dtype, k, what=f"{n}x{m} K={k}")
 
 
 def test_nan_and_inf() -> None:
@@ -141,9 +87,17 @@ def test_nan_and_inf() -> None:
     g = grid(x, y, p)
     X, Y, P = lm.Vi(x), lm.Vj(y), lm.Pm(p)
     for reduction in REDUCTIONS:
-        check((-dist(X, Y, P)).reduce(reduction, engine=ENGINE), -dist_dense(*g), reduction, "float64")
+        check(
+            (-distance(X, Y, P)).reduce(reduction, engine=ENGINE), -distance_dense(*g), reduction, "float64"
+        )
     for reduction in K_REDUCTIONS:
-        check(dist(X, Y, P).reduce(reduction, k=5, engine=ENGINE), dist_dense(*g), reduction, "float64", 5)
+        check(
+            distance(X, Y, P).reduce(reduction, k=5, engine=ENGINE),
+            distance_dense(*g),
+            reduction,
+            "float64",
+            5,
+        )
     # rows of -inf (log-sum-exp: -inf, not NaN), +inf, and values below exp's range
     v = np.array([[0.0], [1.0], [2.0]])
     w = np.concatenate([np.zeros((40, 1)), [[np.inf]], np.full((30, 1), 3.0)])
@@ -189,12 +143,12 @@ def test_batch_dimensions(grid_y: int, monkeypatch: pytest.MonkeyPatch) -> None:
     p = rng.random((2, 3, 3)) + 0.5
     gx, gy, gp = x[..., :, None, :], y[..., None, :, :], p[..., None, None, :]
     F = np.broadcast_to(gaussian_dense(gx, gy, gp), (2, 3, 37, 70, 2))
-    D = np.broadcast_to(dist_dense(gx, gy, gp), (2, 3, 37, 70, 1))
+    D = np.broadcast_to(distance_dense(gx, gy, gp), (2, 3, 37, 70, 1))
     for dtype in ("float64", "float32"):
         X, Y, P = lm.Vi(x.astype(dtype)), lm.Vj(y.astype(dtype)), lm.Pm(p.astype(dtype))
         for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
             check(gaussian(X, Y, P).reduce(reduction, engine=ENGINE), F, reduction, dtype, what="batch")
-        check(dist(X, Y, P).reduce("kmin_argkmin", k=4, engine=ENGINE), D, "kmin_argkmin", dtype, 4)
+        check(distance(X, Y, P).reduce("kmin_argkmin", k=4, engine=ENGINE), D, "kmin_argkmin", dtype, 4)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -252,12 +206,10 @@ def test_gradients_through_lazymat_vjp_match_dense() -> None:
     cot = np.random.default_rng(10).standard_normal((31, 1))
     with lm.config(engine=ENGINE):
         gx, gy, gb = lm.vjp(K, cot, wrt=[x, y, b])
-    d = x[:, None, :] - y[None, :, :]
-    k = np.exp(-2.0 * np.sum(d**2, -1))
-    w = cot * k * b[:, 0][None, :]
-    close(gx, -4.0 * np.einsum("ij,ijd->id", w, d), "float64", "d/dx")
-    close(gy, 4.0 * np.einsum("ij,ijd->jd", w, d), "float64", "d/dy")
-    close(gb, (cot * k).sum(0)[:, None], "float64", "d/db")
+    ref_x, ref_y, ref_b = gaussian_product_vjp(x, y, b, cot, 2.0)
+    close(gx, ref_x, "float64", "d/dx")
+    close(gy, ref_y, "float64", "d/dy")
+    close(gb, ref_b, "float64", "d/db")
 
 
 def test_float32_long_sums_stay_within_the_stated_bound() -> None:

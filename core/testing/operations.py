@@ -1,9 +1,14 @@
-"""Formulas that exercise every IR operation, each with a dense numpy twin (tests only).
+"""Formulas for engine tests: every IR operation, each with a dense numpy twin.
 
 ``OPS[name] = (builder, dense)``: ``builder(X, Y, P)`` builds a LazyMatrix from ``Vi(x)``,
-``Vj(y)``, ``Pm(p)`` (inner dimensions 3, 3, 3); ``dense(x, y, p)`` computes the same
-values with numpy on the broadcast (N, M, dim) grid, never through lazymat. The IndexMatch
-operation needs integer arrays: :data:`INDEX_MATCH` builds its formulas directly as IR.
+``Vj(y)``, ``Pm(p)`` (inner dimensions 3, 3, 3, the arrays of :func:`data`);
+``dense(x, y, p)`` computes the same values with numpy on the broadcast (*batch, N, M, dim)
+grid (:func:`grid`), never through lazymat. :func:`gaussian` (vector-valued, for every
+reduction) and :func:`distance` (scalar, for K-min) come with their twins too. The
+IndexMatch operation needs integer arrays: :data:`INDEX_MATCH` builds its formulas
+directly as IR. An engine's tests reduce the builder's matrix on the engine and compare
+with :mod:`lazymat.testing.dense` reductions of the twin's values; a code generator's
+tests compile every formula of the catalogue.
 """
 
 from __future__ import annotations
@@ -18,6 +23,18 @@ from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
 from lazymat.ir.vector import IndexMatch
 
+__all__ = [
+    "INDEX_MATCH",
+    "OPS",
+    "cat",
+    "data",
+    "distance",
+    "distance_dense",
+    "gaussian",
+    "gaussian_dense",
+    "grid",
+]
+
 Dense = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -27,11 +44,37 @@ def cat(*arrays: np.ndarray) -> np.ndarray:
     return np.concatenate([np.broadcast_to(a, (*shape, a.shape[-1])) for a in arrays], -1)
 
 
+def data(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x (N, 3), y (M, 3) standard normal, p (3,) in [0.5, 1.5)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3)), rng.standard_normal((m, 3)), rng.random(3) + 0.5
+
+
 def grid(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x (N, d), y (M, d), p (d,) placed on the (N, M, d) grid."""
-    return x[:, None, :], y[None, :, :], p[None, None, :]
+    """x (*batch, N, d), y (*batch, M, d), p (*batch, d) placed on the (*batch, N, M, d) grid."""
+    return x[..., :, None, :], y[..., None, :, :], p[..., None, None, :]
 
 
+def gaussian(X: Any, Y: Any, P: Any) -> Any:
+    """exp(-p0 |x - y|^2) (y0, y1 / 2 + 1): a vector-valued kernel for every reduction."""
+    return (-X.sqdist(Y) * P[0]).exp() * Y[0].concat(Y[1] * 0.5 + 1.0)
+
+
+def gaussian_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    k = np.exp(-np.sum((x - y) ** 2, -1, keepdims=True) * p[..., :1])
+    return np.concatenate([k * y[..., 0:1], k * (y[..., 1:2] * 0.5 + 1.0)], -1)
+
+
+def distance(X: Any, Y: Any, P: Any) -> Any:
+    """p1 |x - y|^2 - p2: a scalar formula for K-min reductions."""
+    return X.sqdist(Y) * P[1] - P[2]
+
+
+def distance_dense(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.sum((x - y) ** 2, -1, keepdims=True) * p[..., 1:2] - p[..., 2:3]
+
+
+#: name -> (lazymat builder over Vi(x), Vj(y), Pm(p), dense numpy over the grid)
 OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
     "add_sub_mul_div_neg_const": (
         lambda X, Y, P: (X + Y) * (X - 1.5) / (P * P + 2.0) - (-Y) * 0.25,
@@ -97,6 +140,13 @@ OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
             np.einsum("...a,...ab,...b->...", x - y, x[..., :, None] * p[..., None, :], x - y)[..., None],
         ),
     ),
+    "wide_sums": (  # sums of more than 8 terms run as interleaved chains
+        lambda X, Y, P: X.tensorprod(Y).tensorprod(P).inner_sum() + X.tensorprod(X).inner_sum(),
+        lambda x, y, p: (
+            x.sum(-1, keepdims=True) * y.sum(-1, keepdims=True) * p.sum(-1, keepdims=True)
+            + x.sum(-1, keepdims=True) ** 2
+        ),
+    ),
     "one_hot": (
         lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
         lambda x, y, p: (np.rint(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],
@@ -122,4 +172,5 @@ def index_match_i(n: int, m: int, rng: np.random.Generator) -> tuple[Node, list[
     return formula, [sel, x], dense
 
 
+#: name -> make(n, m, rng): (formula, its arrays, dense values on the (N, M, dim) grid)
 INDEX_MATCH = {"index_match_j": index_match_j, "index_match_i": index_match_i}
