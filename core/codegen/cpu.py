@@ -10,6 +10,12 @@ a block, component c of lane jj sits at a compile-time offset c * JB + jj from o
 pointer, so lanes load consecutive floats and wide formulas (d = 200) need no pointer
 per component; the rows of a tile reuse each block from L1.
 
+Wide sums (``row_group``: 16 or more j components, e.g. a Gaussian kernel at D = 200)
+evaluate rows in groups of ``ROW_GROUP`` in one SIMD loop (``lm_block_rows``), their
+statements interleaved so that each j value is loaded once for the group, as in a GEMM
+micro-kernel; a squared ``x_i - y_j`` is emitted as ``y_j - x_i`` (same square) so that
+the compiler keeps y_j in a register and reads the hoisted x_i from memory.
+
 Per reduction family, the online merge matches :mod:`lazymat.reductions` exactly:
 
 - ``sum``: SIMD lanes accumulate sub-blocks of ``SUM_BLOCK`` (256) j in registers; the
@@ -53,7 +59,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.leaves import Var
-from .expr import FormulaEmitter, depends_on
+from ..ir.node import Node
+from .expr import FormulaEmitter, depends_on, scalar_count
 from .kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from .mathlib import prelude
 
@@ -65,21 +72,37 @@ ENTRY_POINT = "lm_reduce"
 
 
 class _CpuNames:
-    """Where the CPU kernel keeps its data (see the module docstring)."""
+    """Where the CPU kernel keeps its data (see the module docstring).
 
-    def __init__(self, integer: frozenset[int]) -> None:
+    ``row`` r names row i + r of a row group (``lm_block_rows``): i-variables at constant
+    offsets from row i's pointer (the rows of a group are consecutive, in one batch element).
+    """
+
+    def __init__(self, integer: frozenset[int], row: int | None = None) -> None:
         self.integer = integer
+        self.row = row
 
     def var(self, v: Var, c: int) -> str:
         if v.cat == "j":  # the current block of a j-variable: (d, JB), constant offsets
             return f"y{v.index}[{c} * JB + jj]"
+        if v.cat == "i" and self.row is not None:
+            return f"a{v.index}[{self.row * v.dim + c}]"
         return f"a{v.index}[{c}]"
 
     def is_integer(self, v: Var) -> bool:
         return v.index in self.integer
 
     def index(self, axis: str) -> str:
-        return axis
+        return f"(i + {self.row})" if axis == "i" and self.row is not None else axis
+
+
+def _interleave(codes: list[list[str]]) -> list[str]:
+    """Statements of the rows of a group, line by line: row r's copy of a load follows row 0's.
+
+    The rows' codes are one template (same formula, other names), so line k of every row
+    computes the same component: interleaved, a j-value is loaded once for all the rows.
+    """
+    return [line for group in zip(*codes, strict=True) for line in group]
 
 
 def _indent(lines: list[str], depth: int) -> list[str]:
@@ -92,6 +115,23 @@ def lanes(spec: KernelSpec) -> int:
     return 16 if spec.dtype == "float32" else 8
 
 
+def _j_dim(spec: KernelSpec) -> int:
+    """Components of the j-variables a formula reads per pair."""
+    return sum(v.dim for v in spec.formula.walk() if isinstance(v, Var) and v.cat == "j")
+
+
+def row_group(spec: KernelSpec) -> int:
+    """Rows that ``lm_block_rows`` evaluates together: ``ROW_GROUP`` for wide sums, else 1.
+
+    A wide formula (a sqdist or dot over D = 200) is load-bound row by row: each component
+    costs a load of the j-block and of x_i for two arithmetic operations. ``ROW_GROUP``
+    rows share every j load (register blocking, as in a GEMM micro-kernel), which leaves
+    the arithmetic as the limit. Narrow formulas are bound by their maths (exp), not loads.
+    """
+    wide = _j_dim(spec) >= ROW_GROUP_MIN_DIM and scalar_count(spec.formula) <= ROW_GROUP_MAX_SCALARS
+    return ROW_GROUP if spec.family == "sum" and wide else 1
+
+
 def block_size(spec: KernelSpec) -> int:
     """JB, the j block: its j-data and values fit in ~16 KiB (L1), in whole lane groups.
 
@@ -99,9 +139,8 @@ def block_size(spec: KernelSpec) -> int:
     accurate through sub-blocks of ``SUM_BLOCK``.
     """
     w = lanes(spec)
-    j_dim = sum(v.dim for v in spec.formula.walk() if isinstance(v, Var) and v.cat == "j")
-    width = max(spec.formula.dim, j_dim)
-    return max(w, min(1024, (4096 // width) // w * w))
+    width = max(spec.formula.dim, _j_dim(spec))
+    return max(w * _MIN_GROUPS.get(row_group(spec), 1), min(1024, (4096 // width) // w * w))
 
 
 @dataclass
@@ -125,6 +164,17 @@ SUM_BLOCK = 256
 _TILE_STATE_BYTES = 1 << 16
 #: most rows per tile (rows of a tile share each j block while it is in L1)
 _TILE_ROWS = 16
+#: rows of a group that share each j load (``row_group``), and the j width from which it pays
+ROW_GROUP = 4
+ROW_GROUP_MIN_DIM = 16
+#: largest formula compiled in row groups (R copies of its code: keep gcc's time bounded)
+ROW_GROUP_MAX_SCALARS = 2000
+#: fewest lane groups per block, by row group: a row group's hoisted code (R * D broadcast
+#: x components) costs as much as a few lane groups of work, so wide blocks amortise it
+#: (a D = 200 block of 64 lanes then spills from L1 to L2, which feeds one load per 8 flops)
+_MIN_GROUPS = {ROW_GROUP: 4}
+#: accumulators of a long sum per row of a group (the rows give the other chains)
+_ROW_CHAINS = 2
 
 
 class CpuSkeleton:
@@ -156,6 +206,21 @@ class CpuSkeleton:
         self.inner = emitter.take_lines()
         used = {v.index: v for v in spec.formula.walk() if isinstance(v, Var)}
         self.used = [used[k] for k in sorted(used)]
+
+        def j_second(sub: Node) -> bool:  # x_i - y_j: y_j in a register for all the rows
+            return sub.children[1] in j_dep and sub.children[0] not in j_dep
+
+        #: per row of a group (row_group > 1): its hoisted code, output expressions, j-code
+        self.rows: list[tuple[list[str], list[str], list[str]]] = []
+        for r in range(row_group(spec) if row_group(spec) > 1 else 0):
+            emitter = FormulaEmitter(
+                _CpuNames(spec.integer, row=r), prefix=f"r{r}t", chains=_ROW_CHAINS, swap=j_second
+            )
+            for node in hoist:
+                emitter.emit(node)
+            outer = emitter.take_lines()
+            out = emitter.emit(spec.formula)
+            self.rows.append((outer, out, emitter.take_lines()))
         self.family = {"sum": self._sum, "lse": self._lse, "min": self._extremum, "max": self._extremum}.get(
             spec.family, self._kmin
         )()
@@ -169,10 +234,18 @@ class CpuSkeleton:
         thr = [fam.threshold] if fam.threshold else []
         call = "const int below = " if fam.threshold else ""
         args = [f"a{v.index} + j0 * {v.dim}" if v.cat == "j" else f"a{v.index}" for v in self.used]
+        group = [  # a group of consecutive rows of one batch element, when the kernel has one
+            f"if (t + {len(self.rows)} <= rn && i + {len(self.rows)} <= n) {{",
+            f"    lm_block_rows({', '.join([*args, 'i', 'j0', 'lo', 'hi', fam.res])});",
+            f"    t += {len(self.rows) - 1};",
+            "    continue;",
+            "}",
+        ]
         row_body = [  # the rows of a tile against the j-block at j0, lanes lo..hi
             "for (int64_t t = 0; t < rn; t++) {",
             "    const int64_t r = r0 + t, b = r / n, i = r - b * n;",
             *_indent(self._pointers(), 1),
+            *(_indent(group, 1) if self.rows else []),
             f"    {call}lm_block({', '.join([*args, 'i', 'j0', 'lo', 'hi', *thr, fam.res])});",
             *_indent(fam.merge, 1),
             "}",
@@ -202,6 +275,7 @@ class CpuSkeleton:
             f"#define RT {self.tile_rows}",
             f"#define SB {SUM_BLOCK}",
             *self._block_function(bool(fam.threshold)),
+            *(self._rows_function() if self.rows else []),
             *(self._ranged_tiles(tile) if spec.ranged else self._dense_tiles(tile)),
             "",
         ]
@@ -272,9 +346,7 @@ class CpuSkeleton:
         return "lm_index" if v.index in self.spec.integer else "lm_real"
 
     def _block_function(self, threshold: bool) -> list[str]:
-        params = [
-            f"const {self._ctype(v)} *restrict {'y' if v.cat == 'j' else 'a'}{v.index}" for v in self.used
-        ]
+        params = self._params()
         loop = [
             "    for (int64_t jj = q0; jj < q1; jj++) {",
             "        const int64_t j = j0 + jj;",
@@ -322,6 +394,43 @@ class CpuSkeleton:
             f"    int64_t i, int64_t j0, int64_t lo, int64_t hi, {res}) {{",
             *_indent(self.outer, 1),
             *_indent(body, 1),
+            "}",
+        ]
+
+    def _params(self) -> list[str]:
+        """The data parameters of the block functions: one pointer per variable."""
+        return [
+            f"const {self._ctype(v)} *restrict {'y' if v.cat == 'j' else 'a'}{v.index}" for v in self.used
+        ]
+
+    def _rows_function(self) -> list[str]:
+        """``lm_block_rows``: a sum's block for the rows i..i+R-1 of ``self.rows``, res[R][dim]."""
+        dim = self.spec.formula.dim
+        sums = [f"s{r}_{c}" for r in range(len(self.rows)) for c in range(dim)]
+        return [
+            "static __attribute__((noinline)) void lm_block_rows(",
+            *(f"    {p}," for p in self._params()),
+            "    int64_t i, int64_t j0, int64_t lo, int64_t hi, double *restrict res) {",
+            *_indent([line for outer, _, _ in self.rows for line in outer], 1),
+            "    for (int64_t q0 = lo; q0 < hi; q0 += SB) {",
+            "        const int64_t q1 = hi - q0 < SB ? hi : q0 + SB;",
+            f"        lm_real {', '.join(f'{s} = 0' for s in sums)};",
+            f"        #pragma omp simd reduction(+ : {', '.join(sums)})",
+            "        for (int64_t jj = q0; jj < q1; jj++) {",
+            "            const int64_t j = j0 + jj;",
+            *_indent(_interleave([inner for _, _, inner in self.rows]), 3),
+            *(
+                f"            s{r}_{c} += {o};"
+                for r, (_, out, _) in enumerate(self.rows)
+                for c, o in enumerate(out)
+            ),
+            "        }",
+            *(
+                f"        res[{r * dim + c}] += (double)s{r}_{c};"
+                for r in range(len(self.rows))
+                for c in range(dim)
+            ),
+            "    }",
             "}",
         ]
 

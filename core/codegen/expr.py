@@ -162,9 +162,20 @@ class FormulaEmitter:
     registers instead of spilling hundreds of temporaries.
     """
 
-    def __init__(self, names: Names, prefix: str = "t") -> None:
+    def __init__(
+        self,
+        names: Names,
+        prefix: str = "t",
+        chains: int = _CHAINS,
+        swap: Callable[[Node], bool] | None = None,
+    ) -> None:
+        """``chains``: accumulators of a long sum. ``swap(sub)``: emit the difference of a
+        squared ``Sub`` as b - a (the square is the same, bit for bit), for a skeleton
+        whose compiler reads the second operand from memory (see ``CpuSkeleton``)."""
         self.names = names
         self.prefix = prefix
+        self.chains = chains
+        self.swap = swap
         self._done: dict[tuple[Node, int], str] = {}
         self._ids: dict[Node, int] = {}
         #: components held as lm_index (integer index arrays and their slices)
@@ -215,12 +226,12 @@ class FormulaEmitter:
             return self._assign(node, c, _tree_sum([t() for t in terms]))
         chains: list[str] = []
         for k, term in enumerate(terms):
-            expr = term() if k < _CHAINS else f"{chains[k % _CHAINS]} + {term()}"
+            expr = term() if k < self.chains else f"{chains[k % self.chains]} + {term()}"
             name = self._assign(node, c, expr, suffix=f"_s{k}")
-            if k < _CHAINS:
+            if k < self.chains:
                 chains.append(name)
             else:
-                chains[k % _CHAINS] = name
+                chains[k % self.chains] = name
         return self._assign(node, c, _tree_sum(chains))
 
     # -- one rule per node type -----------------------------------------------------------
@@ -246,6 +257,11 @@ class FormulaEmitter:
         if isinstance(node, fn.Rsqrt):
             return self._map(node, c, "(lm_real)1 / lm_sqrt({0})")
         if isinstance(node, fn.Square):
+            child = node.children[0]
+            if self.swap is not None and isinstance(child, alg.Sub) and self.swap(child):
+                a, b = child.children
+                diff = self._assign(child, c, f"{self._value(b, c)} - {self._value(a, c)}", suffix="_swap")
+                return self._assign(node, c, f"{diff} * {diff}")
             return self._map(node, c, "{0} * {0}")
         if isinstance(node, fn.Sign):
             return self._map(node, c, "({0} > 0 ? (lm_real)1 : ({0} < 0 ? (lm_real)-1 : {0}))")
