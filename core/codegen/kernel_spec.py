@@ -11,9 +11,13 @@ Engines key their compiled-kernel caches on it; every skeleton (CPU, CUDA) takes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..ir.leaves import Var
 from ..ir.node import Node
+
+if TYPE_CHECKING:
+    from ..request import ReductionRequest
 
 #: reduction name -> the kernel family that computes it (one kernel per family)
 FAMILIES = {
@@ -59,6 +63,22 @@ class KernelSpec:
             raise ValueError(
                 f"unknown kernel family {self.family!r}; expected one of {sorted(FAMILY_OUTPUTS)}"
             )
+
+    @classmethod
+    def for_request(cls, request: ReductionRequest, dtype: str, integer: frozenset[int]) -> KernelSpec:
+        """The kernel that runs ``request`` in ``dtype`` (a numpy dtype name), the arguments at
+        positions ``integer`` being int64 index arrays; ranged when the request has ``ranges``."""
+        spec = request.spec
+        family = FAMILIES[spec.reduction]
+        return cls(
+            formula=spec.formula,
+            family=family,
+            k=spec.k if family == "kmin" else 0,
+            dtype=dtype,
+            variables=tuple(spec.variables),
+            integer=integer,
+            ranged=request.ranges is not None,
+        )
 
     @property
     def out_dim(self) -> int:

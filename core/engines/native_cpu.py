@@ -43,14 +43,12 @@ import numpy as np
 
 from ..codegen.batch import batch_offsets
 from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
-from ..codegen.expr import formula_problem
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..codegen.ranges import row_chunks, visited_pairs
-from ..engine import Engine
 from ..ir.leaves import Var
-from ..ir.node import Node
 from ..request import ReductionRequest
+from .generated import GeneratedKernelEngine
 from .native_build import Compiler, build, find_compiler
 
 #: largest formula (scalar temporaries) compiled as straight-line code (~10 s of gcc)
@@ -81,32 +79,22 @@ def _on_cpu(x: Any) -> bool:
         return False
 
 
-class NativeCpuEngine(Engine):
+class NativeCpuEngine(GeneratedKernelEngine):
     """Fused C kernels (OpenMP threads, SIMD lanes), compiled on first use and cached on disk."""
 
     name = "native-cpu"
     priority = 20
+    max_scalars = MAX_SCALARS
 
     def __init__(self) -> None:
+        super().__init__()
         self._kernels: dict[KernelSpec, _Kernel] = {}
         #: rows per tile of each compiled kernel (the most rows of a ranged kernel's chunk)
         self._tile_rows: dict[KernelSpec, int] = {}
-        self._formulas: dict[Node, str | None] = {}
         self._lock = threading.Lock()
         self._warned = False
 
     # -- can it run? ----------------------------------------------------------------------
-    def supports(self, request: ReductionRequest) -> bool:
-        return self._problem(request) is None
-
-    def why_not(self, request: ReductionRequest) -> str:
-        return self._problem(request) or super().why_not(request)
-
-    def _formula_problem(self, formula: Node) -> str | None:
-        if formula not in self._formulas:
-            self._formulas[formula] = formula_problem(formula, self.name, MAX_SCALARS)
-        return self._formulas[formula]
-
     @staticmethod
     def _size_problem(request: ReductionRequest) -> str | None:
         spec = request.spec
@@ -120,7 +108,7 @@ class NativeCpuEngine(Engine):
             return f"native-cpu runs K-min reductions with K up to {MAX_K}, got K={spec.k}"
         return None
 
-    def _problem(self, request: ReductionRequest) -> str | None:
+    def problem(self, request: ReductionRequest) -> str | None:
         dtype = _dtype_name(request.dtype)
         if dtype not in DTYPES:
             return f"native-cpu computes in {' or '.join(DTYPES)}, got {dtype}"
@@ -129,7 +117,7 @@ class NativeCpuEngine(Engine):
                 return f"native-cpu needs arrays in CPU memory (DLPack), got a {type(a).__name__} elsewhere"
             if not request.backend.is_floating(a) and _dtype_name(a.dtype) not in _INDEX_DTYPES:
                 return f"native-cpu takes integer index arrays of dtypes {_INDEX_DTYPES}, got {a.dtype}"
-        reason = self._size_problem(request) or self._formula_problem(request.spec.formula)
+        reason = self._size_problem(request) or self.formula_problem(request.spec.formula)
         if reason is not None:
             return reason
         compiler = find_compiler()
@@ -167,21 +155,6 @@ class NativeCpuEngine(Engine):
         return visited_pairs(request.ranges.intervals) * math.prod(request.batch)
 
     # -- compile --------------------------------------------------------------------------
-    @staticmethod
-    def _kernel_spec(request: ReductionRequest, integer: frozenset[int]) -> KernelSpec:
-        spec = request.spec
-        family = FAMILIES[spec.reduction]
-        k = spec.k if family == "kmin" else 0
-        return KernelSpec(
-            spec.formula,
-            family,
-            k,
-            _dtype_name(request.dtype),
-            tuple(spec.variables),
-            integer,
-            ranged=request.ranges is not None,
-        )
-
     def kernel(self, spec: KernelSpec) -> _Kernel:
         """The compiled entry point of a kernel (generated, compiled or loaded once)."""
         with self._lock:
@@ -211,7 +184,7 @@ class NativeCpuEngine(Engine):
         variables = tuple(spec.variables)
         host = [self._host_view(request, a) for a in request.args]
         integer = frozenset(k for k, h in enumerate(host) if h.dtype.kind in "iu")
-        kspec = self._kernel_spec(request, integer)
+        kspec = KernelSpec.for_request(request, dtype, integer)
         fn = self.kernel(kspec)
         block = block_size(kspec)
 

@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from lazymat import Engine
-from lazymat.codegen.cpu import FAMILIES, KernelSpec
 from lazymat.codegen.cuda import DTYPES, ENTRY_POINT, CudaSkeleton
-from lazymat.codegen.expr import formula_problem
-from lazymat.ir.node import Node
+from lazymat.codegen.kernel_spec import KernelSpec
+from lazymat.engines.generated import GeneratedKernelEngine
 from lazymat.request import ReductionRequest
 
 from .launch import plan_launch
@@ -63,32 +61,22 @@ def _dtype_name(dtype: Any) -> str:
     return str(np.dtype(dtype))
 
 
-class CupyNvrtcEngine(Engine):
+class CupyNvrtcEngine(GeneratedKernelEngine):
     """Fused CUDA kernels per formula (shared-memory j-tiles), compiled with NVRTC via cupy."""
 
     name = "cupy-nvrtc"
     priority = 30
+    max_scalars = MAX_SCALARS
 
     def __init__(self, block: int = BLOCK) -> None:
+        super().__init__()
         self.block = block
         self._skeletons: dict[KernelSpec, CudaSkeleton | str] = {}
         self._kernels: dict[tuple[KernelSpec, int], Any] = {}
-        self._formulas: dict[Node, str | None] = {}
         self._lock = threading.Lock()
 
     # -- can it run? ----------------------------------------------------------------------
-    def supports(self, request: ReductionRequest) -> bool:
-        return self._problem(request) is None
-
-    def why_not(self, request: ReductionRequest) -> str:
-        return self._problem(request) or super().why_not(request)
-
-    def _formula_problem(self, formula: Node) -> str | None:
-        if formula not in self._formulas:
-            self._formulas[formula] = formula_problem(formula, self.name, MAX_SCALARS)
-        return self._formulas[formula]
-
-    def _problem(self, request: ReductionRequest) -> str | None:
+    def problem(self, request: ReductionRequest) -> str | None:
         reason = self._array_problem(request)
         if reason is not None:
             return reason
@@ -102,7 +90,7 @@ class CupyNvrtcEngine(Engine):
         spec = request.spec
         if spec.kind.uses_k and spec.k > MAX_K:
             return f"cupy-nvrtc keeps at most K={MAX_K} smallest values per row, got K={spec.k}"
-        reason = self._formula_problem(spec.formula)
+        reason = self.formula_problem(spec.formula)
         if reason is not None:
             return reason
         skeleton = self.skeleton(self.kernel_spec(request))
@@ -124,18 +112,8 @@ class CupyNvrtcEngine(Engine):
     @staticmethod
     def kernel_spec(request: ReductionRequest) -> KernelSpec:
         """What the kernel of ``request`` depends on (the cache key)."""
-        spec = request.spec
-        family = FAMILIES[spec.reduction]
         integer = frozenset(k for k, a in enumerate(request.args) if np.dtype(a.dtype).kind in "iu")
-        return KernelSpec(
-            formula=spec.formula,
-            family=family,
-            k=spec.k if family == "kmin" else 0,
-            dtype=_dtype_name(request.dtype),
-            variables=tuple(spec.variables),
-            integer=integer,
-            ranged=request.ranges is not None,
-        )
+        return KernelSpec.for_request(request, _dtype_name(request.dtype), integer)
 
     def skeleton(self, kspec: KernelSpec) -> CudaSkeleton | str:
         """The kernel's generated source, or why it cannot be generated."""
