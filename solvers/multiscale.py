@@ -35,7 +35,7 @@ import numpy as np
 
 import lazymat
 from lazymat import Vi, Vj
-from lazymat.block_sparse import grid_cluster
+from lazymat.block_sparse import BlockSparsity, grid_cluster
 
 from .costs import Cost, evaluate_cost
 from .measures import Measures
@@ -57,7 +57,7 @@ POINTS_PER_DEFAULT_CLUSTER = 16
 #: truncation threshold (GeomLoss's default): pairs below exp(-5) ~ 0.7% of the scale go
 DEFAULT_TRUNCATE = 5.0
 #: an automatic finer level is added while clusters hold this many points on average
-MIN_POINTS_PER_CLUSTER = 64
+MIN_POINTS_PER_CLUSTER = 16
 
 
 def check_multiscale_options(
@@ -223,32 +223,42 @@ def multiscale_sinkhorn_loop(
     pots: list[tuple[Any, ...]] | None = None
     ranges: list[Any] = [None, None, None]
     kept: list[Any] = [None, None, None]
+    clouds = (hx, hy)
     start, n_iter, last = 0, 0, len(eps_list) - 1
-    for k, (xk, yk, ak, bk) in enumerate(lv.arrays):
-        problems = [Transport(xk, yk, ak, bk, False, cost, ranges[0])]
-        if debias:
-            problems += [
-                Transport(xk, xk, ak, ak, True, cost, ranges[1]),
-                Transport(yk, yk, bk, bk, True, cost, ranges[2]),
-            ]
+    for k, arrays in enumerate(lv.arrays):
         fine = k == len(scales)
         end = last if fine else jumps[k]
-        out = sinkhorn_loop(
-            problems,
-            eps_list[start : end + 1],
-            penalty,
-            tol=tol if fine else None,
-            max_iter=None if max_iter is None else max(1, max_iter - n_iter),
-            verbose=verbose,
-            initial=pots,
-        )
-        n_iter += out.n_iter
+        # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated
+        steps = [(start, end)] if k == 0 else [(i, i) for i in range(start, end + 1)]
+        for first, final in steps:
+            problems = _problems(arrays, ranges, cost, debias)
+            out = sinkhorn_loop(
+                problems,
+                eps_list[first : final + 1],
+                penalty,
+                tol=tol if fine and final == last else None,
+                max_iter=None if max_iter is None else max(1, max_iter - n_iter),
+                verbose=verbose,
+                initial=pots,
+            )
+            n_iter += out.n_iter
+            pots = out.potentials
+            if k > 0 and final < end:
+                for s, (u, v) in enumerate(_SIDES[: len(problems)]):
+                    f, g = (to_np(w) for w in (pots[s] * 2)[:2])
+                    here = clouds[u].levels[k], clouds[v].levels[k]
+                    parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+                    kept[s], ranges[s] = _retruncate(
+                        kept[s], ranges[s], f, g, here, parents, eps_list[final], truncate, p
+                    )
+                if verbose:
+                    print(f"level {k} at eps = {eps_list[final]:.3e}: keeps {ranges[0].density():.2%}")
         if fine:
             result = LoopOutcome(out.potentials, n_iter, out.converged)
             return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
         eps = eps_list[end]
-        clouds, nxt = (hx, hy), lv.arrays[k + 1]
-        pots = []
+        nxt = lv.arrays[k + 1]
+        moved_pots = []
         for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
             rows, cols = clouds[u].levels[k], clouds[v].levels[k]
             finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
@@ -258,11 +268,56 @@ def multiscale_sinkhorn_loop(
             moved = _extrapolate(
                 xp, t, out.potentials[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps
             )
-            pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
+            moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
             if verbose:
                 print(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {ranges[s].density():.2%}")
+        pots = moved_pots
         start = end + 1
     raise AssertionError("unreachable: the last level returns")
+
+
+def _problems(arrays: tuple[Any, ...], ranges: list[Any], cost: Cost, debias: bool) -> list[Transport]:
+    """OT(a, b) (and OT(a, a), OT(b, b) if debiased) on one level, with its truncated kernels."""
+    x, y, a, b = arrays
+    problems = [Transport(x, y, a, b, False, cost, ranges[0])]
+    if debias:
+        problems += [
+            Transport(x, x, a, a, True, cost, ranges[1]),
+            Transport(y, y, b, b, True, cost, ranges[2]),
+        ]
+    return problems
+
+
+def _retruncate(
+    kept: tuple[np.ndarray, np.ndarray],
+    ranges: BlockSparsity,
+    f: np.ndarray,
+    g: np.ndarray,
+    levels: tuple[Level, Level],
+    parents: tuple[Level, Level],
+    eps: float,
+    truncate: float | None,
+    p: float,
+) -> tuple[tuple[np.ndarray, np.ndarray], BlockSparsity]:
+    """Shrink a level's kernel truncation as eps decreases, from its own potentials.
+
+    The test of :func:`~.multiscale_clusters.kept_pairs` on the parent clusters, with
+    their points' mean potentials (the potentials at the centroids, to first order), at
+    the current eps: the kernel keeps up with the annealing instead of staying as wide as
+    at the jump.
+    """
+    if truncate is None:
+        return kept, ranges
+    rows, cols = parents
+    assert levels[0].parents is not None and levels[1].parents is not None
+    f_mean, g_mean = (
+        np.add.reduceat(v, lv.parents[:-1]) / np.diff(lv.parents)
+        for v, lv in zip((f, g), levels, strict=True)
+    )
+    shrunk = kept_pairs(rows, cols, f_mean, g_mean, kept, eps, truncate, p)
+    if shrunk[0].shape[0] == kept[0].shape[0]:
+        return kept, ranges
+    return shrunk, block_structure(shrunk, *levels)
 
 
 def _extrapolate(

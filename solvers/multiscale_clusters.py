@@ -10,13 +10,14 @@ once per problem:
   each cluster of every level a contiguous run of points, and the clusters of level
   k + 1 contiguous runs inside their parent of level k. Level L (the last) is the
   points themselves.
-- :func:`kept_pairs` is the kernel truncation: the pairs (I, J) of level-k clusters
-  whose plan may be non-negligible at temperature eps, from the level-k potentials f, g:
-  f_I + g_J - C_low(I, J) > -truncate * eps, where C_low is the smallest cost between a
-  point of I and a point of J (the centroid distance minus both cluster radii), so
-  that a pair is not dropped for the width of its clusters. For p = 1 the potentials
-  are 1-Lipschitz (soft-mins of distances), so r_I + r_J is added to the left side:
-  the bound then holds for every pair of points of I x J.
+- :func:`kept_pairs` is the kernel truncation: the pairs (I, J) of clusters whose plan
+  may be non-negligible at temperature eps, from potentials f_I, g_J at the centroids:
+  h_IJ = f_I + g_J - C(X_I, Y_J) > -truncate * eps (GeomLoss's test), corrected for the
+  clusters' radii r_I, r_J, since h varies over the block I x J. For p = 1, f and g are
+  1-Lipschitz (soft-mins of distances) and C too: h grows by at most 2 (r_I + r_J). For
+  p = 2, the gradient of h(x, y) = f(x) + g(y) - |x - y|^2 / 2 in x is y - T(x) (T the
+  transport map), which near the optimum is about sqrt(-2 h) in size (h is about
+  -|y - T(x)|^2 / 2): h grows by about (r_I + r_J) sqrt(-2 h_IJ) over the block.
 - :func:`block_structure` turns kept pairs into the :class:`~lazymat.block_sparse.BlockSparsity`
   of the next level (its points grouped by their parent cluster).
 """
@@ -123,11 +124,11 @@ def kept_pairs(
     i, j = candidates
     if truncate is None:
         return i, j
-    gap = np.sqrt(((rows.points[i] - cols.points[j]) ** 2).sum(axis=1)) - rows.radii[i] - cols.radii[j]
-    gap = np.maximum(gap, 0.0)
-    slack = f[i] + g[j] - (gap * gap / 2 if p == 2 else gap)
-    if p == 1:
-        slack += rows.radii[i] + cols.radii[j]
+    dist = np.sqrt(((rows.points[i] - cols.points[j]) ** 2).sum(axis=1))
+    h = f[i] + g[j] - (dist * dist / 2 if p == 2 else dist)
+    widths = rows.radii[i] + cols.radii[j]
+    # the exponent's largest value on the block: first-order growth over the clusters' radii
+    slack = h + widths * (np.sqrt(2 * np.maximum(-h, 0.0)) if p == 2 else 2.0)
     keep = slack > -truncate * eps
     for side, count in ((i, rows.size), (j, cols.size)):
         best = np.full(count, -np.inf)
