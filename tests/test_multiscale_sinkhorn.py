@@ -12,19 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_sinkhorn import problem
 
 import lazymat
 from lazymat.solvers import SamplesLoss, sinkhorn
 from lazymat.solvers.multiscale_clusters import candidate_pairs, cloud_hierarchy, kept_pairs
-
-
-def problem(seed: int, n: int = 100, m: int = 80, d: int = 2, mass_b: float = 1.0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, d))
-    y = rng.random((m, d)) * 0.8 + 0.15
-    a = rng.random(n) + 0.2
-    b = rng.random(m) + 0.2
-    return a / a.sum(), x, mass_b * b / b.sum(), y
 
 
 def flat(*arrays) -> np.ndarray:
@@ -47,7 +39,7 @@ CONVERGED = {"blur": 0.1, "tol": 1e-5, "max_iter": 2000}
 )
 def test_matches_bruteforce_numpy(kw, capsys):
     mass_b = 1.3 if "reach" in kw else 1.0
-    a, x, b, y = problem(0, mass_b=mass_b)
+    a, x, b, y = problem(0, n=100, m=80, mass_b=mass_b, y_low=0.15)
     options = {"cluster_scale": 0.2, **CONVERGED, **kw}
     dense_options = {k: v for k, v in options.items() if k not in ("cluster_scale", "cluster_levels")}
     ref = sinkhorn(x, y, a, b, **dense_options)
@@ -66,7 +58,7 @@ def test_matches_bruteforce_numpy(kw, capsys):
 
 def test_truncation_drops_pairs_and_only_negligible_ones():
     """The coarse plan of kept_pairs vs the dense fine plan: what is dropped is tiny."""
-    a, x, b, y = problem(1, n=400, m=300)
+    a, x, b, y = problem(1, n=400, m=300, y_low=0.15)
     s, eps, truncate = 0.1, 0.1**2, 5.0
     ref = sinkhorn(x, y, a, b, blur=0.1, tol=1e-8, max_iter=3000, debias=False)
     hx, hy = cloud_hierarchy(x, a, [s]), cloud_hierarchy(y, b, [s])
@@ -94,7 +86,7 @@ def test_torch_autograd_matches_bruteforce():
     torch = pytest.importorskip("torch")
     if "torch" not in lazymat.backends():
         pytest.skip("the lazymat-torch plugin is not installed")
-    a, x, b, y = problem(2, mass_b=1.2)
+    a, x, b, y = problem(2, n=100, m=80, mass_b=1.2, y_low=0.15)
     grads = []
     for multiscale in (False, True):
         leaves = [torch.tensor(v, requires_grad=True) for v in (a, x, b, y)]
@@ -112,7 +104,7 @@ def test_jax_grad_matches_bruteforce():
     if "jax" not in lazymat.backends():
         pytest.skip("the lazymat-jax plugin is not installed")
     jax.config.update("jax_enable_x64", True)
-    _, x, _, y = problem(3, n=60, m=50)
+    _, x, _, y = problem(3, n=60, m=50, y_low=0.15)
 
     def value(xx, multiscale):
         extra = {"multiscale": True, "cluster_scale": 0.15} if multiscale else {}
@@ -128,7 +120,7 @@ def test_matches_geomloss_multiscale():
     geomloss = pytest.importorskip("geomloss")
     torch = pytest.importorskip("torch")
     pytest.importorskip("pykeops")
-    a, x, b, y = problem(4, n=300, m=250, d=3)
+    a, x, b, y = problem(4, n=300, m=250, d=3, y_low=0.15)
     for blur in (0.05, 0.1):
         ref = geomloss.SamplesLoss("sinkhorn", blur=blur, backend="multiscale", cluster_scale=0.2)(
             *(torch.tensor(v) for v in (a, x, b, y))
@@ -148,7 +140,7 @@ def test_samples_loss_auto_rule():
 
 
 def test_samples_loss_multiscale_potentials_in_caller_order():
-    a, x, b, y = problem(5)
+    a, x, b, y = problem(5, n=100, m=80, y_low=0.15)
     L = SamplesLoss("sinkhorn", blur=0.1, backend="multiscale", cluster_scale=0.2, potentials=True)
     f, g = L(a, x, b, y)
     r = sinkhorn(x, y, a, b, blur=0.1, multiscale=True, cluster_scale=0.2)
@@ -167,7 +159,7 @@ def test_samples_loss_multiscale_potentials_in_caller_order():
     ],
 )
 def test_bad_options(kw, error, match):
-    a, x, b, y = problem(6, n=20, m=20)
+    a, x, b, y = problem(6, n=20, m=20, y_low=0.15)
     with pytest.raises(error, match=match):
         sinkhorn(x, y, a, b, multiscale=True, **kw)
 
@@ -180,7 +172,7 @@ def test_batches_are_refused():
 
 def test_blur_above_cluster_scale_is_the_dense_solver():
     """No level pays when the loop never goes below the cluster scale: the dense result."""
-    a, x, b, y = problem(8, n=40, m=30)
+    a, x, b, y = problem(8, n=40, m=30, y_low=0.15)
     dense = sinkhorn(x, y, a, b, blur=0.3)
     ms = sinkhorn(x, y, a, b, blur=0.3, multiscale=True, cluster_scale=0.1)
     np.testing.assert_allclose(float(ms.value), float(dense.value), rtol=1e-12)

@@ -44,10 +44,14 @@ def npy(v: object) -> np.ndarray:
     return np.asarray(b.to_numpy(b.stop_gradient(v)))
 
 
-def problem(seed: int, n: int = 23, m: int = 31, d: int = 2, mass_b: float = 1.0):
+def problem(seed: int, n: int = 23, m: int = 31, d: int = 2, mass_b: float = 1.0, y_low: float = 0.3):
+    """Weights a (mass 1), b (mass ``mass_b``), x in [0, 1)^d, y in [y_low, y_low + 0.8)^d.
+
+    Shared with the other Sinkhorn test files (autodiff, multiscale).
+    """
     rng = np.random.default_rng(seed)
     x = rng.random((n, d))
-    y = rng.random((m, d)) * 0.8 + 0.3
+    y = rng.random((m, d)) * 0.8 + y_low
     a = rng.random(n) + 0.2
     b = rng.random(m) + 0.2
     return a / a.sum(), x, mass_b * b / b.sum(), y

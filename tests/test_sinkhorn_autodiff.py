@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_sinkhorn import problem
 
 import lazymat
 from lazymat.solvers import SamplesLoss, sinkhorn
@@ -16,15 +17,6 @@ from lazymat.solvers import SamplesLoss, sinkhorn
 torch = pytest.importorskip("torch")
 if "torch" not in lazymat.backends():
     pytest.skip("the lazymat-torch plugin is not installed", allow_module_level=True)
-
-
-def problem(seed: int, n: int = 15, m: int = 18, d: int = 2, mass_b: float = 1.0):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, d))
-    y = rng.random((m, d)) * 0.8 + 0.3
-    a = rng.random(n) + 0.2
-    b = rng.random(m) + 0.2
-    return a / a.sum(), x, mass_b * b / b.sum(), y
 
 
 def leaves(*arrays):
@@ -49,7 +41,7 @@ def exact_cost(x, y):
 )
 def test_gradients_match_geomloss(kw):
     geomloss = pytest.importorskip("geomloss")
-    a, x, b, y = problem(0, mass_b=1.0 if "reach" not in kw else 1.3)
+    a, x, b, y = problem(0, n=15, m=18, mass_b=1.0 if "reach" not in kw else 1.3)
     ours = leaves(a, x, b, y)
     value = sinkhorn(ours[1], ours[3], ours[0], ours[2], **kw).value
     grads = torch.autograd.grad(value, ours)
@@ -126,7 +118,7 @@ def test_gradients_match_finite_differences(kw):
 
 
 def test_float32_gradients():
-    _, x, _, y = problem(4)
+    _, x, _, y = problem(4, n=15, m=18)
     x64 = torch.tensor(x, requires_grad=True)
     (g64,) = torch.autograd.grad(sinkhorn(x64, torch.tensor(y)).value, [x64])
     x32 = torch.tensor(x, dtype=torch.float32, requires_grad=True)
@@ -138,7 +130,7 @@ def test_float32_gradients():
 @pytest.mark.parametrize("loss", ["gaussian", "laplacian", "energy"])
 def test_kernel_loss_gradients_match_geomloss(loss):
     geomloss = pytest.importorskip("geomloss")
-    a, x, b, y = problem(5)
+    a, x, b, y = problem(5, n=15, m=18)
     ours = leaves(a, x, b, y)
     grads = torch.autograd.grad(SamplesLoss(loss, blur=0.2)(*ours), ours)
 
