@@ -92,14 +92,6 @@ QUAL lm_real lm_log(lm_real x) {
     return x != x ? x : res;
 }
 
-QUAL lm_real lm_sqrt(lm_real x) { return sqrtf(x); }
-QUAL lm_real lm_fabs(lm_real x) { return fabsf(x); }
-QUAL lm_real lm_rint(lm_real x) { return rintf(x); }
-QUAL lm_real lm_sin(lm_real x) { return sinf(x); }
-QUAL lm_real lm_cos(lm_real x) { return cosf(x); }
-QUAL lm_real lm_tanh(lm_real x) { return tanhf(x); }
-QUAL lm_real lm_atan2(lm_real y, lm_real x) { return atan2f(y, x); }
-QUAL lm_real lm_pow(lm_real x, lm_real p) { return powf(x, p); }
 """
 
 _FLOAT64 = r"""
@@ -163,15 +155,29 @@ QUAL lm_real lm_log(lm_real x) {
     return x != x ? x : res;
 }
 
-QUAL lm_real lm_sqrt(lm_real x) { return sqrt(x); }
-QUAL lm_real lm_fabs(lm_real x) { return fabs(x); }
-QUAL lm_real lm_rint(lm_real x) { return rint(x); }
-QUAL lm_real lm_sin(lm_real x) { return sin(x); }
-QUAL lm_real lm_cos(lm_real x) { return cos(x); }
-QUAL lm_real lm_tanh(lm_real x) { return tanh(x); }
-QUAL lm_real lm_atan2(lm_real y, lm_real x) { return atan2(y, x); }
-QUAL lm_real lm_pow(lm_real x, lm_real p) { return pow(x, p); }
 """
+
+#: lm_* functions that call the C library, with their arguments (float32: the ``f`` variants)
+_LIBM = {
+    "sqrt": ("x",),
+    "fabs": ("x",),
+    "rint": ("x",),
+    "sin": ("x",),
+    "cos": ("x",),
+    "tanh": ("x",),
+    "atan2": ("y", "x"),
+    "pow": ("x", "p"),
+}
+
+
+def _libm_wrappers(suffix: str) -> str:
+    """One ``lm_<name>`` per entry of :data:`_LIBM`, calling ``<name><suffix>`` of libm."""
+    return "".join(
+        f"QUAL lm_real lm_{name}({', '.join(f'lm_real {a}' for a in args)}) "
+        f"{{ return {name}{suffix}({', '.join(args)}); }}\n"
+        for name, args in _LIBM.items()
+    )
+
 
 _HEADER = """#include <math.h>
 #include <stdint.h>
@@ -190,5 +196,5 @@ def prelude(dtype: str, qualifier: str = CPU_QUALIFIER, includes: bool = True) -
     """
     if dtype not in DTYPES:
         raise ValueError(f"generated kernels compute in {DTYPES}, got {dtype!r}")
-    body = _FLOAT32 if dtype == "float32" else _FLOAT64
+    body = _FLOAT32 + _libm_wrappers("f") if dtype == "float32" else _FLOAT64 + _libm_wrappers("")
     return (_HEADER if includes else "") + body.replace("QUAL", qualifier)

@@ -71,17 +71,20 @@ class Slice(Node):
         return (out,)
 
 
+def _other_side(A: Node, v: Node, op: str) -> int:
+    """The matrix's other dimension: A.dim / v.dim for a row-major matrix A multiplied by v."""
+    if A.dim % v.dim:
+        raise DimensionError(f"{op}: matrix of dim {A.dim} is not a multiple of the vector's dim {v.dim}")
+    return A.dim // v.dim
+
+
 class MatVecMult(Node):
     """A @ v with A a d-by-e matrix (dim d*e, row-major) and v of dim e: result dim d."""
 
     arity = 2
 
     def __init__(self, A: Node, v: Node) -> None:
-        if A.dim % v.dim:
-            raise DimensionError(
-                f"matvecmult: matrix of dim {A.dim} is not a multiple of the vector's dim {v.dim}"
-            )
-        super().__init__(A, v, dim=A.dim // v.dim)
+        super().__init__(A, v, dim=_other_side(A, v, "matvecmult"))
 
     def eval(self, ctx: Any, A: Any, v: Any) -> Any:
         xp = ctx.xp
@@ -100,11 +103,7 @@ class VecMatMult(Node):
     arity = 2
 
     def __init__(self, u: Node, A: Node) -> None:
-        if A.dim % u.dim:
-            raise DimensionError(
-                f"vecmatmult: matrix of dim {A.dim} is not a multiple of the vector's dim {u.dim}"
-            )
-        super().__init__(u, A, dim=A.dim // u.dim)
+        super().__init__(u, A, dim=_other_side(A, u, "vecmatmult"))
 
     def eval(self, ctx: Any, u: Any, A: Any) -> Any:
         xp = ctx.xp
