@@ -8,7 +8,10 @@ the posterior mean at new points x* is
 with the linear system solved by Nystrom-preconditioned conjugate gradient
 (``lazymat.solvers.cg``), every product K(X, X) @ v a lazymat reduction in O(n) memory.
 The target size is n = 10^5 (about 40 iterations; the matrix would take 80 GB as dense
-float64); the default n runs in well under a minute on the reference engine.
+float64); the default n runs in well under a minute on the reference engine. Each
+iteration at n = 10^5 is 10^10 kernel evaluations: measured on the default backend
+(numpy, native-cpu engine), 41 iterations, RMSE 0.006 and about 750 CPU-seconds, so
+``make demo`` runs n = 2 * 10^4 and the full size is for a GPU or a patient CPU.
 
 Run ``python examples/kriging.py --n 100000`` (or ``lazymat demo``); ``--out`` writes a PNG
 of the truth, the samples and the posterior mean.
