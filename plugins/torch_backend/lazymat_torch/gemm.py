@@ -12,7 +12,8 @@ The first two are rewritten into the nodes :class:`SqDistGemm` and :class:`DotGe
 (internal to this engine, never seen by the core); the third is split off the formula by
 :func:`split_kernel_product`. Rewrites apply only to sums and log-sum-exps: GEMM rounds
 differently from the pair-by-pair formula, which is harmless for sums but could flip
-comparisons between equal values, so min/argmin and K-min keep the exact evaluation.
+comparisons between equal values, so min/argmin and K-min keep the exact values (those
+of a squared distance take GEMM candidates only: :mod:`lazymat_torch.sqdist_kmin`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class DotGemm(Node):
         return _matmul_t(_rows(a), _cols(b))[..., None]
 
 
-def _split_sides(a: Node, b: Node, side: dict[Node, Side]) -> tuple[Node, Node] | None:
+def split_sides(a: Node, b: Node, side: dict[Node, Side]) -> tuple[Node, Node] | None:
     """(i-side, j-side) when one operand depends on i only and the other on j only."""
     if side[a] == I_ONLY and side[b] == J_ONLY:
         return a, b
@@ -129,11 +130,11 @@ def rewrite_gemm(formula: Node) -> Node:
         inner = node.children[0]
         if isinstance(inner, Square) and isinstance(inner.children[0], Sub):
             a, b = inner.children[0].children
-            pair = _split_sides(a, b, side) if a.dim == b.dim else None
+            pair = split_sides(a, b, side) if a.dim == b.dim else None
             return SqDistGemm(*pair) if pair else None
         if isinstance(inner, Mul):
             a, b = inner.children
-            pair = _split_sides(a, b, side) if a.dim == b.dim else None
+            pair = split_sides(a, b, side) if a.dim == b.dim else None
             return DotGemm(*pair) if pair else None
         return None
 

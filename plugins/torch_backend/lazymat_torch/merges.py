@@ -152,7 +152,7 @@ class KMinReducer(Reducer):
     def init(self, rows: tuple[int, ...], dtype: Any, device: Any) -> Any:
         return None  # the first tile (at least K wide) sets the state
 
-    def _tile_kmin(self, vals: Any, j0: Any) -> tuple[Any, Any]:
+    def tile_kmin(self, vals: Any, j0: Any) -> tuple[Any, Any]:
         """The min(K, Tj) smallest entries of a (B, Ti, Tj) tile, sorted by (key, index)."""
         key = torch.where(torch.isnan(vals), -float("inf"), vals)  # NaN sorts first
         k = min(self.k, vals.shape[-1])  # the last tile may be narrower than K
@@ -173,7 +173,10 @@ class KMinReducer(Reducer):
         return torch.gather(vals, -1, top_idx), column_index(top_idx, j0)
 
     def merge(self, state: Any, vals: Any, owned: bool, j0: Any) -> Any:
-        t_val, t_idx = self._tile_kmin(vals[..., 0], j0)
+        return self.merge_sorted(state, *self.tile_kmin(vals[..., 0], j0))
+
+    def merge_sorted(self, state: Any, t_val: Any, t_idx: Any) -> Any:
+        """The state after a tile's K-list ``t_val, t_idx`` (sorted, of later columns)."""
         if state is None:
             return t_val, t_idx
         best, idx = state

@@ -5,6 +5,9 @@ on the Ti x Tj tile (:class:`~lazymat_torch.evaluator.TilePlan`) and merges it i
 block's running reduction (:mod:`lazymat_torch.merges`). Nothing of size N x M exists:
 the largest buffers are a few tiles and the O((N + M) * D) precomputed sides.
 
+A dense K-min or min of a squared distance picks GEMM candidates and recomputes them
+exactly, in its own loop (:mod:`lazymat_torch.sqdist_kmin`).
+
 A block-sparse request (``ranges``) walks the column intervals of each i-block, or group of
 i-blocks, only (:mod:`lazymat_torch.sparse_tiles`); the merges are the same.
 
@@ -27,12 +30,14 @@ from typing import Any
 import torch
 
 from lazymat import ReductionRequest, ReductionSpec
+from lazymat.ir.node import Node
 
 from .evaluator import TileContext, TilePlan
-from .gemm import rewrite_gemm, split_kernel_product
+from .gemm import SqDistGemm, rewrite_gemm, split_kernel_product
 from .layout import compute_dtype, flat_args, restore
 from .merges import KernelProductReducer, Reducer, reducer_for
 from .sparse_tiles import ColumnTile, RowGroup, row_groups
+from .sqdist_kmin import sqdist_kmin, sqdist_operands, usable
 
 #: pairs per tile on the CPU (cache) and on CUDA (occupancy), before the memory budget
 CPU_TILE_PAIRS = 2**22
@@ -42,6 +47,8 @@ MAX_TILE_J = 16384
 
 #: reductions whose values tolerate the different rounding of GEMM (see lazymat_torch.gemm)
 _GEMM_REDUCTIONS = ("sum", "lse")
+#: reductions of a squared distance that pick GEMM candidates (lazymat_torch.sqdist_kmin): K-min, min
+_CANDIDATE_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin", "min", "argmin", "min_argmin")
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,6 +62,28 @@ def plan_for(spec: ReductionSpec) -> tuple[TilePlan, bool]:
         if split is not None:
             return TilePlan(split[0], extra=(split[1],)), True
     return TilePlan(formula), False
+
+
+@functools.lru_cache(maxsize=256)
+def candidate_operands(spec: ReductionSpec) -> tuple[Node, Node] | None:
+    """(a, b) of a K-min or min of |a_i - b_j|^2 (cached), else None."""
+    return sqdist_operands(spec.formula) if spec.reduction in _CANDIDATE_REDUCTIONS else None
+
+
+def run_candidates(request: ReductionRequest, ctx: TileContext) -> dict[str, Any] | None:
+    """The outputs of a dense K-min (or min) of a squared distance without batch
+    dimensions and with usable operands (lazymat_torch.sqdist_kmin), else None."""
+    operands = candidate_operands(request.spec)
+    if operands is None or request.ranges is not None or math.prod(request.batch) != 1:
+        return None
+    plan = TilePlan(SqDistGemm(*operands))
+    pre = plan.precompute(ctx)
+    a, b = pre[operands[0]][0, :, 0, :], pre[operands[1]][0, 0]
+    if not usable(a, b):
+        return None
+    k = request.spec.k if request.spec.reduction in ("kmin", "argkmin", "kmin_argkmin") else 1
+    value, index = sqdist_kmin(a, b, k, request.tile_bytes)
+    return {"value": value[None], "index": index[None]}
 
 
 def tile_pairs(request: ReductionRequest, plan: TilePlan, itemsize: int) -> int:
@@ -97,11 +126,14 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
     i-blocks are grouped; rows that visit no column get the reduction's initial values.
     """
     spec = request.spec
-    plan, kernel_product = plan_for(spec)
     dtype = compute_dtype(request.dtype)
     device = request.device
     args = flat_args(request)
     ctx = TileContext(args, dtype, device, request.n, request.m)
+    outputs = run_candidates(request, ctx)
+    if outputs is not None:
+        return restore(request, outputs)
+    plan, kernel_product = plan_for(spec)
     pre = plan.precompute(ctx)
     reducer: Reducer = KernelProductReducer() if kernel_product else reducer_for(spec.reduction, spec.k)
     weights = pre[plan.extra[0]][:, 0] if kernel_product else None  # (B|1, M, E)
