@@ -309,11 +309,10 @@ def _retruncate(
     if truncate is None:
         return kept, ranges
     rows, cols = parents
-    assert levels[0].parents is not None and levels[1].parents is not None
-    f_mean, g_mean = (
-        np.add.reduceat(v, lv.parents[:-1]) / np.diff(lv.parents)
-        for v, lv in zip((f, g), levels, strict=True)
-    )
+    px, py = levels[0].parents, levels[1].parents
+    assert px is not None and py is not None
+    f_mean = np.add.reduceat(f, px[:-1]) / np.diff(px)
+    g_mean = np.add.reduceat(g, py[:-1]) / np.diff(py)
     shrunk = kept_pairs(rows, cols, f_mean, g_mean, kept, eps, truncate, p)
     if shrunk[0].shape[0] == kept[0].shape[0]:
         return kept, ranges
