@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from lazymat.ir.algebra import Add, Div, Mul, Neg, Sub, SumDim
-from lazymat.ir.functions import Log, PowConst, Rsqrt, Sqrt, Square
-from lazymat.ir.leaves import Var
+from lazymat.ir.functions import Exp, Log, PowConst, Rsqrt, Sqrt, Square
+from lazymat.ir.leaves import Const, Var
 from lazymat.ir.node import Node
 from lazymat.ir.transform import substitute
 from lazymat.ir.vector import IndexMatch
@@ -89,6 +89,97 @@ class SqDistGemm(Node):
         b_aug = torch.cat((-2.0 * b, torch.ones_like(b_sq), b_sq), dim=-1)
         # rounding can push |a|^2 + |b|^2 - 2<a, b> below zero for nearby points
         return _matmul_t(a_aug, b_aug).clamp_min_(0.0)[..., None]
+
+
+class ExpArgGemm(Node):
+    """``scale * |a - b|^2 + shift`` (shift depending on j only, or a constant) through one
+    GEMM, for the argument of an exponential (the Gaussian kernel, a softmin's log-sum-exp).
+
+    The scale and shift ride on the augmented rows, [a, |a|^2, 1] .
+    [-2 s b, s, s |b|^2 + t], which saves the passes of the scalar steps over the tile.
+    Unlike :class:`SqDistGemm` there is no clamp: exp is smooth, and a distance that
+    rounding takes a few ulps of |a|^2 below zero moves the exponential as little as any
+    other rounding of the GEMM.
+    """
+
+    arity = 3
+
+    def __init__(self, a: Node, b: Node, shift: Node, scale: float) -> None:
+        object.__setattr__(self, "scale", float(scale))
+        super().__init__(a, b, shift, dim=1)
+
+    def static(self) -> tuple[Any, ...]:
+        return (self.scale,)
+
+    def eval(self, ctx: Any, a: Any, b: Any, shift: Any) -> Any:
+        a, b, s = _rows(a), _cols(b), self.scale
+        shift = _cols(shift) if shift.ndim == 4 else shift  # (B|1, Tj, 1) or a constant (1,)
+        a_sq = (a * a).sum(-1, keepdim=True)
+        b_sq = (b * b).sum(-1, keepdim=True)
+        a_aug = torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
+        b_aug = torch.cat((-2.0 * s * b, torch.full_like(b_sq, s), s * b_sq + shift), dim=-1)
+        return _matmul_t(a_aug, b_aug)[..., None]
+
+
+def _affine(node: Node, side: dict[Node, Side]) -> tuple[SqDistGemm, float, Node] | None:
+    """(d, s, t) when ``node`` is ``s * d + t`` through scalar steps, with d a SqDistGemm,
+    s a number and t a scalar formula of j only (or a constant), else None."""
+    if isinstance(node, SqDistGemm):
+        return node, 1.0, Const(0.0)
+    if isinstance(node, Neg):
+        inner = _affine(node.children[0], side)
+        return None if inner is None else (inner[0], -inner[1], Neg(inner[2]))
+    if not isinstance(node, (Add, Sub, Mul, Div)):
+        return None
+    a, b = node.children
+    if isinstance(node, (Mul, Div)) and isinstance(b, Const) and b.dim == 1:
+        inner = _affine(a, side)
+        if inner is None:
+            return None
+        c = b.value if isinstance(node, Mul) else 1.0 / b.value
+        return inner[0], inner[1] * c, type(node)(inner[2], b)
+    if isinstance(node, Mul) and isinstance(a, Const) and a.dim == 1:
+        inner = _affine(b, side)
+        return None if inner is None else (inner[0], inner[1] * a.value, Mul(a, inner[2]))
+    if isinstance(node, (Add, Sub)):
+        for x, w, x_first in ((a, b, True), (b, a, False)):
+            if w.dim != 1 or side[w] not in (J_ONLY, frozenset()):
+                continue
+            inner = _affine(x, side)
+            if inner is None:
+                continue
+            d, scale, t = inner
+            if isinstance(node, Add):
+                return d, scale, Add(t, w)
+            return (d, scale, Sub(t, w)) if x_first else (d, -scale, Sub(w, t))
+    return None
+
+
+def fold_exp_arguments(formula: Node, lse: bool) -> Node:
+    """``formula`` (GEMM nodes in) with the arguments of its exponentials, and the whole
+    formula for a log-sum-exp (``lse``), folded into :class:`ExpArgGemm` where they are
+    affine in one squared distance."""
+    side = sides(formula)
+
+    def fold(node: Node) -> Node | None:
+        found = _affine(node, side)
+        return (
+            None
+            if found is None
+            else ExpArgGemm(found[0].children[0], found[0].children[1], found[2], found[1])
+        )
+
+    def match(node: Node) -> Node | None:
+        if isinstance(node, Exp):
+            folded = fold(node.children[0])
+            return None if folded is None else Exp(folded)
+        return None
+
+    if lse:
+        folded = fold(formula)
+        if folded is not None:
+            return folded
+    return substitute(formula, match)
 
 
 class DotGemm(Node):

@@ -33,7 +33,7 @@ from lazymat import ReductionRequest, ReductionSpec
 from lazymat.ir.node import Node
 
 from .evaluator import TileContext, TilePlan
-from .gemm import SqDistGemm, rewrite_gemm, split_kernel_product
+from .gemm import SqDistGemm, fold_exp_arguments, rewrite_gemm, split_kernel_product
 from .layout import compute_dtype, flat_args, restore
 from .merges import KernelProductReducer, Reducer, reducer_for
 from .sparse_tiles import ColumnTile, RowGroup, row_groups
@@ -56,7 +56,7 @@ def plan_for(spec: ReductionSpec) -> tuple[TilePlan, bool]:
     """The tile plan of a spec, and whether its sum runs as a kernel product (cached)."""
     formula = spec.formula
     if spec.reduction in _GEMM_REDUCTIONS:
-        formula = rewrite_gemm(formula)
+        formula = fold_exp_arguments(rewrite_gemm(formula), lse=spec.reduction == "lse")
     if spec.reduction == "sum":
         split = split_kernel_product(formula)
         if split is not None:
