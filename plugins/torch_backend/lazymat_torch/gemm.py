@@ -102,6 +102,8 @@ class ExpArgGemm(Node):
     other rounding of the GEMM.
     """
 
+    __slots__ = ("scale",)
+    scale: float
     arity = 3
 
     def __init__(self, a: Node, b: Node, shift: Node, scale: float) -> None:

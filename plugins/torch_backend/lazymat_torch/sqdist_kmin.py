@@ -38,12 +38,13 @@ from .merges import KMinReducer
 
 #: columns per chunk of the candidate pre-selection (a multiple of the SIMD width)
 CHUNK = 64
-#: pairs per tile, at most: the GEMM tile stays in the cache for the pass of ``amin``
-#: (one thread, 10^4 x 10^4 K-min: 0.21 s with 2^20, 0.25 s with 2^22; more ops per tile than
-#: the exact path's, so larger tiles amortise the threads' wake-ups on busy cores)
+#: pairs per tile, at most: one thread on a quiet core prefers 2^20 (10^4 x 10^4 K-min:
+#: 0.21 s, 0.25 s with 2^22), two threads on busy cores 2^22 (1.1 to 2.5 s, against 2.6 to
+#: 9 s with 2^20: every op waits for the threads' wake-ups, and a tile makes ~30 ops)
 TILE_PAIRS = 2**22
-#: widest tile
-MAX_TILE_J = 16384
+#: widest tile: whole rows up to 32768 columns spare the K-list merges between j-tiles
+#: (3 * 10^4 points, K = 10, one thread: 1.1 s, against 2.3 s with 16384)
+MAX_TILE_J = 32768
 
 
 def sqdist_operands(formula: Node) -> tuple[Node, Node] | None:
