@@ -57,15 +57,18 @@ def contenders(
     collect: Callable[[Any], Result] = array_result,
     label: str = "",
     engines: dict[str, str | None] | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> list[Contender]:
     """One contender per engine running ``task(**{k: data[k] for k in inputs})``.
 
     ``label`` is appended to the row name; ``engines`` (default: :func:`engine_backends`)
-    maps each engine to its backend.
+    maps each engine to its backend; ``extra`` adds (engine, backend) pairs beyond that
+    choice (e.g. native-cpu reached from jax arrays), kept when the backend is installed.
     """
     found = engine_backends() if engines is None else engines
+    pairs = [*found.items(), *((e, b) for e, b in extra if b in lm.backends() and e in found)]
     out = []
-    for engine, backend in found.items():
+    for engine, backend in pairs:
         name = f"lazymat {engine}" + (f" ({backend})" if backend else "") + (f" {label}" if label else "")
         out.append(Contender(name, True, _setup(task, inputs, engine, backend), collect))
     return out

@@ -99,7 +99,7 @@ def build(name: str, quick: bool) -> Task:
         def make_data(c: Case) -> dict[str, Any]:
             return make(c.n, c.m, c.d)
 
-        contenders = ours.contenders(task_fn, inputs)
+        contenders = ours.contenders(task_fn, inputs, extra=[("native-cpu", "jax")])
         contenders += [pykeops(name), dense_torch(name), dense_jnp(name)]
         if name == "softmin":
             contenders += [ott_softmin(online=True), ott_softmin(online=False)]
