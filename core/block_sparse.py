@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-
 #: block boundaries: a sequence of ints or an int array, starting at 0, increasing
 Bounds = Sequence[int] | np.ndarray
 
