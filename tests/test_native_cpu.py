@@ -32,7 +32,7 @@ from lazymat.engines.native_build import find_compiler
 from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionSpec, build_request
-from lazymat.testing.clustered import check_clustered, clustered_problem
+from lazymat.testing.clustered import check_clustered, check_clustered_batches, clustered_problem
 from lazymat.testing.dense import K_REDUCTIONS, REDUCTIONS, check_outputs, close, gaussian_product_vjp
 from lazymat.testing.operations import (
     INDEX_MATCH,
@@ -185,13 +185,7 @@ def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None
 def test_block_sparse_with_batch_dimensions() -> None:
     """One structure for every batch element: (2, N, 3) points, each its own dense masked sum."""
     problem = clustered_problem(300, 200, seed=22, voxel=0.3, radius=0.45)
-    x = np.stack([problem.x, 0.9 * problem.x])
-    K = (-lm.Vi(x).sqdist(lm.Vj(problem.y)) / 0.1).exp() * lm.Vj(problem.b)
-    got = K.sum(axis=1, engine=ENGINE, ranges=problem.ranges)
-    for k in range(2):
-        d2 = ((x[k][:, None, :] - problem.y[None, :, :]) ** 2).sum(-1)
-        ref = np.where(problem.mask, np.exp(-d2 / 0.1), 0.0) @ problem.b
-        close(got[k], ref, "float64", f"batch element {k}")
+    check_clustered_batches(ENGINE, problem)
 
 
 def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits() -> None:

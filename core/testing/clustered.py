@@ -111,3 +111,15 @@ def check_clustered(
         else:  # float32 may reorder near-ties: the picked entries must be the smallest ones
             picked = np.where(i < 0, np.inf, np.take_along_axis(masked, np.maximum(i, 0), 1))
             _close(picked, rv, dtype, f"{what} {label} picked entries")
+
+
+def check_clustered_batches(engine: str, problem: ClusteredProblem) -> None:
+    """One structure for every batch element: (2, N, 3) points (x and 0.9 x), each element
+    against its own dense masked Gaussian kernel product in float64."""
+    x = np.stack([problem.x, 0.9 * problem.x])
+    K = (-lm.Vi(x).sqdist(lm.Vj(problem.y)) / 0.1).exp() * lm.Vj(problem.b)
+    got = K.sum(axis=1, engine=engine, ranges=problem.ranges)
+    for k in range(2):
+        d2 = ((x[k][:, None, :] - problem.y[None, :, :]) ** 2).sum(-1)
+        ref = np.where(problem.mask, np.exp(-d2 / 0.1), 0.0) @ problem.b
+        close(got[k], ref, "float64", f"batch element {k}")

@@ -22,7 +22,7 @@ from lazymat.dispatch import run_engine
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionSpec, build_request
 from lazymat.testing import dense as dense_reference
-from lazymat.testing.clustered import check_clustered, clustered_problem
+from lazymat.testing.clustered import check_clustered, check_clustered_batches, clustered_problem
 from lazymat.testing.dense import K_REDUCTIONS, REDUCTIONS, check_outputs, gaussian_product_vjp
 from lazymat.testing.operations import (
     INDEX_MATCH,
@@ -164,13 +164,7 @@ def test_block_sparse_clustered_problem_matches_dense_masked(dtype: str) -> None
 def test_block_sparse_with_batch_dimensions() -> None:
     """One structure for every batch element (the grid's y dimension)."""
     problem = clustered_problem(100, 80, seed=24, voxel=0.3, radius=0.45)
-    x = np.stack([problem.x, 0.9 * problem.x])
-    K = (-lm.Vi(x).sqdist(lm.Vj(problem.y)) / 0.1).exp() * lm.Vj(problem.b)
-    got = K.sum(axis=1, engine=ENGINE, ranges=problem.ranges)
-    for k in range(2):
-        d2 = ((x[k][:, None, :] - problem.y[None, :, :]) ** 2).sum(-1)
-        ref = np.where(problem.mask, np.exp(-d2 / 0.1), 0.0) @ problem.b
-        close(got[k], ref, "float64", f"batch element {k}")
+    check_clustered_batches(ENGINE, problem)
 
 
 @pytest.mark.parametrize("name", sorted(INDEX_MATCH))
