@@ -16,7 +16,7 @@ import numpy as np
 
 from ..block_sparse import BlockIntervals
 
-__all__ = ["row_chunks", "visited_pairs"]
+__all__ = ["row_chunks", "visited_columns", "visited_pairs"]
 
 
 def row_chunks(intervals: BlockIntervals, rows: int) -> np.ndarray:
@@ -34,8 +34,12 @@ def row_chunks(intervals: BlockIntervals, rows: int) -> np.ndarray:
     return np.ascontiguousarray(chunks, dtype=np.int64)
 
 
+def visited_columns(intervals: BlockIntervals) -> np.ndarray:
+    """Number of columns each i-block visits (0 for a block that visits nothing)."""
+    lengths = np.concatenate([[0], np.cumsum(intervals.j_ends - intervals.j_starts)])
+    return lengths[intervals.offsets[1:]] - lengths[intervals.offsets[:-1]]
+
+
 def visited_pairs(intervals: BlockIntervals) -> int:
     """Number of (i, j) pairs a block-sparse reduction visits (per batch element)."""
-    lengths = np.concatenate([[0], np.cumsum(intervals.j_ends - intervals.j_starts)])
-    per_block = lengths[intervals.offsets[1:]] - lengths[intervals.offsets[:-1]]
-    return int(np.dot(np.diff(intervals.i_bounds), per_block))
+    return int(np.dot(np.diff(intervals.i_bounds), visited_columns(intervals)))

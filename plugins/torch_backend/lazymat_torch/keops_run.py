@@ -23,6 +23,7 @@ import torch
 
 from lazymat import ReductionRequest
 from lazymat.block_sparse import BlockSparsity
+from lazymat.codegen.ranges import visited_columns
 
 from .keops_formula import KeOpsFormula
 from .layout import compute_dtype
@@ -94,9 +95,8 @@ def _mark_missing(index: torch.Tensor, request: ReductionRequest) -> None:
     beyond the number of columns a row visits."""
     iv = request.ranges.intervals if request.ranges is not None else None
     assert iv is not None
-    per_block = np.add.reduceat(np.append(iv.j_ends - iv.j_starts, 0), iv.offsets[:-1])
-    per_block[iv.offsets[:-1] == iv.offsets[1:]] = 0  # reduceat gives the next entry for empty blocks
-    visited = torch.from_numpy(np.repeat(per_block, np.diff(iv.i_bounds))).to(index.device)
+    per_row = np.repeat(visited_columns(iv), np.diff(iv.i_bounds))
+    visited = torch.from_numpy(per_row).to(index.device)
     if request.spec.kind.uses_k:
         slots = torch.arange(index.shape[-1], device=index.device)
         index.masked_fill_(slots >= visited[:, None], -1)
