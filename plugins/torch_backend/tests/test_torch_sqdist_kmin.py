@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lazymat as lm
-from lazymat_torch import merges, sqdist_kmin
+from lazymat_torch import sqdist_kmin
 
 
 def dense_kmin(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,20 +68,53 @@ def test_exact_ties_go_to_the_lower_index() -> None:
     check(grid[::7] + np.float32(0.5), y, 10)
 
 
-def test_fallback_rows_when_candidates_are_not_separated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hundreds of y_j within rounding of the same distance: the bound cannot separate the
-    K' candidates from the rest, so the rows are evaluated exactly (and still right)."""
-    exact_rows = []
-    tile_kmin = merges.KMinReducer.tile_kmin
+def test_many_candidates_per_row_near_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dozens of y_j within rounding of the same distance: every one is a candidate (more
+    than K in a row), and the exact values order them."""
+    widest = []
+    merge = sqdist_kmin._RowBlock.merge
 
-    def spy(self: merges.KMinReducer, vals: torch.Tensor, j0: int) -> tuple[torch.Tensor, torch.Tensor]:
-        exact_rows.append(vals.shape[0])
-        return tile_kmin(self, vals, j0)
+    def spy(self: sqdist_kmin._RowBlock, row: torch.Tensor, col: torch.Tensor) -> None:
+        widest.append(int(torch.bincount(row).max()))
+        merge(self, row, col)
 
-    monkeypatch.setattr(merges.KMinReducer, "tile_kmin", spy)
+    monkeypatch.setattr(sqdist_kmin._RowBlock, "merge", spy)
     x, y = near_ties(20, 40, seed=3)
     check(x, y, 10)
-    assert sum(exact_rows) >= 1
+    assert max(widest) > 10
+
+
+def test_far_chunks_are_skipped_and_the_result_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """x in a corner of the cube of uniform y: most chunks lie beyond every row's K-th
+    distance and are never multiplied; the K-lists still match the dense ones."""
+    monkeypatch.setattr(sqdist_kmin, "ROW_BLOCK", 32)
+    visited = []
+    visit = sqdist_kmin._RowBlock.visit
+
+    def spy(self: sqdist_kmin._RowBlock, ids: torch.Tensor, per_tile: int) -> None:
+        visited.append(ids.shape[0])
+        visit(self, ids, per_tile)
+
+    monkeypatch.setattr(sqdist_kmin._RowBlock, "visit", spy)
+    rng = np.random.default_rng(11)
+    x = np.float32(0.2) * rng.random((300, 3), dtype=np.float32)
+    y = rng.random((3000, 3), dtype=np.float32)
+    check(x, y, 10)
+    blocks, chunks = len(visited) // 2, -(-3000 // sqdist_kmin.CHUNK)
+    assert sum(visited) < blocks * chunks / 4
+
+
+@pytest.mark.parametrize(("m", "k"), [(64 * 5 + 3, 10), (300, 70), (64, 64)])
+def test_partial_last_chunk_and_k_beyond_a_chunk(m: int, k: int) -> None:
+    """The last chunk holds fewer than K columns (3), K exceeds a chunk (70), K = M."""
+    rng = np.random.default_rng(m + k)
+    x, y = rng.random((90, 2), dtype=np.float32), rng.random((m, 2), dtype=np.float32)
+    check(x, y, k)
+
+
+def test_float64_points_far_from_the_origin() -> None:
+    rng = np.random.default_rng(13)
+    check(1e3 + rng.random((80, 4)), 1e3 + rng.random((700, 4)), 6)
 
 
 def test_several_column_tiles_and_padding(monkeypatch: pytest.MonkeyPatch) -> None:
