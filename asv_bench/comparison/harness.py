@@ -39,6 +39,12 @@ class Case:
     def label(self) -> str:
         return f"N={self.n:,} M={self.m:,} D={self.d}"
 
+    @property
+    def series(self) -> str:
+        """What tells a task's curves apart besides the contender ("" for plain sizes); timings
+        are extrapolated within one series only (a blur changes the cost, not just N)."""
+        return ""
+
     def scaled(self, factor: float) -> Case:
         return Case(max(8, int(self.n * factor)), max(8, int(self.m * factor)), self.d)
 
@@ -69,6 +75,12 @@ class Contender:
     dense_bytes: Callable[[Case], float] | None = None
     #: checked against ours for agreement (False: a different algorithm, shown side by side)
     checked: bool = True
+    #: its own cost model (e.g. N log N for multiscale solvers), else the task's ``work``
+    work: Callable[[Case], float] | None = None
+
+    def cost(self, task: Task, case: Case) -> float:
+        """The work of ``case`` in this contender's cost model, for extrapolating its timings."""
+        return (self.work or task.work)(case)
 
 
 @dataclass
@@ -182,7 +194,7 @@ class Runner:
     def __init__(self, settings: Settings, deadline: float) -> None:
         self.settings = settings
         self.deadline = deadline
-        #: (task, contender) -> [(work, seconds), ...] of its probes and timed cases, in order
+        #: (task, contender, series) -> [(work, seconds), ...] of its probes and timed cases, in order
         self.history: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def log(self, msg: str) -> None:
@@ -195,7 +207,7 @@ class Runner:
         Probes run at 1/16, then 1/4 of the size (each once to warm up, once timed); the
         second is left out when the first says it could take longer than the per-call cap.
         """
-        key = (task.name, c.name)
+        key = (task.name, c.name, case.series)
         if key not in self.history:
             if not self.settings.probe:
                 return None
@@ -205,11 +217,11 @@ class Runner:
                 run = c.setup(task.make_data(probe), probe)
                 run()  # compile / warm caches at the probe size
                 t, _ = _timed(run)
-                points.append((task.work(probe), t))
+                points.append((c.cost(task, probe), t))
                 if t * 16 > self.settings.max_seconds:
                     break
             self.history[key] = points  # only once a probe ran: a failed one is retried, reported
-        return extrapolate(self.history[key], task.work(case))
+        return extrapolate(self.history[key], c.cost(task, case))
 
     def admit(self, task: Task, c: Contender, case: Case, row: Row, task_deadline: float) -> bool:
         s = self.settings
@@ -289,7 +301,8 @@ class Runner:
         for c in live:
             row = rows[c.name]
             if row.median is not None:
-                self.history.setdefault((task.name, c.name), []).append((task.work(case), row.median))
+                key = (task.name, c.name, case.series)
+                self.history.setdefault(key, []).append((c.cost(task, case), row.median))
             if row.status == "ok":
                 self.log(f"  {c.name}: {format_seconds(row.median)} (median of {len(row.times)})")
         self._compare(task, data, list(rows.values()))

@@ -124,7 +124,7 @@ def plot(task: Task, rows: Sequence[Row], path: Path) -> bool:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r.case.d == 3 and r.status == "ok" and r.median:
-            key = r.contender + getattr(r.case, "series", "")  # e.g. one curve per blur
+            key = r.contender + r.case.series  # e.g. one curve per blur
             series.setdefault(key, []).append((r.case.n, r.median))
     if not series:
         return False
