@@ -65,10 +65,15 @@ class BlockSparsity:
         n_i = len(i_bounds) - 1
         if bi.size and (bi.min() < 0 or bi.max() >= n_i):
             raise ValueError(f"i-block indices must lie in [0, {n_i}), got {bi.min()}..{bi.max()}")
-        order = np.lexsort((bj, bi))
+        step_i, step_j = np.diff(bi), np.diff(bj)
+        if not np.all((step_i > 0) | ((step_i == 0) & (step_j > 0))):  # sorted pairs skip the sort
+            order = np.lexsort((bj, bi))
+            bi, bj = bi[order], bj[order]
+        else:
+            bj = bj.copy()  # frozen below: not the caller's array
         self = cls.__new__(cls)
-        offsets = np.searchsorted(bi[order], np.arange(n_i + 1))
-        self._set(i_bounds, j_bounds, offsets, bj[order])
+        offsets = np.searchsorted(bi, np.arange(n_i + 1))
+        self._set(i_bounds, j_bounds, offsets, bj)
         return self
 
     @classmethod
@@ -84,7 +89,7 @@ class BlockSparsity:
     def _set(self, i_bounds: Any, j_bounds: Any, offsets: np.ndarray, blocks: np.ndarray) -> None:
         bounds = []
         for name, b in (("i_bounds", i_bounds), ("j_bounds", j_bounds)):
-            arr = np.asarray(b, dtype=np.int64).reshape(-1)
+            arr = np.array(b, dtype=np.int64).reshape(-1)  # a copy: frozen below
             if arr.size < 2 or arr[0] != 0 or np.any(np.diff(arr) <= 0):
                 raise ValueError(f"{name} must start at 0 and increase strictly, got {arr[:8].tolist()}...")
             bounds.append(arr)
@@ -171,9 +176,19 @@ class BlockSparsity:
         )
 
     def transpose(self) -> BlockSparsity:
-        """The structure of the transposed matrix (for reductions over i)."""
+        """The structure of the transposed matrix (for reductions over i and gradients).
+
+        Built once per structure (every reduction over i asks for it) and linked both ways.
+        """
+        return self._transposed
+
+    @cached_property
+    def _transposed(self) -> BlockSparsity:
         rows = np.repeat(np.arange(self.n_blocks[0]), np.diff(self.offsets))
-        return BlockSparsity.from_block_pairs(self.j_bounds, self.i_bounds, self.blocks, rows)
+        order = np.argsort(self.blocks, kind="stable")  # rows are sorted: by column, then row
+        t = BlockSparsity.from_block_pairs(self.j_bounds, self.i_bounds, self.blocks[order], rows[order])
+        t.__dict__["_transposed"] = self
+        return t
 
     def dense_mask(self) -> np.ndarray:
         """The (N, M) boolean mask of visited entries (for tests on small problems)."""

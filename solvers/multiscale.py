@@ -35,7 +35,7 @@ import numpy as np
 
 import lazymat
 from lazymat import Vi, Vj
-from lazymat.block_sparse import BlockSparsity, grid_cluster
+from lazymat.block_sparse import grid_cluster
 
 from .costs import Cost, evaluate_cost
 from .measures import Measures
@@ -46,6 +46,7 @@ from .multiscale_clusters import (
     candidate_pairs,
     cloud_hierarchy,
     kept_pairs,
+    pair_chunks,
 )
 from .penalties import Penalty
 from .sinkhorn_loop import LoopOutcome, Transport, sinkhorn_loop, softmin
@@ -57,7 +58,9 @@ POINTS_PER_DEFAULT_CLUSTER = 16
 #: truncation threshold (GeomLoss's default): pairs below exp(-5) ~ 0.7% of the scale go
 DEFAULT_TRUNCATE = 5.0
 #: an automatic finer level is added while clusters hold this many points on average
-MIN_POINTS_PER_CLUSTER = 16
+MIN_POINTS_PER_CLUSTER = 8
+#: refinement levels stop before the truncation is predicted to keep more block pairs (memory)
+MAX_BLOCK_PAIRS = 2e7
 
 
 def check_multiscale_options(
@@ -97,32 +100,66 @@ def jump_index(eps_list: list[float], scale: float, p: float) -> int:
 
 
 def level_scales(
-    x: np.ndarray, y: np.ndarray, eps_list: list[float], p: float, coarsest: float, levels: int | None
+    x: np.ndarray,
+    y: np.ndarray,
+    eps_list: list[float],
+    p: float,
+    coarsest: float,
+    levels: int | None,
+    truncate: float | None,
 ) -> tuple[list[float], list[int]]:
     """Voxel sizes coarsest, coarsest/2, ... of the cluster levels, and their jump iterations.
 
-    A level is used only if the loop spends at least one iteration on it and on the
-    next one (its jump comes after the previous level's and before the last iteration).
+    A level iterates if the loop spends at least one iteration on it and on the next
+    one (its jump comes after the previous level's and before the last iteration).
     ``levels`` caps their number; None adds finer levels while clusters keep at least
-    MIN_POINTS_PER_CLUSTER points on average (below that, a level saves little).
+    MIN_POINTS_PER_CLUSTER points on average (below that, a level saves little), then
+    *refinement* levels: no iteration (their jump is the previous one), only a finer
+    truncation test, so that the last level's blocks are small next to the kernel's
+    width (:func:`_predicted_pairs` keeps their number of block pairs bounded).
     """
     last = len(eps_list) - 1
     scales: list[float] = []
     jumps: list[int] = []
     s = coarsest
+    n = max(x.shape[0], y.shape[0])
     while levels is None or len(scales) < levels:
         jump = jump_index(eps_list, s, p)
-        if jump >= last:
+        clusters = (int(grid_cluster(v, s).max()) + 1 for v in (x, y))
+        few_points = scales and levels is None and max(clusters) * MIN_POINTS_PER_CLUSTER > n
+        if jump >= last or few_points:
             break
-        if scales and levels is None:
-            clusters = max(int(grid_cluster(v, s).max()) + 1 for v in (x, y))
-            if clusters * MIN_POINTS_PER_CLUSTER > max(x.shape[0], y.shape[0]):
-                break
         if not jumps or jump > jumps[-1]:
             scales.append(s)
             jumps.append(jump)
         s /= 2
+    if levels is not None or truncate is None or not scales:
+        return scales, jumps
+    eps = eps_list[jumps[-1] + 1]  # the temperature the finest blocks are tested for
+    while True:
+        s = scales[-1] / 2
+        counts = [int(grid_cluster(v, s).max()) + 1 for v in (x, y)]
+        if max(counts) * MIN_POINTS_PER_CLUSTER > n:
+            break
+        if _predicted_pairs(x, y, counts, s, eps, truncate, p) > MAX_BLOCK_PAIRS:
+            break
+        scales.append(s)
+        jumps.append(jumps[-1])
     return scales, jumps
+
+
+def _predicted_pairs(
+    x: np.ndarray, y: np.ndarray, counts: list[int], s: float, eps: float, truncate: float, p: float
+) -> float:
+    """About how many block pairs of voxel size ``s`` the truncation keeps at ``eps``: the
+    clusters' pairs times the fraction of the cloud's box within the kernel's reach, which
+    is the cost's range sqrt(2 truncate eps) (p = 2) or truncate eps (p = 1), plus two
+    voxels' half-diagonals."""
+    d = x.shape[1]
+    reach = (math.sqrt(2 * truncate * eps) if p == 2 else truncate * eps) + s * math.sqrt(d)
+    ball = math.pi ** (d / 2) / math.gamma(d / 2 + 1) * reach**d
+    box = min(float(np.prod(np.ptp(v, axis=0) + s)) for v in (x, y))
+    return counts[0] * counts[1] * min(1.0, ball / box)
 
 
 @dataclass
@@ -142,8 +179,9 @@ _SIDES = ((0, 1), (0, 0), (1, 1))
 
 
 def _transposed(kept: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) sorted by i, then j, as pairs (j, i) sorted by j, then i."""
     i, j = kept
-    order = np.lexsort((i, j))
+    order = np.argsort(j, kind="stable")
     return j[order], i[order]
 
 
@@ -210,7 +248,7 @@ def multiscale_sinkhorn_loop(
     )
     d = x.shape[1]
     coarsest = cluster_scale or default_cluster_scale(diameter, d, max(x.shape[0], y.shape[0]))
-    scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels)
+    scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels, truncate)
     hx, hy = cloud_hierarchy(x, a, scales), cloud_hierarchy(y, b, scales)
     lv = _Levels(m, hx, hy, x_native.dtype)
     if verbose:
@@ -228,10 +266,11 @@ def multiscale_sinkhorn_loop(
     for k, arrays in enumerate(lv.arrays):
         fine = k == len(scales)
         end = last if fine else jumps[k]
-        # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated
+        # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated;
+        # refinement levels (end < start): none
         steps = [(start, end)] if k == 0 else [(i, i) for i in range(start, end + 1)]
+        problems = _problems(arrays, ranges, cost, debias)
         for first, final in steps:
-            problems = _problems(arrays, ranges, cost, debias)
             out = sinkhorn_loop(
                 problems,
                 eps_list[first : final + 1],
@@ -243,31 +282,35 @@ def multiscale_sinkhorn_loop(
             )
             n_iter += out.n_iter
             pots = out.potentials
+            if fine and final == last:
+                result = LoopOutcome(out.potentials, n_iter, out.converged)
+                return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
             if k > 0 and final < end:
                 for s, (u, v) in enumerate(_SIDES[: len(problems)]):
                     f, g = (to_np(w) for w in (pots[s] * 2)[:2])
                     here = clouds[u].levels[k], clouds[v].levels[k]
                     parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-                    kept[s], ranges[s] = _retruncate(
-                        kept[s], ranges[s], f, g, here, parents, eps_list[final], truncate, p
-                    )
+                    shrunk = _shrink(kept[s], f, g, here, parents, eps_list[final + 1], truncate, p)
+                    if shrunk[0].shape[0] < kept[s][0].shape[0]:
+                        kept[s], ranges[s] = shrunk, block_structure(shrunk, *here)
+                problems = _problems(arrays, ranges, cost, debias)
                 if verbose:
-                    print(f"level {k} at eps = {eps_list[final]:.3e}: keeps {ranges[0].density():.2%}")
-        if fine:
-            result = LoopOutcome(out.potentials, n_iter, out.converged)
-            return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
-        eps = eps_list[end]
+                    print(f"level {k} for eps = {eps_list[final + 1]:.3e}: keeps {ranges[0].density():.2%}")
+        assert pots is not None
+        eps, eps_next = eps_list[end], eps_list[end + 1]
         nxt = lv.arrays[k + 1]
         moved_pots = []
         for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
             rows, cols = clouds[u].levels[k], clouds[v].levels[k]
             finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
-            f, g = (to_np(w) for w in (out.potentials[s] * 2)[:2])
-            kept[s] = kept_pairs(rows, cols, f, g, candidate_pairs(kept[s], rows, cols), eps, truncate, p)
+            f, g = (to_np(w) for w in (pots[s] * 2)[:2])
+            if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
+                parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+                kept[s] = _shrink(kept[s], f, g, (rows, cols), parents, eps_next, truncate, p)
+            candidates = candidate_pairs(kept[s], rows, cols)
+            kept[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
             ranges[s] = block_structure(kept[s], *finer)
-            moved = _extrapolate(
-                xp, t, out.potentials[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps
-            )
+            moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
             moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
             if verbose:
                 print(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {ranges[s].density():.2%}")
@@ -288,9 +331,8 @@ def _problems(arrays: tuple[Any, ...], ranges: list[Any], cost: Cost, debias: bo
     return problems
 
 
-def _retruncate(
+def _shrink(
     kept: tuple[np.ndarray, np.ndarray],
-    ranges: BlockSparsity,
     f: np.ndarray,
     g: np.ndarray,
     levels: tuple[Level, Level],
@@ -298,25 +340,22 @@ def _retruncate(
     eps: float,
     truncate: float | None,
     p: float,
-) -> tuple[tuple[np.ndarray, np.ndarray], BlockSparsity]:
-    """Shrink a level's kernel truncation as eps decreases, from its own potentials.
+) -> tuple[np.ndarray, np.ndarray]:
+    """A level's kept parent pairs, re-tested at a smaller eps from the level's own potentials.
 
     The test of :func:`~.multiscale_clusters.kept_pairs` on the parent clusters, with
-    their points' mean potentials (the potentials at the centroids, to first order), at
-    the current eps: the kernel keeps up with the annealing instead of staying as wide as
-    at the jump.
+    their points' mean potentials (the potentials at the centroids, to first order): the
+    kernel keeps up with the annealing instead of staying as wide as at the jump, and a
+    jump to the next level starts from fewer candidates.
     """
     if truncate is None:
-        return kept, ranges
+        return kept
     rows, cols = parents
     px, py = levels[0].parents, levels[1].parents
     assert px is not None and py is not None
     f_mean = np.add.reduceat(f, px[:-1]) / np.diff(px)
     g_mean = np.add.reduceat(g, py[:-1]) / np.diff(py)
-    shrunk = kept_pairs(rows, cols, f_mean, g_mean, kept, eps, truncate, p)
-    if shrunk[0].shape[0] == kept[0].shape[0]:
-        return kept, ranges
-    return shrunk, block_structure(shrunk, *levels)
+    return kept_pairs(rows, cols, f_mean, g_mean, pair_chunks(kept), eps, truncate, p)
 
 
 def _extrapolate(

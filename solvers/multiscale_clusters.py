@@ -24,6 +24,7 @@ once per problem:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,27 +84,59 @@ def cloud_hierarchy(x: np.ndarray, w: np.ndarray, scales: list[float]) -> CloudH
     return CloudHierarchy(perm, levels)
 
 
-def candidate_pairs(
-    kept: tuple[np.ndarray, np.ndarray] | None, rows: Level, cols: Level
-) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i, j) of ``rows`` x ``cols`` points, or those whose parents are ``kept``.
+#: candidate pairs are tested about this many at a time, so that memory stays bounded (N = 10^6)
+CHUNK = 1 << 22
 
-    Sorted by i, then j.
+Pairs = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate pairs as padded blocks: block ``b`` pairs rows ``rows[b]`` with columns
+    ``cols[b]`` (both int arrays, (B, width)); ``valid`` (B, rows width, cols width) says
+    which pairs exist (padding repeats a valid index), None when all do."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    valid: np.ndarray | None
+
+
+def candidate_pairs(kept: Pairs | None, rows: Level, cols: Level) -> Iterator[Candidates]:
+    """All pairs of ``rows`` x ``cols`` points, or the children of the ``kept`` parent pairs,
+    in chunks of about :data:`CHUNK` pairs.
+
+    The children of a parent pair form one block padded to the largest number of children
+    (at most 2**D on nested grids), so that their distances come from one batched product.
     """
     if kept is None:
-        i, j = np.meshgrid(np.arange(rows.size), np.arange(cols.size), indexing="ij")
-        return i.reshape(-1), j.reshape(-1)
+        step = max(1, CHUNK // cols.size)
+        j = np.arange(cols.size)[None, :]
+        for i0 in range(0, rows.size, step):
+            i = np.arange(i0, min(rows.size, i0 + step))[None, :]
+            yield Candidates(i, j, None)
+        return
     assert rows.parents is not None and cols.parents is not None
-    pi, pj = kept
-    i0, j0 = rows.parents[pi], cols.parents[pj]
-    ni, nj = rows.parents[pi + 1] - i0, cols.parents[pj + 1] - j0
-    sizes = ni * nj
-    owner = np.repeat(np.arange(sizes.shape[0]), sizes)
-    local = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    i = i0[owner] + local // nj[owner]
-    j = j0[owner] + local % nj[owner]
-    order = np.lexsort((j, i))
-    return i[order], j[order]
+    wi, wj = int(np.diff(rows.parents).max()), int(np.diff(cols.parents).max())
+    step = max(1, CHUNK // (wi * wj))
+    for k in range(0, kept[0].shape[0], step):
+        i, vi = _children(rows.parents, kept[0][k : k + step], wi)
+        j, vj = _children(cols.parents, kept[1][k : k + step], wj)
+        yield Candidates(i, j, vi[:, :, None] & vj[:, None, :])
+
+
+def _children(parents: np.ndarray, which: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The children of the parent clusters ``which``, padded to ``width``, and which exist."""
+    first = parents[which][:, None]
+    local = np.arange(width)[None, :]
+    valid = local < (parents[which + 1][:, None] - first)
+    return np.where(valid, first + local, first), valid
+
+
+def pair_chunks(pairs: Pairs) -> Iterator[Candidates]:
+    """Given ``pairs``, as :class:`Candidates` blocks of one pair each, :data:`CHUNK` at a time."""
+    for k in range(0, pairs[0].shape[0], CHUNK):
+        i, j = pairs[0][k : k + CHUNK, None], pairs[1][k : k + CHUNK, None]
+        yield Candidates(i, j, None)
 
 
 def kept_pairs(
@@ -111,49 +144,103 @@ def kept_pairs(
     cols: Level,
     f: np.ndarray,
     g: np.ndarray,
-    candidates: tuple[np.ndarray, np.ndarray],
+    candidates: Iterable[Candidates],
     eps: float,
     truncate: float | None,
     p: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Pairs:
     """The candidate pairs (i, j) whose plan may matter (module docstring), sorted by i, j.
 
     Each row's and each column's best pair is always kept, so that no point of the next
     level is left with an empty soft-min. ``truncate=None`` keeps every candidate.
     """
-    i, j = candidates
-    if truncate is None:
-        return i, j
-    dist = np.sqrt(((rows.points[i] - cols.points[j]) ** 2).sum(axis=1))
-    h = f[i] + g[j] - (dist * dist / 2 if p == 2 else dist)
-    widths = rows.radii[i] + cols.radii[j]
-    # the exponent's largest value on the block: first-order growth over the clusters' radii
-    slack = h + widths * (np.sqrt(2 * np.maximum(-h, 0.0)) if p == 2 else 2.0)
-    keep = slack > -truncate * eps
-    for side, count in ((i, rows.size), (j, cols.size)):
-        best = np.full(count, -np.inf)
-        np.maximum.at(best, side, slack)
-        keep |= slack >= best[side]
-    return i[keep], j[keep]
+    kept_i, kept_j = [], []
+    best = [_Best(rows.size), _Best(cols.size)]
+    for c in candidates:
+        slack = _slack(rows, cols, f, g, c, p)
+        if c.valid is not None:
+            np.copyto(slack, -np.inf, where=~c.valid)
+        b, u, v = np.nonzero(slack > (-np.inf if truncate is None else -truncate * eps))
+        kept_i.append(c.rows[b, u])
+        kept_j.append(c.cols[b, v])
+        best[0].update(c.rows, c.cols, slack)
+        best[1].update(c.cols, c.rows, slack.transpose(0, 2, 1))
+    for side, bst in enumerate(best):
+        owners, partners = bst.pairs()
+        kept_i.append(partners if side else owners)
+        kept_j.append(owners if side else partners)
+    i, j = np.concatenate(kept_i), np.concatenate(kept_j)
+    order = np.lexsort((j, i))
+    i, j = i[order], j[order]
+    fresh = np.ones(i.shape[0], dtype=bool)
+    fresh[1:] = (np.diff(i) != 0) | (np.diff(j) != 0)
+    return i[fresh], j[fresh]
 
 
-def block_structure(
-    kept: tuple[np.ndarray, np.ndarray], rows: Level, cols: Level | None, n_cols: int | None = None
-) -> BlockSparsity:
+def _slack(rows: Level, cols: Level, f: np.ndarray, g: np.ndarray, c: Candidates, p: float) -> np.ndarray:
+    """The exponent's largest value over each candidate block pair (module docstring), (B, wi, wj):
+    h = f + g - C at the centroids, plus its first-order growth over the clusters' radii.
+    Computed in place (the blocks of N = 10^6 points hold hundreds of millions of pairs)."""
+    x, y = rows.points[c.rows], cols.points[c.cols]
+    h = np.matmul(x, y.transpose(0, 2, 1))  # |x - y|^2 = |x|^2 + |y|^2 - 2 x.y
+    h *= -2.0
+    h += (x * x).sum(-1)[:, :, None]
+    h += (y * y).sum(-1)[:, None, :]
+    np.maximum(h, 0.0, out=h)
+    if p == 2:
+        h *= -0.5
+    else:
+        np.sqrt(h, out=h)
+        h *= -1.0
+    h += f[c.rows][:, :, None]
+    h += g[c.cols][:, None, :]
+    growth = rows.radii[c.rows][:, :, None] + cols.radii[c.cols][:, None, :]
+    if p == 2:  # the gradient in x of f(x) + g(y) - |x - y|^2 / 2 is about sqrt(-2 h) in size
+        rate = np.minimum(h, 0.0)
+        rate *= -2.0
+        np.sqrt(rate, out=rate)
+        growth *= rate
+    else:  # f, g and the cost are 1-Lipschitz
+        growth *= 2.0
+    h += growth
+    return h
+
+
+class _Best:
+    """The best-scoring partner of each owner (row or column) over chunks of scored pairs."""
+
+    def __init__(self, count: int) -> None:
+        self.score = np.full(count, -np.inf)
+        self.partner = np.full(count, -1, dtype=np.int64)
+
+    def update(self, owners: np.ndarray, partners: np.ndarray, scores: np.ndarray) -> None:
+        """Blocks of scores (B, owners' width, partners' width) of ``owners`` (B, width)
+        against ``partners`` (B, width)."""
+        row_max = scores[:, :, 0].copy()
+        for k in range(1, scores.shape[2]):  # faster than max(axis=2) over a short axis
+            np.maximum(row_max, scores[:, :, k], out=row_max)
+        top = self.score.copy()
+        np.maximum.at(top, owners.ravel(), row_max.ravel())
+        b, a = np.nonzero((row_max >= top[owners]) & (row_max > self.score[owners]))
+        self.score = top
+        self.partner[owners[b, a]] = partners[b, scores[b, a].argmax(axis=1)]
+
+    def pairs(self) -> Pairs:
+        owners = np.flatnonzero(self.partner >= 0)
+        return owners, self.partner[owners]
+
+
+def block_structure(kept: Pairs, rows: Level, cols: Level | None, n_cols: int | None = None) -> BlockSparsity:
     """The block-sparsity of the next level's rows x cols from kept pairs of parent clusters.
 
     ``rows``, ``cols``: the next level (grouped by parent); ``cols=None`` makes every one
     of ``n_cols`` columns its own block (a soft-min over the coarse points themselves).
     """
-    i, j = kept
     assert rows.parents is not None
-    n_blocks = rows.parents.shape[0] - 1
-    splits = np.searchsorted(i, np.arange(1, n_blocks))
-    pairs = tuple(tuple(r.tolist()) for r in np.split(j, splits))
     if cols is None:
         assert n_cols is not None
-        j_bounds: tuple[int, ...] = tuple(range(n_cols + 1))
+        j_bounds: np.ndarray = np.arange(n_cols + 1)
     else:
         assert cols.parents is not None
-        j_bounds = tuple(cols.parents.tolist())
-    return BlockSparsity(tuple(rows.parents.tolist()), j_bounds, pairs)
+        j_bounds = cols.parents
+    return BlockSparsity.from_block_pairs(rows.parents, j_bounds, *kept)

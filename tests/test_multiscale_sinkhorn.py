@@ -82,6 +82,45 @@ def test_truncation_drops_pairs_and_only_negligible_ones():
     assert dropped < 1e-3 * plan.sum()
 
 
+@pytest.mark.parametrize("p", [1, 2])
+def test_kept_children_match_a_direct_enumeration(p, monkeypatch):
+    """The padded, chunked candidate test against a plain loop over every child pair of the
+    kept parent pairs, with the module's bound written out: the same pairs are kept, and
+    every row and column keeps its best pair."""
+    import lazymat.solvers.multiscale_clusters as mc
+
+    monkeypatch.setattr(mc, "CHUNK", 256)  # many chunks, and blocks split across them
+    rng = np.random.default_rng(4)
+    x, y = rng.random((300, 2)), rng.random((250, 2)) + 0.1
+    hx = cloud_hierarchy(x, np.full(300, 1 / 300), [0.4, 0.2])
+    hy = cloud_hierarchy(y, np.full(250, 1 / 250), [0.4, 0.2])
+    (px, cx), (py, cy) = hx.levels[:2], hy.levels[:2]
+    parents = np.argwhere(rng.random((px.size, py.size)) < 0.6)
+    kept = (parents[:, 0], parents[:, 1])
+    f, g = rng.normal(size=cx.size) * 0.05, rng.normal(size=cy.size) * 0.05
+    eps, truncate = 0.01, 3.0
+    i, j = kept_pairs(cx, cy, f, g, candidate_pairs(kept, cx, cy), eps, truncate, p)
+
+    slack = np.full((cx.size, cy.size), -np.inf)
+    for a, b in parents:
+        for u in range(cx.parents[a], cx.parents[a + 1]):
+            for v in range(cy.parents[b], cy.parents[b + 1]):
+                d = float(np.linalg.norm(cx.points[u] - cy.points[v]))
+                h = f[u] + g[v] - (d * d / 2 if p == 2 else d)
+                w = cx.radii[u] + cy.radii[v]
+                slack[u, v] = h + w * (np.sqrt(2 * max(-h, 0.0)) if p == 2 else 2.0)
+    expected = slack > -truncate * eps
+    seen = np.isfinite(slack)
+    rows, cols = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
+    expected[rows, slack[rows].argmax(1)] = True
+    expected[slack[:, cols].argmax(0), cols] = True
+    got = np.zeros_like(expected)
+    got[i, j] = True
+    assert 0.05 < expected.sum() / seen.sum() < 0.95  # the test does cut
+    np.testing.assert_array_equal(got, expected)
+    assert np.all(np.diff(i) >= 0) and np.all((np.diff(i) > 0) | (np.diff(j) > 0))  # sorted, distinct
+
+
 def test_torch_autograd_matches_bruteforce():
     torch = pytest.importorskip("torch")
     if "torch" not in lazymat.backends():
