@@ -114,13 +114,19 @@ class ExpArgGemm(Node):
         return (self.scale,)
 
     def eval(self, ctx: Any, a: Any, b: Any, shift: Any) -> Any:
+        return _matmul_t(*self.augmented(a, b, shift))[..., None]
+
+    def augmented(self, a: Any, b: Any, shift: Any) -> tuple[Any, Any]:
+        """The GEMM's operands (B|1, Ti, D + 2) and (B|1, Tj, D + 2) from the tiles of the
+        children: ``a`` (B|1, Ti, 1, D), ``b`` (B|1, 1, Tj, D), ``shift`` (B|1, 1|Tj, 1|Tj, 1)
+        or a constant (1,)."""
         a, b, s = _rows(a), _cols(b), self.scale
-        shift = _cols(shift) if shift.ndim == 4 else shift  # (B|1, Tj, 1) or a constant (1,)
+        shift = _cols(shift) if shift.ndim == 4 else shift
         a_sq = (a * a).sum(-1, keepdim=True)
         b_sq = (b * b).sum(-1, keepdim=True)
         a_aug = torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
         b_aug = torch.cat((-2.0 * s * b, torch.full_like(b_sq, s), s * b_sq + shift), dim=-1)
-        return _matmul_t(a_aug, b_aug)[..., None]
+        return a_aug, b_aug
 
 
 def _affine(node: Node, side: dict[Node, Side]) -> tuple[SqDistGemm, float, Node] | None:

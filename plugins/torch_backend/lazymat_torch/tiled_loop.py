@@ -6,7 +6,9 @@ block's running reduction (:mod:`lazymat_torch.merges`). Nothing of size N x M e
 the largest buffers are a few tiles and the O((N + M) * D) precomputed sides.
 
 A dense K-min or min of a squared distance picks GEMM candidates and recomputes them
-exactly, in its own loop (:mod:`lazymat_torch.sqdist_kmin`).
+exactly, in its own loop (:mod:`lazymat_torch.sqdist_kmin`). A dense log-sum-exp of
+``s * |x - y|^2 + t_j`` runs in its own loop too, each row shifted by a sampled maximum
+that rides on the GEMM (:mod:`lazymat_torch.lse_gemm`).
 
 A block-sparse request (``ranges``) walks the column intervals of each i-block, or group of
 i-blocks, only (:mod:`lazymat_torch.sparse_tiles`); the merges are the same.
@@ -33,8 +35,9 @@ from lazymat import ReductionRequest, ReductionSpec
 from lazymat.ir.node import Node
 
 from .evaluator import TileContext, TilePlan
-from .gemm import SqDistGemm, fold_exp_arguments, rewrite_gemm, split_kernel_product
+from .gemm import ExpArgGemm, SqDistGemm, fold_exp_arguments, rewrite_gemm, split_kernel_product
 from .layout import compute_dtype, flat_args, restore
+from .lse_gemm import lse_exp_gemm, lse_operands
 from .merges import KernelProductReducer, Reducer, reducer_for
 from .sparse_tiles import ColumnTile, RowGroup, row_groups
 from .sqdist_kmin import sqdist_kmin, sqdist_operands, usable
@@ -86,6 +89,17 @@ def run_candidates(request: ReductionRequest, ctx: TileContext) -> dict[str, Any
     return {"value": value[None], "index": index[None]}
 
 
+def shifted_lse(request: ReductionRequest, plan: TilePlan) -> bool:
+    """Whether a log-sum-exp runs in three passes per tile (:mod:`lazymat_torch.lse_gemm`):
+    a dense one of a folded GEMM argument, without batch dimensions."""
+    return (
+        request.spec.reduction == "lse"
+        and isinstance(plan.root, ExpArgGemm)
+        and request.ranges is None
+        and math.prod(request.batch) == 1
+    )
+
+
 def tile_pairs(request: ReductionRequest, plan: TilePlan, itemsize: int) -> int:
     """Pairs per tile: the memory budget, capped by the device's preferred tile size."""
     per_pair = itemsize * math.prod(request.batch) * (plan.width + 1)
@@ -135,6 +149,10 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
         return restore(request, outputs)
     plan, kernel_product = plan_for(spec)
     pre = plan.precompute(ctx)
+    if shifted_lse(request, plan):
+        ti, tj = tile_shape(request, plan, torch.finfo(dtype).bits // 8)
+        value = lse_exp_gemm(*lse_operands(plan.root, pre), ti, tj)
+        return restore(request, {"value": value[None, :, None]})
     reducer: Reducer = KernelProductReducer() if kernel_product else reducer_for(spec.reduction, spec.k)
     weights = pre[plan.extra[0]][:, 0] if kernel_product else None  # (B|1, M, E)
 
