@@ -84,6 +84,10 @@ class KernelProductReducer(SumReducer):
         return state.baddbmm_(k.expand(batch, *k.shape[1:]), w.expand(batch, *w.shape[1:]))
 
 
+#: exponents are clamped at -EXP_FLOOR before exp: e^-87 is above the smallest normal float32
+EXP_FLOOR = 87.0
+
+
 class LogSumExpReducer(Reducer):
     neutral = -float("inf")
 
@@ -105,7 +109,11 @@ class LogSumExpReducer(Reducer):
         scale = torch.exp(self._shift(m) - shift)
         s.mul_(torch.where(torch.isneginf(m), torch.zeros_like(scale), scale))
         shifted = torch.sub(vals, shift[..., None, :], out=vals) if owned else vals - shift[..., None, :]
-        s.add_(torch.exp(shifted, out=shifted).sum(-2))
+        # exp of an entry whose result is below the smallest normal float takes a slow path on
+        # the CPU (13x to 38x per entry): clamp first. A clamped term weighs less than 2^-125 of
+        # its row's sum (at least 1: the max's term); rows still empty (all -inf) keep 0.
+        tile_sum = torch.exp(shifted.clamp_(min=-EXP_FLOOR), out=shifted).sum(-2)
+        s.add_(torch.where(torch.isneginf(new_m), torch.zeros_like(tile_sum), tile_sum))
         return new_m, s
 
     def finish(self, state: Any) -> dict[str, Any]:
