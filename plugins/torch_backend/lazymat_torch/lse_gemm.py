@@ -4,7 +4,7 @@ place, a row sum.
 
 The online reducer of :mod:`lazymat_torch.merges` needs each tile's row maxima before its
 exponentials: max, shift, exp, sum. Here each row's shift ``m_i`` is known before its first
-tile: the row's largest value over a sample of :data:`SAMPLE_COLUMNS` evenly spaced
+tile: the row's largest value over a sample of at most :data:`SAMPLE_COLUMNS` evenly spaced
 columns, a lower bound of the row's max that is usually close to it. The shift rides on
 the GEMM as one more column, and the whole right operand is scaled by log2(e),
 ``[a, |a|^2, 1, -m_i] . log2(e) [-2 s b, s, s |b|^2 + t, 1]``, so that the tile comes out
@@ -36,7 +36,7 @@ import torch
 from .gemm import ExpArgGemm
 from .merges import LogSumExpReducer
 
-#: columns of the sample that sets each row's shift (evenly spaced over the M columns)
+#: most columns of the sample that sets each row's shift (evenly spaced over the M columns)
 SAMPLE_COLUMNS = 512
 #: the tile's base-2 exponents are clamped at -EXP2_FLOOR: 2^-126, the smallest normal float32
 EXP2_FLOOR = 126.0
@@ -59,7 +59,7 @@ def lse_exp_gemm(a: Any, b: Any, ti: int, tj: int) -> Any:
     n, m_cols = a.shape[0], b.shape[1]
     exact = LogSumExpReducer()
     b2 = b * math.log2(math.e)  # the tiles in base 2
-    sample = b[:, :: max(1, m_cols // SAMPLE_COLUMNS)]
+    sample = b[:, :: -(-m_cols // SAMPLE_COLUMNS)]  # at most SAMPLE_COLUMNS
     out = a.new_empty(n)
     buf = a.new_empty(min(ti, n) * min(tj, m_cols))
     for i0 in range(0, n, ti):
