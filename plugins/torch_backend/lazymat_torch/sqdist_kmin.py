@@ -224,7 +224,10 @@ class _RowBlock:
         ti, aug = self.rows.shape[0], self.chunks.aug
         for c0 in range(0, ids.shape[0], per_tile):
             tile_ids = ids[c0 : c0 + per_tile]
-            g = torch.mm(self.rows_aug, aug[:, tile_ids].reshape(aug.shape[0], -1))
+            lo, hi = int(tile_ids[0]), int(tile_ids[-1]) + 1
+            # consecutive chunks (all of them, in high dimension) are a view, not a copy
+            cols = aug[:, lo:hi] if hi - lo == tile_ids.shape[0] else aug[:, tile_ids]
+            g = torch.mm(self.rows_aug, cols.reshape(aug.shape[0], -1))
             g = g.view(ti, tile_ids.shape[0], CHUNK)
             minima = g.amin(-1)
             if self.threshold is None:
@@ -237,12 +240,17 @@ class _RowBlock:
                 self.merge(hit_row[sub], col)
 
     def first_threshold(self, g: Any, minima: Any) -> Any:
-        """t_K + 2 e_i, t_K over the chunks of the first tile with the smallest minima
-        (kept under the padding column's value, so that it is never a candidate)."""
+        """t_K + 2 e_i, t_K the smaller of two upper bounds of the K-th smallest GEMM value
+        of the first tile: over its chunks with the smallest minima (tight where the
+        neighbours gather in a few chunks, in low dimension), and its K-th smallest chunk
+        minimum (K values of distinct columns, tight where they scatter); kept under the
+        padding column's value, so that it is never a candidate."""
         q = min(minima.shape[1], -(-self.k // CHUNK) + NEAREST)
-        near = torch.topk(minima, q, dim=-1, largest=False)[1] if q > 1 else minima.argmin(-1, keepdim=True)
-        vals = torch.gather(g, 1, near[:, :, None].expand(-1, -1, CHUNK)).reshape(g.shape[0], -1)
+        low, near = torch.topk(minima, min(minima.shape[1], max(q, self.k)), dim=-1, largest=False)
+        vals = torch.gather(g, 1, near[:, :q, None].expand(-1, -1, CHUNK)).reshape(g.shape[0], -1)
         t_k = torch.topk(vals, self.k, dim=-1, largest=False, sorted=False)[0].amax(-1)
+        if low.shape[1] >= self.k:
+            t_k = torch.minimum(t_k, low[:, self.k - 1])
         limit = torch.finfo(g.dtype).max / 8
         return torch.clamp(_rounded_up(t_k.double() + self.bound, g.dtype), max=limit)
 
