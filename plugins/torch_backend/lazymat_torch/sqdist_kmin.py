@@ -185,6 +185,7 @@ def sqdist_kmin(a: Any, b: Any, k: int, tile_bytes: int) -> tuple[Any, Any]:
     bound = 2.0 * row_bounds(a, b)[a_order]  # 2 e_i
     chunks = _Chunks(b, b_aug)
     first = min(first, chunks.lo.shape[0])
+    buffer = a.new_empty(ti * tile_chunks * CHUNK)  # the GEMM tiles (a fresh one costs page faults)
     values, indices = [], []
     reach = torch.tensor(0.0, dtype=torch.float64, device=a.device)
     for i0 in range(0, n, ti):
@@ -195,10 +196,10 @@ def sqdist_kmin(a: Any, b: Any, k: int, tile_bytes: int) -> tuple[Any, Any]:
         # least ``first`` chunks: every row gets a v_K; a chunk with gap > v_K + e_i for
         # every row holds no candidate, the others left out are visited next
         guess = torch.maximum(reach, torch.kthvalue(gaps, first)[0])
-        block.visit((gaps <= guess).nonzero()[:, 0], tile_chunks)
+        block.visit((gaps <= guess).nonzero()[:, 0], tile_chunks, buffer)
         reach = (block.value[:, -1].double() + block.bound).max()
         if reach > guess:
-            block.visit(((gaps > guess) & (gaps <= reach)).nonzero()[:, 0], tile_chunks)
+            block.visit(((gaps > guess) & (gaps <= reach)).nonzero()[:, 0], tile_chunks, buffer)
         values.append(block.value)
         indices.append(block.index)
     value = torch.empty((n, k), dtype=a.dtype, device=a.device)
@@ -218,16 +219,19 @@ class _RowBlock:
         self.index = torch.empty((rows.shape[0], 0), dtype=torch.int64, device=rows.device)
         self.threshold: Any = None
 
-    def visit(self, ids: Any, per_tile: int) -> None:
-        """Merge the chunks ``ids``, ``per_tile`` in a GEMM tile; the first tile holds at
-        least K columns."""
+    def visit(self, ids: Any, per_tile: int, buffer: Any) -> None:
+        """Merge the chunks ``ids`` (ascending), ``per_tile`` in a GEMM tile written to
+        ``buffer``; the first tile holds at least K columns."""
         ti, aug = self.rows.shape[0], self.chunks.aug
         for c0 in range(0, ids.shape[0], per_tile):
             tile_ids = ids[c0 : c0 + per_tile]
             lo, hi = int(tile_ids[0]), int(tile_ids[-1]) + 1
             # consecutive chunks (all of them, in high dimension) are a view, not a copy
             cols = aug[:, lo:hi] if hi - lo == tile_ids.shape[0] else aug[:, tile_ids]
-            g = torch.mm(self.rows_aug, cols.reshape(aug.shape[0], -1))
+            width = tile_ids.shape[0] * CHUNK
+            g = torch.mm(
+                self.rows_aug, cols.reshape(aug.shape[0], -1), out=buffer[: ti * width].view(ti, width)
+            )
             g = g.view(ti, tile_ids.shape[0], CHUNK)
             minima = g.amin(-1)
             if self.threshold is None:

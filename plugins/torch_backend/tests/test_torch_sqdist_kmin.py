@@ -91,9 +91,9 @@ def test_far_chunks_are_skipped_and_the_result_is_exact(monkeypatch: pytest.Monk
     visited = []
     visit = sqdist_kmin._RowBlock.visit
 
-    def spy(self: sqdist_kmin._RowBlock, ids: torch.Tensor, per_tile: int) -> None:
+    def spy(self: sqdist_kmin._RowBlock, ids: torch.Tensor, per_tile: int, buffer: torch.Tensor) -> None:
         visited.append(ids.shape[0])
-        visit(self, ids, per_tile)
+        visit(self, ids, per_tile, buffer)
 
     monkeypatch.setattr(sqdist_kmin._RowBlock, "visit", spy)
     rng = np.random.default_rng(11)
