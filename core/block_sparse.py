@@ -215,7 +215,12 @@ def grid_cluster(points: Any, voxel: float) -> np.ndarray:
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"grid_cluster expects points of shape (N, D) with N >= 1, got {x.shape}")
     cells = np.floor((x - x.min(axis=0)) / voxel).astype(np.int64)
-    _, labels = np.unique(cells, axis=0, return_inverse=True)
+    extent = cells.max(axis=0) + 1
+    if float(np.prod(extent.astype(np.float64))) < 2.0**62:  # one int64 key per cell, in row-major order
+        key = np.ravel_multi_index(tuple(cells.T), tuple(int(e) for e in extent))
+        _, labels = np.unique(key, return_inverse=True)
+    else:
+        _, labels = np.unique(cells, axis=0, return_inverse=True)
     return labels.reshape(-1)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import array_api_compat
@@ -307,7 +308,8 @@ def multiscale_sinkhorn_loop(
             if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
                 parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
                 kept[s] = _shrink(kept[s], f, g, (rows, cols), parents, eps_next, truncate, p)
-            candidates = candidate_pairs(kept[s], rows, cols)
+            parent_pairs = kept[s]
+            candidates = partial(candidate_pairs, parent_pairs, rows, cols)
             kept[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
             ranges[s] = block_structure(kept[s], *finer)
             moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
@@ -355,7 +357,7 @@ def _shrink(
     assert px is not None and py is not None
     f_mean = np.add.reduceat(f, px[:-1]) / np.diff(px)
     g_mean = np.add.reduceat(g, py[:-1]) / np.diff(py)
-    return kept_pairs(rows, cols, f_mean, g_mean, pair_chunks(kept), eps, truncate, p)
+    return kept_pairs(rows, cols, f_mean, g_mean, partial(pair_chunks, kept), eps, truncate, p)
 
 
 def _extrapolate(

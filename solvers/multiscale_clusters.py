@@ -24,7 +24,7 @@ once per problem:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,23 +144,42 @@ def kept_pairs(
     cols: Level,
     f: np.ndarray,
     g: np.ndarray,
-    candidates: Iterable[Candidates],
+    candidates: Callable[[], Iterable[Candidates]],
     eps: float,
     truncate: float | None,
     p: float,
 ) -> Pairs:
-    """The candidate pairs (i, j) whose plan may matter (module docstring), sorted by i, j.
+    """The candidate pairs (i, j) whose plan may matter at temperature ``eps``, sorted by i, j.
 
+    ``candidates()`` gives the candidate blocks (twice: the test reads them in two passes).
+    The plan at eps of the potentials f, g, normalised row by row, has entries
+    a_i b_j exp((h_ij - L_i) / eps) with L_i = eps log sum_j b_j exp(h_ij / eps) (0 for
+    potentials that solve the problem at eps; positive for those of a larger eps, whose
+    h_ij are too high). A block pair is kept if its largest entry (the growth bound of
+    the module docstring) is at least exp(-truncate) of its row's or of its column's
+    total: the mass a row (column) loses is then below exp(-truncate) of its own.
     Each row's and each column's best pair is always kept, so that no point of the next
     level is left with an empty soft-min. ``truncate=None`` keeps every candidate.
     """
+    if truncate is not None:
+        row_total, col_total = _LogSumExp(rows.size, eps), _LogSumExp(cols.size, eps)
+        log_a, log_b = _log(rows.weights), _log(cols.weights)
+        for c in candidates():
+            h = _exponent(rows, cols, f, g, c, p)
+            h /= eps
+            row_total.add(c.rows[:, :, None], h + log_b[c.cols][:, None, :])
+            col_total.add(c.cols[:, None, :], h + log_a[c.rows][:, :, None])
+        reach_i, reach_j = row_total.result() - truncate * eps, col_total.result() - truncate * eps
     kept_i, kept_j = [], []
     best = [_Best(rows.size), _Best(cols.size)]
-    for c in candidates:
-        slack = _slack(rows, cols, f, g, c, p)
-        if c.valid is not None:
-            np.copyto(slack, -np.inf, where=~c.valid)
-        b, u, v = np.nonzero(slack > (-np.inf if truncate is None else -truncate * eps))
+    for c in candidates():
+        slack = _exponent(rows, cols, f, g, c, p)
+        _add_growth(slack, rows, cols, c, p)
+        if truncate is None:
+            keep = np.isfinite(slack)
+        else:
+            keep = slack > np.minimum(reach_i[c.rows][:, :, None], reach_j[c.cols][:, None, :])
+        b, u, v = np.nonzero(keep)
         kept_i.append(c.rows[b, u])
         kept_j.append(c.cols[b, v])
         best[0].update(c.rows, c.cols, slack)
@@ -177,16 +196,24 @@ def kept_pairs(
     return i[fresh], j[fresh]
 
 
-def _slack(rows: Level, cols: Level, f: np.ndarray, g: np.ndarray, c: Candidates, p: float) -> np.ndarray:
-    """The exponent's largest value over each candidate block pair (module docstring), (B, wi, wj):
-    h = f + g - C at the centroids, plus its first-order growth over the clusters' radii.
+def _log(w: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(w)
+
+
+def _exponent(rows: Level, cols: Level, f: np.ndarray, g: np.ndarray, c: Candidates, p: float) -> np.ndarray:
+    """h = f_i + g_j - C(x_i, y_j) at the candidate pairs, (B, wi, wj), -inf where none.
     Computed in place (the blocks of N = 10^6 points hold hundreds of millions of pairs)."""
     x, y = rows.points[c.rows], cols.points[c.cols]
-    h = np.matmul(x, y.transpose(0, 2, 1))  # |x - y|^2 = |x|^2 + |y|^2 - 2 x.y
-    h *= -2.0
-    h += (x * x).sum(-1)[:, :, None]
-    h += (y * y).sum(-1)[:, None, :]
-    np.maximum(h, 0.0, out=h)
+    if x.shape[1] == y.shape[1] == 1:  # single pairs: the differences
+        x -= y
+        h = np.einsum("bid,bid->bi", x, x)[:, :, None]
+    else:  # blocks: |x - y|^2 = |x|^2 + |y|^2 - 2 x.y, one batched product
+        h = np.matmul(x, y.transpose(0, 2, 1))
+        h *= -2.0
+        h += (x * x).sum(-1)[:, :, None]
+        h += (y * y).sum(-1)[:, None, :]
+        np.maximum(h, 0.0, out=h)
     if p == 2:
         h *= -0.5
     else:
@@ -194,16 +221,47 @@ def _slack(rows: Level, cols: Level, f: np.ndarray, g: np.ndarray, c: Candidates
         h *= -1.0
     h += f[c.rows][:, :, None]
     h += g[c.cols][:, None, :]
+    if c.valid is not None:
+        np.copyto(h, -np.inf, where=~c.valid)
+    return h
+
+
+def _add_growth(h: np.ndarray, rows: Level, cols: Level, c: Candidates, p: float) -> None:
+    """h plus its first-order growth over the clusters' radii (module docstring), in place."""
     growth = rows.radii[c.rows][:, :, None] + cols.radii[c.cols][:, None, :]
     if p == 2:  # the gradient in x of f(x) + g(y) - |x - y|^2 / 2 is about sqrt(-2 h) in size
         rate = np.minimum(h, 0.0)
         rate *= -2.0
         np.sqrt(rate, out=rate)
-        growth *= rate
+        growth = growth * rate
     else:  # f, g and the cost are 1-Lipschitz
-        growth *= 2.0
+        growth = np.broadcast_to(2.0 * growth, h.shape).copy()
+    np.copyto(growth, 0.0, where=~np.isfinite(growth))  # -inf entries stay -inf
     h += growth
-    return h
+
+
+class _LogSumExp:
+    """eps log sum exp(v) of each owner's values v, accumulated over chunks (stable)."""
+
+    def __init__(self, count: int, eps: float) -> None:
+        self.top = np.full(count, -np.inf)
+        self.total = np.zeros(count)
+        self.eps = eps
+
+    def add(self, owners: np.ndarray, values: np.ndarray) -> None:
+        owners = np.broadcast_to(owners, values.shape).ravel()
+        values = values.ravel()
+        top = self.top.copy()
+        np.maximum.at(top, owners, values)
+        seen = np.isfinite(top)
+        self.total[seen] *= np.exp(self.top[seen] - top[seen])
+        live = np.isfinite(values)
+        np.add.at(self.total, owners[live], np.exp(values[live] - top[owners[live]]))
+        self.top = top
+
+    def result(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return self.eps * (self.top + np.log(self.total))
 
 
 class _Best:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from test_sinkhorn import problem
 
 import lazymat
@@ -67,7 +68,7 @@ def test_truncation_drops_pairs_and_only_negligible_ones():
     coarse = sinkhorn(
         lx.points, ly.points, lx.weights, ly.weights, blur=0.1, tol=1e-8, max_iter=3000, debias=False
     )
-    i, j = kept_pairs(lx, ly, coarse.f, coarse.g, candidate_pairs(None, lx, ly), eps, truncate, 2)
+    i, j = kept_pairs(lx, ly, coarse.f, coarse.g, lambda: candidate_pairs(None, lx, ly), eps, truncate, 2)
     mask = np.zeros((lx.size, ly.size), dtype=bool)
     mask[i, j] = True
     assert 0.1 < mask.mean() < 0.9  # the truncation does drop pairs
@@ -99,17 +100,21 @@ def test_kept_children_match_a_direct_enumeration(p, monkeypatch):
     kept = (parents[:, 0], parents[:, 1])
     f, g = rng.normal(size=cx.size) * 0.05, rng.normal(size=cy.size) * 0.05
     eps, truncate = 0.01, 3.0
-    i, j = kept_pairs(cx, cy, f, g, candidate_pairs(kept, cx, cy), eps, truncate, p)
+    i, j = kept_pairs(cx, cy, f, g, lambda: candidate_pairs(kept, cx, cy), eps, truncate, p)
 
+    h = np.full((cx.size, cy.size), -np.inf)
     slack = np.full((cx.size, cy.size), -np.inf)
     for a, b in parents:
         for u in range(cx.parents[a], cx.parents[a + 1]):
             for v in range(cy.parents[b], cy.parents[b + 1]):
                 d = float(np.linalg.norm(cx.points[u] - cy.points[v]))
-                h = f[u] + g[v] - (d * d / 2 if p == 2 else d)
+                h[u, v] = f[u] + g[v] - (d * d / 2 if p == 2 else d)
                 w = cx.radii[u] + cy.radii[v]
-                slack[u, v] = h + w * (np.sqrt(2 * max(-h, 0.0)) if p == 2 else 2.0)
-    expected = slack > -truncate * eps
+                slack[u, v] = h[u, v] + w * (np.sqrt(2 * max(-h[u, v], 0.0)) if p == 2 else 2.0)
+    # each row's (column's) total of the plan at eps, over its candidates
+    row_total = eps * logsumexp(h / eps + np.log(cy.weights)[None, :], axis=1)
+    col_total = eps * logsumexp(h / eps + np.log(cx.weights)[:, None], axis=0)
+    expected = slack > np.minimum(row_total[:, None], col_total[None, :]) - truncate * eps
     seen = np.isfinite(slack)
     rows, cols = np.flatnonzero(seen.any(1)), np.flatnonzero(seen.any(0))
     expected[rows, slack[rows].argmax(1)] = True
