@@ -112,7 +112,9 @@ def level_scales(
     """Voxel sizes coarsest, coarsest/2, ... of the cluster levels, and their jump iterations.
 
     A level iterates if the loop spends at least one iteration on it and on the next
-    one (its jump comes after the previous level's and before the last iteration).
+    one: its jump (GeomLoss's rule, :func:`jump_index`) comes after the previous level's;
+    the coarsest level's must come before the last eps, a finer level's is capped there
+    (the last eps belongs to the points).
     ``levels`` caps their number; None adds finer levels while clusters keep at least
     MIN_POINTS_PER_CLUSTER points on average (below that, a level saves little), then
     *refinement* levels: no iteration (their jump is the previous one), only a finer
@@ -122,13 +124,19 @@ def level_scales(
     last = len(eps_list) - 1
     scales: list[float] = []
     jumps: list[int] = []
+    if last < 2:  # no eps for a level before the last one
+        return scales, jumps
     s = coarsest
     n = max(x.shape[0], y.shape[0])
     while levels is None or len(scales) < levels:
         jump = jump_index(eps_list, s, p)
+        if not scales and jump >= last:  # the loop never goes below the cluster scale: dense
+            break
+        # a finer level may iterate until its jump, but the last eps is the points' own
+        jump = min(jump, last - 1)
         clusters = (int(grid_cluster(v, s).max()) + 1 for v in (x, y))
         few_points = scales and levels is None and max(clusters) * MIN_POINTS_PER_CLUSTER > n
-        if jump >= last or few_points:
+        if few_points or (jumps and jump == jumps[-1] == last - 1):
             break
         if not jumps or jump > jumps[-1]:
             scales.append(s)
