@@ -227,7 +227,7 @@ class _RowBlock:
             tile_ids = ids[c0 : c0 + per_tile]
             lo, hi = int(tile_ids[0]), int(tile_ids[-1]) + 1
             # consecutive chunks (all of them, in high dimension) are a view, not a copy
-            cols = aug[:, lo:hi] if hi - lo == tile_ids.shape[0] else aug[:, tile_ids]
+            cols = aug[:, lo:hi] if hi - lo == tile_ids.shape[0] else aug.index_select(1, tile_ids)
             width = tile_ids.shape[0] * CHUNK
             g = torch.mm(
                 self.rows_aug, cols.reshape(aug.shape[0], -1), out=buffer[: ti * width].view(ti, width)
@@ -237,11 +237,12 @@ class _RowBlock:
             if self.threshold is None:
                 self.threshold = self.first_threshold(g, minima)
             hit_row, hit_chunk = (minima <= self.threshold[:, None]).nonzero().unbind(-1)
-            vals = g[hit_row, hit_chunk]
-            sub, pos = (vals <= self.threshold[hit_row, None]).nonzero().unbind(-1)
+            vals = g.view(-1, CHUNK).index_select(0, hit_row * g.shape[1] + hit_chunk)
+            sub, pos = (vals <= self.threshold.index_select(0, hit_row)[:, None]).nonzero().unbind(-1)
             if sub.numel():
-                col = self.chunks.order[tile_ids[hit_chunk[sub]] * CHUNK + pos]
-                self.merge(hit_row[sub], col)
+                chunk = tile_ids.index_select(0, hit_chunk.index_select(0, sub))
+                col = self.chunks.order.index_select(0, chunk * CHUNK + pos)
+                self.merge(hit_row.index_select(0, sub), col)
 
     def first_threshold(self, g: Any, minima: Any) -> Any:
         """t_K + 2 e_i, t_K the smaller of two upper bounds of the K-th smallest GEMM value
@@ -269,7 +270,7 @@ class _RowBlock:
         value = self.value.new_full((ti, width), float("inf"))
         index = self.index.new_full((ti, width), self.b.shape[0])  # after every real column
         value[:, :held], index[:, :held] = self.value, self.index
-        value[row, held + rank] = exact_sqdist(self.rows[row], self.b[col])
+        value[row, held + rank] = exact_sqdist(self.rows.index_select(0, row), self.b.index_select(0, col))
         index[row, held + rank] = col
         # by (value, index): sort by index, then stably by value
         by_index = torch.sort(index, dim=-1)[1]
