@@ -164,6 +164,9 @@ class Settings:
     cell_seconds: float = 8.0
     #: one timed run loops over a fast call until it lasts about this long (time per call reported)
     min_run_seconds: float = 0.05
+    #: a call this long that already ran at a smaller size (caches, compiled kernels) is timed
+    #: by its first run, not run twice
+    long_call_seconds: float = 60.0
     #: estimate a contender's first case from a probe at a quarter of its size (off for --quick)
     probe: bool = True
     log: Callable[[str], None] = print
@@ -281,6 +284,9 @@ class Runner:
                 runs.pop(c.name, None)
         live = [c for c in admitted if c.name in runs]
         warm = {c.name: max(rows[c.name].warmup or 0.0, 1e-9) for c in live}
+        for c in live:
+            if warm[c.name] >= s.long_call_seconds and (task.name, c.name, case.series) in self.history:
+                rows[c.name].times.append(warm[c.name])
         want = {c.name: max(1, min(s.max_repeats, int(s.cell_seconds / warm[c.name]))) for c in live}
         # a timed run of a fast call is a loop over several calls, so that a scheduler stall
         # of a shared machine is averaged over the loop rather than taken for the call's time

@@ -164,7 +164,9 @@ def markdown(
         textwrap.fill(
             "How: every implementation runs in the same process, on the CPU, in float32. At each "
             "size each one is set up and run once (warm-up: compilation, caches), then timed in "
-            "rounds whose order rotates (A B C, B C A, ...); the table gives the median of the "
+            "rounds whose order rotates (A B C, B C A, ...); a call of more than "
+            f"{settings.long_call_seconds:g} s that already ran at a smaller size counts its first run "
+            "as its timed run. The table gives the median of the "
             f"timed runs (a run of a fast call loops over it for at least {settings.min_run_seconds:g} s "
             "and counts the time per call). A run is skipped, and says so, when its time estimated "
             "from the previous size (or from probes at 1/16 and 1/4 of the size) exceeds "
