@@ -153,6 +153,8 @@ class Task:
     description: str = ""
     #: when set, every row is compared with an exact answer in the data (named so), not with a peer
     exact: str = ""
+    #: growth laws drawn on the plot through our first point, e.g. ("N log N", n -> n log n)
+    guides: tuple[tuple[str, Callable[[float], float]], ...] = ()
 
 
 @dataclass

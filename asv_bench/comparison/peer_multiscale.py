@@ -103,6 +103,7 @@ def multiscale_task(quick: bool) -> Task:
         tolerance=5e-2,
         work=lambda c: float(c.n) * c.m,
         weight=1.4,
+        guides=(("N log N", lambda n: n * math.log(n)), ("N^2", lambda n: n * n)),
         description=(
             "cost |x - y|^2 / 2, eps = blur^2, GeomLoss's annealing (scaling 0.5), default cluster "
             "scale (~2000 clusters) and truncate = 5; y is x's distribution shifted by 0.2. Multiscale "

@@ -133,6 +133,12 @@ def plot(task: Task, rows: Sequence[Row], path: Path) -> bool:
         pts.sort()
         style = "-o" if name.startswith("lazymat") else "--s"
         ax.loglog([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+    ours = next((sorted(pts) for name, pts in series.items() if name.startswith("lazymat")), None)
+    if ours and len(ours) > 1:
+        n0, t0 = ours[0]
+        ns = [p[0] for p in ours]
+        for label, law in task.guides:  # dotted growth laws through our first point
+            ax.loglog(ns, [t0 * law(n) / law(n0) for n in ns], ":", color="gray", label=f"~ {label}")
     ax.set_xlabel("N = M")
     ax.set_ylabel("median time (s)")
     ax.set_title(task.title)
