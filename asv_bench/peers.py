@@ -41,6 +41,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=None, help="most timed runs per measurement (default 5, quick 2)"
     )
     ap.add_argument("--min-n", type=int, default=0, help="run only the sizes with N at least this")
+    ap.add_argument(
+        "--contenders",
+        default="",
+        help="comma-separated name parts: run only the contenders whose name contains one (e.g. native-cpu)",
+    )
     ap.add_argument("--write", type=Path, default=None, help="write the markdown report to this file")
     ap.add_argument("--json", type=Path, default=None, help="write every measurement as JSON to this file")
     ap.add_argument("--plots", type=Path, default=ROOT / "plots", help="directory of the PNG plots")
@@ -67,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + 60.0 * args.budget_minutes
     print(f"building tasks {args.task_names} (probing engines)...", flush=True)
     tasks = [build(name, args.quick) for name in args.task_names]
+    wanted = [part.strip() for part in args.contenders.split(",") if part.strip()]
     for task in tasks:
         task.cases = [c for c in task.cases if c.n >= args.min_n]
+        if wanted:
+            task.contenders = [c for c in task.contenders if any(part in c.name for part in wanted)]
     runner = Runner(settings, deadline)
     rows: list[Row] = []
     for k, task in enumerate(tasks):
