@@ -308,11 +308,32 @@ def test_harness_estimates_and_runs_only_the_fastest_at_the_largest_size(harness
     task = synthetic_task(h, calls, {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0})
     runner = h.Runner(settings(h, max_seconds=10.0), deadline=float("inf"))
     work = task.work(h.Case(5, 5))
-    runner.history[("synthetic", "peer")] = [(work, 3.0)]  # 3 s at N=5: 12 s at N=10
-    runner.history[("synthetic", "ours-a")] = [(work, 1.0)]
+    series = h.Case(5, 5).series  # timings are extrapolated within one series of cases
+    runner.history[("synthetic", "peer", series)] = [(work, 3.0)]  # 3 s at N=5: 12 s at N=10
+    runner.history[("synthetic", "ours-a", series)] = [(work, 1.0)]
     rows = runner.run_task(task, float("inf"))
     first = {r.contender: r for r in rows if r.case.n == 10}
     assert first["peer"].status == "skipped" and first["peer"].note.startswith("skipped (est. 12")
     largest = [r for r in rows if r.case.n == 20]
     fastest = min((first["ours-a"], first["ours-b"]), key=lambda r: r.median).contender
     assert [r.contender for r in largest] == [fastest]
+
+
+def test_harness_extrapolates_with_the_contenders_cost_model(harness: Any) -> None:
+    """A contender's own work model (N log N) replaces the task's (N^2) in its estimates, and
+    timings of one series do not estimate another's."""
+    import math
+
+    h = harness
+    task = synthetic_task(h, [], {"ours-a": 1.0, "ours-b": 1.0, "peer": 1.0})
+    peer = next(c for c in task.contenders if c.name == "peer")
+    peer.work = lambda c: c.n * math.log(c.n)
+    runner = h.Runner(settings(h), deadline=float("inf"))
+    runner.history[("synthetic", "peer", "")] = [(peer.cost(task, h.Case(5, 5)), 3.0)]
+    expected = 3.0 * (10 * math.log(10)) / (5 * math.log(5))  # proportional, from one point
+    assert runner.estimate(task, peer, h.Case(10, 10)) == pytest.approx(expected)
+    ours = next(c for c in task.contenders if c.name == "ours-a")
+    runner.history[("synthetic", "ours-a", "")] = [(ours.cost(task, h.Case(5, 5)), 1.0)]
+    assert runner.estimate(task, ours, h.Case(10, 10)) == pytest.approx(4.0)  # the task's N * M
+    other_series = type("Other", (h.Case,), {"series": property(lambda self: ", other")})(10, 10)
+    assert runner.estimate(task, ours, other_series) is None  # no probe (off): no estimate
