@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         task.cases = [c for c in task.cases if c.n >= args.min_n]
         if wanted:
-            task.contenders = [c for c in task.contenders if any(part in c.name for part in wanted)]
+            chosen = [c for c in task.contenders if any(part in c.name for part in wanted)]
+            if not chosen:
+                names = ", ".join(c.name for c in task.contenders)
+                raise SystemExit(f"--contenders {args.contenders!r} matches none of {task.name}'s: {names}")
+            task.contenders = chosen
     runner = Runner(settings, deadline)
     rows: list[Row] = []
     for k, task in enumerate(tasks):

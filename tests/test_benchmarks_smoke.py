@@ -337,3 +337,10 @@ def test_harness_extrapolates_with_the_contenders_cost_model(harness: Any) -> No
     assert runner.estimate(task, ours, h.Case(10, 10)) == pytest.approx(4.0)  # the task's N * M
     other_series = type("Other", (h.Case,), {"series": property(lambda self: ", other")})(10, 10)
     assert runner.estimate(task, ours, other_series) is None  # no probe (off): no estimate
+
+
+def test_peers_refuses_contenders_that_match_nothing() -> None:
+    cmd = [sys.executable, str(BENCH / "peers.py"), "--quick", "--tasks", "knn", "--contenders", "nosuch"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "--contenders 'nosuch' matches none of knn's" in proc.stderr and "pykeops" in proc.stderr

@@ -200,7 +200,12 @@ class Runner:
         self.settings = settings
         self.deadline = deadline
         #: (task, contender, series) -> [(work, seconds), ...] of its probes and timed cases, in order
-        self.history: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.history: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+
+    @staticmethod
+    def history_key(task: Task, c: Contender, case: Case) -> tuple[str, str, str]:
+        """Timings extrapolate within one task, contender and series of cases."""
+        return task.name, c.name, case.series
 
     def log(self, msg: str) -> None:
         self.settings.log(msg)
@@ -212,7 +217,7 @@ class Runner:
         Probes run at 1/16, then 1/4 of the size (each once to warm up, once timed); the
         second is left out when the first says it could take longer than the per-call cap.
         """
-        key = (task.name, c.name, case.series)
+        key = self.history_key(task, c, case)
         if key not in self.history:
             if not self.settings.probe:
                 return None
@@ -287,7 +292,7 @@ class Runner:
         live = [c for c in admitted if c.name in runs]
         warm = {c.name: max(rows[c.name].warmup or 0.0, 1e-9) for c in live}
         for c in live:
-            if warm[c.name] >= s.long_call_seconds and (task.name, c.name, case.series) in self.history:
+            if warm[c.name] >= s.long_call_seconds and self.history_key(task, c, case) in self.history:
                 rows[c.name].times.append(warm[c.name])
         want = {c.name: max(1, min(s.max_repeats, int(s.cell_seconds / warm[c.name]))) for c in live}
         # a timed run of a fast call is a loop over several calls, so that a scheduler stall
@@ -309,7 +314,7 @@ class Runner:
         for c in live:
             row = rows[c.name]
             if row.median is not None:
-                key = (task.name, c.name, case.series)
+                key = self.history_key(task, c, case)
                 self.history.setdefault(key, []).append((c.cost(task, case), row.median))
             if row.status == "ok":
                 self.log(f"  {c.name}: {format_seconds(row.median)} (median of {len(row.times)})")
