@@ -128,14 +128,18 @@ def level_scales(
         return scales, jumps
     s = coarsest
     n = max(x.shape[0], y.shape[0])
+    counted: dict[float, list[int]] = {}
+
+    def clusters(s: float) -> list[int]:  # clusters of x and of y at voxel size s, once per s
+        return counted.setdefault(s, [int(grid_cluster(v, s).max()) + 1 for v in (x, y)])
+
     while levels is None or len(scales) < levels:
         jump = jump_index(eps_list, s, p)
         if not scales and jump >= last:  # the loop never goes below the cluster scale: dense
             break
         # a finer level may iterate until its jump, but the last eps is the points' own
         jump = min(jump, last - 1)
-        clusters = (int(grid_cluster(v, s).max()) + 1 for v in (x, y))
-        few_points = scales and levels is None and max(clusters) * MIN_POINTS_PER_CLUSTER > n
+        few_points = scales and levels is None and max(clusters(s)) * MIN_POINTS_PER_CLUSTER > n
         if few_points or (jumps and jump == jumps[-1] == last - 1):
             break
         if not jumps or jump > jumps[-1]:
@@ -147,7 +151,7 @@ def level_scales(
     eps = eps_list[jumps[-1] + 1]  # the temperature the finest blocks are tested for
     while True:
         s = scales[-1] / 2
-        counts = [int(grid_cluster(v, s).max()) + 1 for v in (x, y)]
+        counts = clusters(s)
         if max(counts) * MIN_POINTS_PER_CLUSTER > n:
             break
         if _predicted_pairs(x, y, counts, s, eps, truncate, p) > MAX_BLOCK_PAIRS:
@@ -316,8 +320,7 @@ def multiscale_sinkhorn_loop(
             if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
                 parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
                 kept[s] = _shrink(kept[s], f, g, (rows, cols), parents, eps_next, truncate, p)
-            parent_pairs = kept[s]
-            candidates = partial(candidate_pairs, parent_pairs, rows, cols)
+            candidates = partial(candidate_pairs, kept[s], rows, cols)
             kept[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
             ranges[s] = block_structure(kept[s], *finer)
             moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
