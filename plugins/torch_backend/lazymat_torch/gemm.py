@@ -62,6 +62,13 @@ def _cols(b: Any) -> Any:
     return b[..., 0, :, :]
 
 
+def augmented_rows(a: Any) -> Any:
+    """[a, |a|^2, 1] (..., D + 2): the left operand of a GEMM that yields |a - b|^2 (or an
+    affine function of it) in one product, the norms riding on the last two columns."""
+    a_sq = (a * a).sum(-1, keepdim=True)
+    return torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
+
+
 def _matmul_t(a: Any, b: Any) -> Any:
     """``a @ b^T`` over a broadcast batch: a (Ba, Ti, K), b (Bb, Tj, K) -> (B, Ti, Tj)."""
     if a.shape[0] == 1 and b.shape[0] == 1:
@@ -83,9 +90,8 @@ class SqDistGemm(Node):
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
         a, b = _rows(a), _cols(b)
-        a_sq = (a * a).sum(-1, keepdim=True)
         b_sq = (b * b).sum(-1, keepdim=True)
-        a_aug = torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
+        a_aug = augmented_rows(a)
         b_aug = torch.cat((-2.0 * b, torch.ones_like(b_sq), b_sq), dim=-1)
         # rounding can push |a|^2 + |b|^2 - 2<a, b> below zero for nearby points
         return _matmul_t(a_aug, b_aug).clamp_min_(0.0)[..., None]
@@ -122,9 +128,8 @@ class ExpArgGemm(Node):
         or a constant (1,)."""
         a, b, s = _rows(a), _cols(b), self.scale
         shift = _cols(shift) if shift.ndim == 4 else shift
-        a_sq = (a * a).sum(-1, keepdim=True)
         b_sq = (b * b).sum(-1, keepdim=True)
-        a_aug = torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
+        a_aug = augmented_rows(a)
         b_aug = torch.cat((-2.0 * s * b, torch.full_like(b_sq, s), s * b_sq + shift), dim=-1)
         return a_aug, b_aug
 

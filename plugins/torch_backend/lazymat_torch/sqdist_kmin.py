@@ -38,7 +38,7 @@ from lazymat.ir.algebra import Sub, SumDim
 from lazymat.ir.functions import Square
 from lazymat.ir.node import Node
 
-from .gemm import sides, split_sides
+from .gemm import augmented_rows, sides, split_sides
 
 #: columns per bounding box of the skipping test
 CHUNK = 64
@@ -124,8 +124,7 @@ def spatial_order(x: Any) -> Any:
 def _augmented(a: Any, b: Any) -> tuple[Any, Any]:
     """[a, |a|^2, 1] (N, D + 2) and [-2b, 1, |b|^2]^T (D + 2, M + 1): their product is the
     GEMM |a_i - b_j|^2; the padding column M comes out huge (PADDING), never a candidate."""
-    a_sq = (a * a).sum(-1, keepdim=True)
-    a_aug = torch.cat((a, a_sq, torch.ones_like(a_sq)), dim=-1)
+    a_aug = augmented_rows(a)
     m = b.shape[0]
     b_aug = torch.zeros((m + 1, b.shape[-1] + 2), dtype=b.dtype, device=b.device)
     b_aug[:m, :-2] = -2.0 * b
