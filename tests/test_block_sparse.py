@@ -68,6 +68,16 @@ def test_gradients_respect_the_sparsity(reduction: str) -> None:
     np.testing.assert_allclose(gy, -w.sum(0), rtol=1e-10, atol=1e-12)
 
 
+def test_grid_cluster_labels_cells_in_row_major_order() -> None:
+    """One label per occupied cell, numbered in the cells' lexicographic order (what
+    numpy's unique over rows gives), whatever the cell keys' encoding."""
+    pts = np.random.default_rng(3).normal(size=(2000, 3)) * [1.0, 5.0, 0.2]
+    labels = grid_cluster(pts, 0.37)
+    cells = np.floor((pts - pts.min(axis=0)) / 0.37).astype(np.int64)
+    _, expected = np.unique(cells, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(labels, expected.reshape(-1))
+
+
 def test_structure_helpers() -> None:
     pts = np.array([[0.1, 0.1], [0.8, 0.8], [0.15, 0.12], [0.85, 0.82], [0.5, 0.5]])
     labels = grid_cluster(pts, 0.3)
