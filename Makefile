@@ -26,7 +26,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy core solvers plugins
+	$(VENV)/bin/mypy core solvers plugins ml
 
 test: lint
 	$(PY) -m pytest -q -n 2 tests $(foreach p,$(PLUGINS),$(p)tests)
