@@ -7,7 +7,7 @@ divided by its weight 1/N (the Wasserstein gradient of S):
 
 For the quadratic cost, -N dS/dx_i points from x_i to where the entropic transport plan
 sends it, so the cloud slides onto the target without the points collapsing. The gradient
-comes from ``SinkhornResult.gradients()`` (envelope theorem, lazymat's symbolic VJPs), so
+comes from ``OTResult.gradients()`` (envelope theorem, lazymat's symbolic VJPs), so
 the flow runs on numpy; with torch or jax one would write ``torch.autograd.grad(r.value, x)``
 or ``jax.grad`` instead, with the same result.
 

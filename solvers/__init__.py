@@ -3,13 +3,15 @@
 from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
 from .kernels import Kernel, cauchy, gaussian
+from .lazy_plan import TransportPlan
 from .lbfgs import LBFGSInfo, lbfgs
 from .linear_operator import aslinearoperator
 from .normalized_cometric import NormalizedKernel, normalized
+from .ot_result import OTResult
 from .preconditioners import jacobi, nystrom
 from .registration import KernelNormLoss, RegistrationResult, register
 from .samples_loss import SamplesLoss
-from .sinkhorn import SinkhornResult, sinkhorn
+from .sinkhorn import sinkhorn
 
 __all__ = [
     "CGInfo",
@@ -18,9 +20,10 @@ __all__ = [
     "KernelNormLoss",
     "LBFGSInfo",
     "NormalizedKernel",
+    "OTResult",
     "RegistrationResult",
     "SamplesLoss",
-    "SinkhornResult",
+    "TransportPlan",
     "aslinearoperator",
     "cauchy",
     "cg",

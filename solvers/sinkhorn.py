@@ -40,128 +40,20 @@ Gradients of order two are not those of S.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field
 from typing import Any
 
 import array_api_compat
 
-from lazymat import LazyMatrix, Pm, Vi, Vj
+from lazymat import Pm, Vi, Vj
 
+from .cloud_solution import CloudSolution, unsort
 from .costs import Cost, evaluate_cost, ground_cost
-from .envelope import extrapolation_vjp, potential_weights
 from .measures import Measures, check_measures
 from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, multiscale_sinkhorn_loop
-from .penalties import Balanced, KullbackLeibler, Penalty, TotalVariation, make_penalty
+from .ot_result import OTResult
+from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
 from .sinkhorn_loop import Transport, log_weights, sinkhorn_loop
-from .transport_plan import marginal_errors, transport_cost_gradients, transport_plan
-
-
-@dataclass
-class SinkhornResult:
-    """What :func:`sinkhorn` returns. Arrays keep the user's layout (batched or not).
-
-    Attributes: ``value`` (the divergence, or OT value with debias=False; shape () or
-    (B,)), potentials ``f`` (on x) and ``g`` (on y) of OT(a, b), ``f_aa`` and ``g_bb``
-    of OT(a, a) and OT(b, b) (None without debiasing), ``n_iter`` Sinkhorn iterations,
-    ``converged`` (None unless ``tol`` was given), ``eps``, ``rho`` (None: balanced),
-    ``schedule`` (the temperatures of the annealing). ``plan`` and ``marginal_errors``
-    are computed on first access; :meth:`gradients` gives dS/dx and dS/dy without autodiff.
-    """
-
-    value: Any
-    f: Any
-    g: Any
-    f_aa: Any
-    g_bb: Any
-    n_iter: int
-    converged: bool | None
-    eps: float
-    rho: float | None
-    schedule: list[float]
-    _measures: Measures = field(repr=False)
-    _cost: Cost = field(repr=False)
-    _penalty: Penalty = field(repr=False)
-    _problems: list[Transport] = field(repr=False)
-    #: potentials after the loop, and after the last extrapolation (batched layout)
-    _loop: list[tuple[Any, ...]] = field(repr=False)
-    _pots: list[tuple[Any, ...]] = field(repr=False)
-    #: multiscale: the permutations (x side, y side) that sort the points of _problems
-    #: and _loop by cluster; _measures and _pots are in the caller's order
-    _perm: tuple[Any, Any] | None = field(default=None, repr=False)
-
-    @functools.cached_property
-    def plan(self) -> LazyMatrix:
-        """The transport plan pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps), never stored.
-
-        For batched clouds, a batched LazyMatrix: reductions give (B, N, ...) arrays.
-        GeomLoss's short schedule (``tol=None``) gives an accurate divergence, but at small
-        blur a plan whose marginals may be tens of percent off: pass ``tol`` for a plan
-        that transports a onto b, and check :attr:`marginal_errors`.
-        """
-        m = self._measures
-        xp = m.xp
-        x, y = m.unbatch(m.x), m.unbatch(m.y)
-        la, lb = log_weights(xp, m.a), log_weights(xp, m.b)
-        f, g = (m.unbatch(v) for v in self._pots[0])
-        return transport_plan(x, y, m.unbatch(la), m.unbatch(lb), f, g, self.eps, self._cost)
-
-    @functools.cached_property
-    def marginal_errors(self) -> tuple[Any, Any]:
-        """(|pi 1 - a|_1, |pi^T 1 - b|_1): how far the plan's marginals are from a and b.
-
-        Zero at convergence for balanced transport; for unbalanced transport the
-        marginals differ from a, b by design.
-        """
-        m = self._measures
-        xp = m.xp
-        rows, cols = self.plan.sum(axis=1), self.plan.sum(axis=0)
-        err_a, err_b = marginal_errors(xp, xp.reshape(rows, m.a.shape), xp.reshape(cols, m.b.shape), m.a, m.b)
-        return m.unbatch(err_a), m.unbatch(err_b)
-
-    def gradients(self) -> tuple[Any, Any]:
-        """(dS/dx, dS/dy), shaped like x and y, for array libraries without autodiff.
-
-        The gradients that torch.autograd or jax.grad give for ``value`` (see
-        :mod:`.envelope`), from lazymat's symbolic VJPs; at convergence, the derivatives
-        of the value (envelope theorem). Divided by the weights: the velocity field of a
-        Wasserstein gradient flow.
-        """
-        m, pen, eps = self._measures, self._penalty, self.eps
-        xp = m.xp
-        if isinstance(pen, TotalVariation):
-            la, lb = log_weights(xp, m.a), log_weights(xp, m.b)
-            f, g = self._pots[0]
-            gx, gy = transport_cost_gradients(m.x, m.y, la, lb, f, g, eps, self._cost)
-            if len(self._pots) == 3:
-                (f_aa,), (g_bb,) = self._pots[1], self._pots[2]
-                gxx, _ = transport_cost_gradients(m.x, m.x, la, la, f_aa, f_aa, eps, self._cost)
-                gyy, _ = transport_cost_gradients(m.y, m.y, lb, lb, g_bb, g_bb, eps, self._cost)
-                gx, gy = gx - 0.5 * gxx, gy - 0.5 * gyy
-            return m.unbatch(gx), m.unbatch(gy)
-        weights = potential_weights(xp, pen, eps, m.a, m.b, self._pots, len(self._pots) == 3)
-        perm = self._perm
-        if perm is not None:  # the problems' points are sorted by cluster
-            sides = [(0, 1), (0,), (1,)]
-            weights = [
-                tuple(xp.take(w, perm[s], axis=1) for w, s in zip(ws, side, strict=True))
-                for ws, side in zip(weights, sides, strict=False)
-            ]
-        gx, gy = extrapolation_vjp(self._problems[0], self._loop[0], eps, pen, weights[0])
-        if len(self._pots) == 3:
-            gxx, _ = extrapolation_vjp(self._problems[1], self._loop[1], eps, pen, weights[1])
-            gyy, _ = extrapolation_vjp(self._problems[2], self._loop[2], eps, pen, weights[2])
-            gx, gy = gx + gxx, gy + gyy
-        if perm is not None:
-            gx, gy = (unsort(xp, v, q) for v, q in zip((gx, gy), perm, strict=True))
-        return m.unbatch(gx), m.unbatch(gy)
-
-
-def unsort(xp: Any, v: Any, perm: Any) -> Any:
-    """``v`` (B, N, ...) sorted by ``perm`` (v = u[:, perm]) back to the order of u."""
-    inverse = xp.argsort(perm)
-    return xp.take(v, inverse, axis=1)
 
 
 def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
@@ -248,7 +140,7 @@ def sinkhorn(
     cluster_scale: float | None = None,
     truncate: float | None = DEFAULT_TRUNCATE,
     cluster_levels: int | None = None,
-) -> SinkhornResult:
+) -> OTResult:
     """Sinkhorn divergence (or entropic OT) between sum_i a_i delta_{x_i} and sum_j b_j delta_{y_j}.
 
     Args:
@@ -282,7 +174,7 @@ def sinkhorn(
             two scales).
 
     Returns:
-        a :class:`SinkhornResult` (value, potentials, plan, marginal errors, iterations).
+        an :class:`~.ot_result.OTResult` (value, potentials, plan, marginal errors, iterations).
     """
     check_scales(blur, reach, diameter, scaling)
     if p not in (1, 2) and cost is None:
@@ -335,7 +227,7 @@ def sinkhorn(
             for q, side in zip(pots, side_of, strict=False)
         ]
     f, g = pots[0]
-    return SinkhornResult(
+    return OTResult(
         value=m.unbatch(value),
         f=m.unbatch(f),
         g=m.unbatch(g),
@@ -346,11 +238,5 @@ def sinkhorn(
         eps=eps,
         rho=pen.rho,
         schedule=eps_list,
-        _measures=m,
-        _cost=c,
-        _penalty=pen,
-        _problems=problems,
-        _loop=outcome.potentials,
-        _pots=pots,
-        _perm=perm,
+        _solution=CloudSolution(m, c, pen, eps, problems, outcome.potentials, pots, perm),
     )

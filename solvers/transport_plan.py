@@ -24,10 +24,10 @@ def _column(xp: Any, v: Any) -> Any:
     return xp.reshape(v, (*v.shape, 1))
 
 
-def transport_plan(
+def log_transport_plan(
     x: Any, y: Any, log_a: Any, log_b: Any, f: Any, g: Any, eps: float, cost: Cost
 ) -> LazyMatrix:
-    """pi_ij = exp(log a_i + f_i / eps + log b_j + g_j / eps - C(x_i, y_j) / eps).
+    """log pi_ij = log a_i + f_i / eps + log b_j + g_j / eps - C(x_i, y_j) / eps.
 
     Points (B, N, D) and (B, M, D), log-weights and potentials (B, N) and (B, M).
     """
@@ -36,13 +36,16 @@ def transport_plan(
     u = Vi(_column(xp, log_a + f / eps))
     v = Vj(_column(xp, log_b + g / eps))
     c = evaluate_cost(cost, Vi(x), Vj(y))
-    result: LazyMatrix = (u + v - c * Pm(inv_eps)).exp()
+    result: LazyMatrix = u + v - c * Pm(inv_eps)
     return result
 
 
-def marginal_errors(xp: Any, rows: Any, cols: Any, a: Any, b: Any) -> tuple[Any, Any]:
-    """L1 distances |pi 1 - a|_1 and |pi^T 1 - b|_1 from the plan's row and column sums."""
-    return xp.sum(xp.abs(rows - a), axis=-1), xp.sum(xp.abs(cols - b), axis=-1)
+def transport_plan(
+    x: Any, y: Any, log_a: Any, log_b: Any, f: Any, g: Any, eps: float, cost: Cost
+) -> LazyMatrix:
+    """pi_ij = exp(log a_i + f_i / eps + log b_j + g_j / eps - C(x_i, y_j) / eps)."""
+    result: LazyMatrix = log_transport_plan(x, y, log_a, log_b, f, g, eps, cost).exp()
+    return result
 
 
 def transport_cost_gradients(

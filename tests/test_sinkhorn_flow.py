@@ -1,4 +1,4 @@
-"""Envelope-theorem gradients without autodiff (SinkhornResult.gradients) and the flow example."""
+"""Envelope-theorem gradients without autodiff (OTResult.gradients) and the flow example."""
 
 from __future__ import annotations
 
