@@ -11,6 +11,13 @@ values of shape ``(*batch, Ti, Tj, dim)``; fast engines implement the same seman
 
 ``vjp_weight`` gives the formula W_ij that the gradient contracts with dF_ij: the VJP of
 the reduction with respect to a variable v is the sum reduction of (dF/dv)^T W.
+
+Each kind also names its kernel ``family`` (one generated kernel computes min, argmin and
+min_argmin), its ``keops`` reduction, and its ``partial``: the reduction whose outputs two
+column blocks can be merged from (min_argmin for min and argmin: the indices break ties,
+the values pick the winner). ``merge_partials`` merges the partial outputs of two column
+blocks (global indices), and ``from_partial`` takes this kind's outputs out of the merged
+ones; that is what lets an engine (or a cluster) split j as well as i.
 """
 
 from __future__ import annotations
@@ -36,6 +43,12 @@ class Reduction:
     #: name of the reduction that gives the auxiliary arrays of the VJP when the
     #: forward outputs do not contain them (min -> argmin)
     aux_reduction: ClassVar[str | None] = None
+    #: the kernel family that computes it (one generated kernel per family)
+    family: ClassVar[str]
+    #: KeOps' reduction computing it (min, argmin and min_argmin share Min_ArgMin)
+    keops: ClassVar[str]
+    #: the reduction whose outputs merge across column blocks (itself, or values + indices)
+    partial: ClassVar[str]
 
     def out_dim(self, dim: int, k: int) -> int:
         return dim
@@ -60,9 +73,23 @@ class Reduction:
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         raise NotImplementedError
 
+    def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The partial outputs of two column blocks merged (only on the ``partial`` kinds)."""
+        raise NotImplementedError(f"{self.name} is not a partial reduction: merge {self.partial} outputs")
+
+    def from_partial(self, outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        """This reduction's outputs, taken from the outputs of its ``partial`` reduction."""
+        kinds = get_reduction(self.partial).outputs
+        return tuple(outputs[kinds.index(kind)] for kind in self.outputs)
+
 
 class Sum(Reduction):
     name = "sum"
+    family = partial = "sum"
+    keops = "Sum"
+
+    def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (a[0] + b[0],)
 
     def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
         return xp.zeros(shape, dtype=dtype, device=device)
@@ -81,6 +108,16 @@ class LogSumExp(Reduction):
     """log sum_j exp(F_ij), element-wise over the inner dimension."""
 
     name = "lse"
+    family = partial = "lse"
+    keops = "LogSumExp"
+
+    def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """log(e^a + e^b), exact where both are -inf (stays -inf) and where one is +inf."""
+        high, low = xp.maximum(a[0], b[0]), xp.minimum(a[0], b[0])
+        finite = xp.isfinite(high)
+        shift = xp.where(finite, high, xp.zeros_like(high))
+        merged = shift + xp.log1p(xp.exp(xp.where(finite, low - shift, xp.full_like(low, -float("inf")))))
+        return (xp.where(finite, merged, high),)
 
     def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
         return (
@@ -116,6 +153,18 @@ class _Extremum(Reduction):
     """min or max over j, with the index of the first extremum."""
 
     sign: ClassVar[int] = 1  # +1 for min, -1 for max
+    family = "min"
+    keops = "Min_ArgMin"
+    partial = "min_argmin"
+
+    def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The better of two (value, index) pairs: NaN wins, ties go to the lower index."""
+        (av, ai), (bv, bi) = a, b
+        b_nan, a_nan = xp.isnan(bv), xp.isnan(av)
+        strictly = (bv < av) if self.sign > 0 else (bv > av)
+        tie = ((bv == av) | (b_nan & a_nan)) & (bi < ai)
+        take_b = (ai < 0) | ((bi >= 0) & (strictly | (b_nan & ~a_nan) | tie))
+        return xp.where(take_b, bv, av), xp.where(take_b, bi, ai)
 
     def init(self, xp: Any, shape: tuple[int, ...], k: int, dtype: Any, device: Any) -> Any:
         start = float("inf") * self.sign
@@ -174,16 +223,19 @@ class Max(Min):
     name = "max"
     sign = -1
     aux_reduction = "argmax"
+    family, keops, partial = "max", "Max_ArgMax", "max_argmax"
 
 
 class ArgMax(ArgMin):
     name = "argmax"
     sign = -1
+    family, keops, partial = "max", "Max_ArgMax", "max_argmax"
 
 
 class MaxArgMax(MinArgMin):
     name = "max_argmax"
     sign = -1
+    family, keops, partial = "max", "Max_ArgMax", "max_argmax"
 
 
 class KMinArgKMin(Reduction):
@@ -195,6 +247,12 @@ class KMinArgKMin(Reduction):
     name = "kmin_argkmin"
     outputs: ClassVar[tuple[str, ...]] = ("value", "index")
     uses_k = True
+    family, keops, partial = "kmin", "KMin_ArgKMin", "kmin_argkmin"
+
+    def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The K best of two sorted K-lists: NaN first, then by value, ties to the lower index."""
+        k = a[0].shape[-1]
+        return _k_best(xp, xp.concat((a[0], b[0]), axis=-1), xp.concat((a[1], b[1]), axis=-1), k, True)
 
     def out_dim(self, dim: int, k: int) -> int:
         return k
@@ -213,19 +271,7 @@ class KMinArgKMin(Reduction):
         tj = vals.shape[-1]
         t_idx = xp.arange(j0, j0 + tj, dtype=xp.int64, device=device_of(vals))
         t_idx = xp.broadcast_to(t_idx, vals.shape)
-        cand = xp.concat((best, vals), axis=-1)
-        cand_idx = xp.concat((idx, t_idx), axis=-1)
-        # padding (index -1) goes after real entries of equal value (+inf): sort by the
-        # padding flag first, then stably by value (NaN first, so that it shows)
-        first = xp.argsort(xp.astype(cand_idx < 0, xp.int8), axis=-1, stable=True)
-        cand = xp.take_along_axis(cand, first, axis=-1)
-        cand_idx = xp.take_along_axis(cand_idx, first, axis=-1)
-        key = xp.where(xp.isnan(cand), xp.full_like(cand, -float("inf")), cand)
-        order = xp.argsort(key, axis=-1, stable=True)[..., :k]
-        return (
-            xp.take_along_axis(cand, order, axis=-1),
-            xp.take_along_axis(cand_idx, order, axis=-1),
-        )
+        return _k_best(xp, xp.concat((best, vals), axis=-1), xp.concat((idx, t_idx), axis=-1), k)
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
         return state
@@ -255,6 +301,25 @@ class ArgKMin(KMinArgKMin):
 
     def finalize(self, xp: Any, state: Any) -> tuple[Any, ...]:
         return (state[1],)
+
+
+def _k_best(xp: Any, cand: Any, cand_idx: Any, k: int, by_index: bool = False) -> tuple[Any, Any]:
+    """The first k candidates by (NaN first, value, index), padding (index -1) after real ones.
+
+    Stable sorts from the least significant key to the most significant: the index (skipped
+    when the candidates already come in index order, ``by_index=False``), the padding flag,
+    the value (NaN as -inf, so that it shows).
+    """
+
+    def reorder(key: Any) -> tuple[Any, Any]:
+        order = xp.argsort(key, axis=-1, stable=True)
+        return xp.take_along_axis(cand, order, axis=-1), xp.take_along_axis(cand_idx, order, axis=-1)
+
+    if by_index:
+        cand, cand_idx = reorder(cand_idx)
+    cand, cand_idx = reorder(xp.astype(cand_idx < 0, xp.int8))
+    cand, cand_idx = reorder(xp.where(xp.isnan(cand), xp.full_like(cand, -float("inf")), cand))
+    return cand[..., :k], cand_idx[..., :k]
 
 
 REDUCTIONS: dict[str, Reduction] = {

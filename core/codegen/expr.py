@@ -36,36 +36,13 @@ from ..ir.node import Node
 #: integer exponents of PowConst computed with multiplications (and one division)
 _SMALL_POWERS = (-4.0, -3.0, -2.0, 3.0, 4.0)
 
-_UNARY_CALLS: dict[type, str] = {
-    fn.Exp: "lm_exp",
-    fn.Log: "lm_log",
-    fn.Sin: "lm_sin",
-    fn.Cos: "lm_cos",
-    fn.Sqrt: "lm_sqrt",
-    fn.Abs: "lm_fabs",
-    fn.Tanh: "lm_tanh",
-}
-_BINARY_OPS: dict[type, str] = {alg.Add: "+", alg.Sub: "-", alg.Mul: "*", alg.Div: "/"}
-
-#: every node type the emitter knows (anything else is reported by ``unsupported``)
-SUPPORTED: frozenset[type] = frozenset(
+#: the operations without a C template (``Node.c``) that the emitter lays out itself
+STRUCTURAL: frozenset[type] = frozenset(
     {
         Var,
         Const,
-        alg.Neg,
         alg.SumDim,
-        *_BINARY_OPS,
-        *_UNARY_CALLS,
-        fn.Rsqrt,
-        fn.Sign,
-        fn.Step,
-        fn.Relu,
-        fn.Square,
         fn.PowConst,
-        fn.Minimum,
-        fn.Maximum,
-        fn.Atan2,
-        fn.IfElse,
         vec.Concat,
         vec.Slice,
         vec.MatVecMult,
@@ -75,6 +52,11 @@ SUPPORTED: frozenset[type] = frozenset(
         vec.IndexMatch,
     }
 )
+
+
+def has_rule(kind: type) -> bool:
+    """True when the emitter can write ``kind``: a C template of its own, or a layout rule here."""
+    return kind in STRUCTURAL or getattr(kind, "c", None) is not None
 
 
 class Names(Protocol):
@@ -105,7 +87,7 @@ def literal(value: float) -> str:
 def unsupported(formula: Node) -> str | None:
     """Why the emitter cannot compile ``formula`` (an unknown node type), or None."""
     for node in formula.walk():
-        if type(node) not in SUPPORTED:
+        if not has_rule(type(node)):
             return f"the C code generator has no rule for {type(node).__name__}"
     return None
 
@@ -234,7 +216,7 @@ class FormulaEmitter:
                 chains[k % self.chains] = name
         return self._assign(node, c, _tree_sum(chains))
 
-    # -- one rule per node type -----------------------------------------------------------
+    # -- the operation's own template, or one layout rule per structural node type -------
     def _rule(self, node: Node, c: int) -> str:
         kind = type(node)
         if isinstance(node, Var):
@@ -245,38 +227,17 @@ class FormulaEmitter:
             return self._assign(node, c, expr)
         if isinstance(node, Const):
             return literal(node.value)
-        if kind in _BINARY_OPS:
-            return self._map(node, c, "{0} " + _BINARY_OPS[kind] + " {1}")
-        if kind in _UNARY_CALLS:
-            return self._map(node, c, _UNARY_CALLS[kind] + "({0})")
-        if isinstance(node, alg.Neg):
-            return self._map(node, c, "-{0}")
-        if isinstance(node, alg.SumDim):
+        if isinstance(node, fn.Square) and self.swap is not None:
             child = node.children[0]
-            return self._sum(node, c, [self._term(child, k) for k in range(child.dim)])
-        if isinstance(node, fn.Rsqrt):
-            return self._map(node, c, "(lm_real)1 / lm_sqrt({0})")
-        if isinstance(node, fn.Square):
-            child = node.children[0]
-            if self.swap is not None and isinstance(child, alg.Sub) and self.swap(child):
+            if isinstance(child, alg.Sub) and self.swap(child):
                 a, b = child.children
                 diff = self._assign(child, c, f"{self._value(b, c)} - {self._value(a, c)}", suffix="_swap")
                 return self._assign(node, c, f"{diff} * {diff}")
-            return self._map(node, c, "{0} * {0}")
-        if isinstance(node, fn.Sign):
-            return self._map(node, c, "({0} > 0 ? (lm_real)1 : ({0} < 0 ? (lm_real)-1 : {0}))")
-        if isinstance(node, fn.Step):
-            return self._map(node, c, "(lm_real)({0} >= 0) + (lm_real)0 * {0}")
-        if isinstance(node, fn.Relu):
-            return self._map(node, c, "(({0} > 0 || {0} != {0}) ? {0} : (lm_real)0)")
-        if isinstance(node, fn.Minimum):
-            return self._map(node, c, "(({0} < {1} || {0} != {0}) ? {0} : {1})")
-        if isinstance(node, fn.Maximum):
-            return self._map(node, c, "(({0} > {1} || {0} != {0}) ? {0} : {1})")
-        if isinstance(node, fn.Atan2):
-            return self._map(node, c, "lm_atan2({0}, {1})")
-        if isinstance(node, fn.IfElse):
-            return self._map(node, c, "({0} >= 0 ? {1} : {2})")
+        if node.c is not None:
+            return self._map(node, c, node.c)
+        if isinstance(node, alg.SumDim):
+            child = node.children[0]
+            return self._sum(node, c, [self._term(child, k) for k in range(child.dim)])
         if isinstance(node, fn.PowConst):
             return self._power(node, c)
         if isinstance(node, (vec.Concat, vec.Slice)):

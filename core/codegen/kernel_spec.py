@@ -15,32 +15,15 @@ from typing import TYPE_CHECKING
 
 from ..ir.leaves import Var
 from ..ir.node import Node
+from ..reductions import REDUCTIONS, get_reduction
 
 if TYPE_CHECKING:
     from ..request import ReductionRequest
 
-#: reduction name -> the kernel family that computes it (one kernel per family)
-FAMILIES = {
-    "sum": "sum",
-    "lse": "lse",
-    "min": "min",
-    "argmin": "min",
-    "min_argmin": "min",
-    "max": "max",
-    "argmax": "max",
-    "max_argmax": "max",
-    "kmin": "kmin",
-    "argkmin": "kmin",
-    "kmin_argkmin": "kmin",
-}
-#: outputs a family's kernel writes, in ``outs`` order
-FAMILY_OUTPUTS = {
-    "sum": ("value",),
-    "lse": ("value",),
-    "min": ("value", "index"),
-    "max": ("value", "index"),
-    "kmin": ("value", "index"),
-}
+#: reduction name -> the kernel family that computes it (``Reduction.family``)
+FAMILIES = {name: red.family for name, red in REDUCTIONS.items()}
+#: outputs a family's kernel writes, in ``outs`` order: those of the family's partial reduction
+FAMILY_OUTPUTS = {red.family: get_reduction(red.partial).outputs for red in REDUCTIONS.values()}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .leaves import Const, is_const
 from .node import Node, broadcast_dim
 
@@ -17,12 +19,16 @@ class SumDim(Node):
     """Sum of the entries of the inner vector: dim d -> dim 1."""
 
     arity = 1
+    keops = "Sum({0})"
 
     def __init__(self, a: Node) -> None:
         super().__init__(a, dim=1)
 
     def eval(self, ctx: Any, a: Any) -> Any:
         return ctx.xp.sum(a, axis=-1, keepdims=True)
+
+    def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
+        return np.add.reduce(a, axis=-1, keepdims=True)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return (broadcast_to(cot, self.children[0].dim),)
@@ -32,12 +38,16 @@ class Neg(Node):
     """-a."""
 
     arity = 1
+    array_api, c, keops = "negative", "-{0}", "Minus({0})"
 
     def __init__(self, a: Node) -> None:
         super().__init__(a, dim=a.dim)
 
     def eval(self, ctx: Any, a: Any) -> Any:
         return -a
+
+    def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
+        return np.negative(a)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return (neg(cot),)
@@ -47,12 +57,16 @@ class Add(Node):
     """a + b (inner dimensions equal, or one of them 1)."""
 
     arity = 2
+    array_api, c, keops = "add", "{0} + {1}", "({0}+{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=broadcast_dim("+", a, b))
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
-        return a + b
+        return a + b  # the operator form of ``array_api``
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.add(a, b)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         a, b = self.children
@@ -63,12 +77,16 @@ class Sub(Node):
     """a - b."""
 
     arity = 2
+    array_api, c, keops = "subtract", "{0} - {1}", "({0}-{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=broadcast_dim("-", a, b))
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
-        return a - b
+        return a - b  # the operator form of ``array_api``
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.subtract(a, b)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         a, b = self.children
@@ -79,12 +97,16 @@ class Mul(Node):
     """a * b, element-wise."""
 
     arity = 2
+    array_api, c, keops = "multiply", "{0} * {1}", "({0}*{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=broadcast_dim("*", a, b))
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
-        return a * b
+        return a * b  # the operator form of ``array_api``
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.multiply(a, b)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         a, b = self.children
@@ -95,12 +117,16 @@ class Div(Node):
     """a / b, element-wise."""
 
     arity = 2
+    array_api, c, keops = "divide", "{0} / {1}", "({0}/{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=broadcast_dim("/", a, b))
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
-        return a / b
+        return a / b  # the operator form of ``array_api``
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         a, b = self.children

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .node import Node
 
 CATEGORIES = ("i", "j", "p")
@@ -39,6 +41,9 @@ class Var(Node):
     def eval(self, ctx: Any, *vals: Any) -> Any:
         return ctx.var(self)
 
+    def dense(self, grid: Any, *vals: np.ndarray) -> np.ndarray:
+        return np.asarray(grid.var(self))
+
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return ()
 
@@ -66,6 +71,9 @@ class Const(Node):
     def eval(self, ctx: Any, *vals: Any) -> Any:
         xp = ctx.xp
         return xp.full((self.dim,), self.value, dtype=ctx.dtype, device=ctx.device)
+
+    def dense(self, grid: Any, *vals: np.ndarray) -> np.ndarray:
+        return np.full((self.dim,), self.value)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return ()

@@ -5,15 +5,35 @@ an inner dimension ``dim`` (the length of the vector it computes for one (i, j) 
 Nodes compare and hash by structure, so two formulas built separately but written the
 same way share one cache entry (compiled kernels are keyed on this hash).
 
-Evaluation works on *tiles*: arrays of shape ``(*batch, Ti|1, Tj|1, dim)`` from any
-array-API namespace, so one ``eval`` per operation serves every backend's reference path.
-Each operation also knows its own vector-Jacobian product, written as new formulas
-(``vjp``), which is what makes gradients linear-memory reductions again.
+One place per operation: each node class holds everything lazymat knows about its
+operation, so adding one means writing one class (and a test walks every class against
+every engine, so that a forgotten spelling fails):
+
+- ``eval``: its value on *tiles*, arrays of shape ``(*batch, Ti|1, Tj|1, dim)`` from any
+  array-API namespace (one ``eval`` serves every backend's reference path); element-wise
+  operations name the array-API function in ``array_api`` (which the torch engine's in-place
+  steps call with ``out=`` too);
+- ``vjp``: its vector-Jacobian product, written as new formulas, which is what makes
+  gradients linear-memory reductions again;
+- ``c``: its C/CUDA spelling, a template over the components of its children (``{0}``,
+  ``{1}``, ...) calling the ``lm_*`` maths prelude; None for the structural operations
+  that the code generator lays out itself (sums over the inner vector, slices, small
+  matrix products: :mod:`lazymat.codegen.expr` lists them);
+- ``keops``: its spelling in KeOps' formula language, a template over the children's
+  strings and the node's own fields (``{node.start}``); None where KeOps has no single
+  word for it (the KeOps translator rewrites those, or declines);
+- ``dense``: an independent numpy twin on the dense ``(*batch, N|1, M|1, dim)`` grid,
+  which the conformance suite evaluates as its float64 oracle (small sizes only).
+
+Nodes pickle by construction (``__reduce__``: class, children and static fields), so specs
+travel to other processes (Dask workers, process pools).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+import numpy as np
 
 
 class DimensionError(ValueError):
@@ -28,6 +48,12 @@ class Node:
     #: False for operations whose derivative is zero almost everywhere and that
     #: should not be differentiated through (index masks, one-hot encodings).
     differentiable: ClassVar[bool] = True
+    #: the array-API function computing an element-wise operation (None: ``eval`` says how)
+    array_api: ClassVar[str | None] = None
+    #: C/CUDA spelling over the children's components (None: laid out by the code generator)
+    c: ClassVar[str | None] = None
+    #: KeOps spelling over the children's strings and ``node`` (None: no single KeOps word)
+    keops: ClassVar[str | None] = None
 
     children: tuple[Node, ...]
     dim: int
@@ -70,10 +96,24 @@ class Node:
         """The same operation over new children (used by rewrites such as transposition)."""
         return type(self)(*children, *self.static())  # type: ignore[call-arg]
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as a constructor call (the instance is immutable once built)."""
+        return type(self), (*self.children, *self.static())
+
     # -- semantics ------------------------------------------------------------------------
     def eval(self, ctx: Any, *vals: Any) -> Any:
         """Evaluate on tile arrays ``vals`` (one per child) with namespace ``ctx.xp``."""
-        raise NotImplementedError
+        if self.array_api is None:
+            raise NotImplementedError(f"{type(self).__name__} has no eval")
+        return getattr(ctx.xp, self.array_api)(*vals)
+
+    def dense(self, grid: Any, *vals: np.ndarray) -> np.ndarray:
+        """The numpy twin of ``eval`` on the dense grid (the tests' float64 oracle).
+
+        ``grid`` (:class:`lazymat.testing.dense.Grid`) gives the variables and the i/j
+        indices laid out on the ``(*batch, N|1, M|1, dim)`` grid; ``vals`` the children's values.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no dense twin")
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         """Cotangent formula for each child, given the cotangent ``cot`` of this node.

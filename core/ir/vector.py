@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .algebra import mul, sub, sum_dim
 from .functions import Maximum, Minimum, Rsqrt, Sqrt, power
 from .leaves import Const
@@ -18,9 +20,16 @@ class Concat(Node):
     """[a, b]: dims add up."""
 
     arity = 2
+    keops = "Concat({0},{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=a.dim + b.dim)
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        lead = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+        return np.concatenate(
+            [np.broadcast_to(a, (*lead, a.shape[-1])), np.broadcast_to(b, (*lead, b.shape[-1]))], -1
+        )
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
         xp = ctx.xp
@@ -45,6 +54,7 @@ class Slice(Node):
     start: int
     stop: int
     arity = 1
+    keops = "Extract({0},{node.start},{node.dim})"
 
     def __init__(self, a: Node, start: int, stop: int) -> None:
         if not 0 <= start < stop <= a.dim:
@@ -60,6 +70,9 @@ class Slice(Node):
 
     def eval(self, ctx: Any, a: Any) -> Any:
         return a[..., self.start : self.stop]
+
+    def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
+        return np.take(a, np.arange(self.start, self.stop), axis=-1)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         a = self.children[0]
@@ -82,9 +95,14 @@ class MatVecMult(Node):
     """A @ v with A a d-by-e matrix (dim d*e, row-major) and v of dim e: result dim d."""
 
     arity = 2
+    keops = "MatVecMult({0},{1})"
 
     def __init__(self, A: Node, v: Node) -> None:
         super().__init__(A, v, dim=_other_side(A, v, "matvecmult"))
+
+    def dense(self, grid: Any, A: np.ndarray, v: np.ndarray) -> np.ndarray:
+        matrix = A.reshape(*A.shape[:-1], self.dim, v.shape[-1])
+        return np.einsum("...de,...e->...d", matrix, v)
 
     def eval(self, ctx: Any, A: Any, v: Any) -> Any:
         xp = ctx.xp
@@ -101,9 +119,14 @@ class VecMatMult(Node):
     """u @ A with u of dim d and A a d-by-e matrix (dim d*e): result dim e."""
 
     arity = 2
+    keops = "VecMatMult({0},{1})"
 
     def __init__(self, u: Node, A: Node) -> None:
         super().__init__(u, A, dim=_other_side(A, u, "vecmatmult"))
+
+    def dense(self, grid: Any, u: np.ndarray, A: np.ndarray) -> np.ndarray:
+        matrix = A.reshape(*A.shape[:-1], u.shape[-1], self.dim)
+        return np.einsum("...d,...de->...e", u, matrix)
 
     def eval(self, ctx: Any, u: Any, A: Any) -> Any:
         xp = ctx.xp
@@ -120,9 +143,14 @@ class TensorProd(Node):
     """Outer product a b^T (dims d and e): result dim d*e, row-major."""
 
     arity = 2
+    keops = "TensorProd({0},{1})"
 
     def __init__(self, a: Node, b: Node) -> None:
         super().__init__(a, b, dim=a.dim * b.dim)
+
+    def dense(self, grid: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        outer = np.einsum("...d,...e->...de", a, b)
+        return outer.reshape(*outer.shape[:-2], self.dim)
 
     def eval(self, ctx: Any, a: Any, b: Any) -> Any:
         xp = ctx.xp
@@ -156,6 +184,9 @@ class OneHot(Node):
         classes = xp.arange(self.size, dtype=a.dtype, device=ctx.device)
         return xp.astype(xp.round(a) == classes, a.dtype)
 
+    def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
+        return np.equal(np.rint(a), np.arange(self.size)).astype(a.dtype)
+
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return (None,)
 
@@ -187,6 +218,9 @@ class IndexMatch(Node):
         xp = ctx.xp
         index = ctx.index(self.axis)  # integer array, broadcastable to the tile
         return xp.astype(index == xp.astype(sel, index.dtype), ctx.dtype)
+
+    def dense(self, grid: Any, sel: np.ndarray) -> np.ndarray:
+        return np.equal(grid.index(self.axis), np.trunc(sel)).astype(np.float64)
 
     def vjp(self, cot: Node) -> tuple[Node | None, ...]:
         return (None,)

@@ -1,8 +1,9 @@
 """Dense float64 references for engine tests: reductions of a full grid, and comparisons.
 
 An engine's kernels are checked against numpy (and SciPy) on the dense values F of a
-formula over the whole (*batch, N, M, D) grid, computed independently of lazymat:
-:func:`dense_reduce` reduces F with lazymat's semantics (ties to the lowest index, the
+formula over the whole (*batch, N, M, D) grid, computed independently of lazymat's engines:
+:func:`dense_values` evaluates a formula with each operation's numpy twin (``Node.dense``)
+on the full grid (no tiles, no online merges, no engine), :func:`dense_reduce` reduces F with lazymat's semantics (ties to the lowest index, the
 first NaN wins, K-min in ascending order), :func:`close` compares values within a
 tolerance per dtype (:data:`RTOL`, relative to the largest entry) and
 :func:`check_outputs` checks all the outputs of a reduction (indices exactly in float64;
@@ -22,12 +23,15 @@ from scipy.special import logsumexp
 from lazymat.reductions import get_reduction
 
 __all__ = [
+    "Grid",
     "K_REDUCTIONS",
     "REDUCTIONS",
     "RTOL",
     "check_outputs",
     "close",
     "dense_reduce",
+    "dense_reduction",
+    "dense_values",
     "gaussian_product_vjp",
 ]
 
@@ -36,6 +40,74 @@ RTOL: Mapping[str, float] = {"float64": 1e-10, "float32": 1e-5, "float16": 2e-3}
 #: the reductions of values and indices over j (dense_reduce also knows the K ones)
 REDUCTIONS = ("sum", "lse", "min", "max", "argmin", "argmax", "min_argmin", "max_argmax")
 K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
+
+
+class Grid:
+    """The arrays of a formula's variables laid out on the (*batch, N|1, M|1, dim) grid.
+
+    What ``Node.dense`` twins read: ``var(v)`` is variable ``v``'s array (``arrays[v.index]``)
+    with the axis of the other side (and both, for a parameter) inserted; ``index("i")`` and
+    ``index("j")`` are the row and column indices, broadcastable to the grid.
+    """
+
+    def __init__(self, arrays: Sequence[Any], n: int, m: int) -> None:
+        self.arrays = [np.asarray(a) for a in arrays]
+        self.n, self.m = n, m
+
+    def var(self, v: Any) -> np.ndarray:
+        a = self.arrays[v.index]
+        if not np.issubdtype(a.dtype, np.integer):
+            a = a.astype(np.float64)
+        if v.cat == "i":
+            return a[..., :, None, :]
+        if v.cat == "j":
+            return a[..., None, :, :]
+        return a[..., None, None, :]
+
+    def index(self, axis: str) -> np.ndarray:
+        return np.arange(self.n)[:, None, None] if axis == "i" else np.arange(self.m)[:, None]
+
+
+def dense_values(formula: Any, arrays: Sequence[Any], n: int, m: int) -> np.ndarray:
+    """F on the whole (*batch, N, M, dim) grid in float64, from the operations' numpy twins.
+
+    ``arrays[k]`` is bound to variable k of ``formula`` (lazymat's request layout: i- and
+    j-variables (*batch, N|M, dim), parameters (*batch, dim)). Memory O(N M dim): tests only.
+    """
+    grid = Grid(arrays, n, m)
+    values: dict[Any, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        for node in formula.walk():
+            values[node] = np.asarray(node.dense(grid, *(values[c] for c in node.children)))
+    out = values[formula]
+    lead = np.broadcast_shapes(out.shape[:-1], (n, m))
+    return np.broadcast_to(out, (*lead, out.shape[-1])).astype(np.float64)
+
+
+def dense_reduction(spec: Any, arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
+    """The outputs of a j-reduction spec (``lazymat.ReductionSpec``) on ``arrays``, densely.
+
+    Block-sparse specs (``spec.ranges``) reduce over the visited pairs only: the others are
+    masked out as the empty set of their reduction (0 for sums, -inf for log-sum-exp, ...).
+    """
+    n = m = 0
+    for v, a in zip(spec.variables, arrays, strict=True):
+        if v.cat == "i":
+            n = int(np.shape(a)[-2])
+        elif v.cat == "j":
+            m = int(np.shape(a)[-2])
+    F = dense_values(spec.formula, arrays, n, m)
+    if spec.ranges is not None:
+        F = _masked(F, spec.ranges.dense_mask(), spec.reduction)
+    return dense_reduce(F, spec.reduction, spec.k)
+
+
+def _masked(F: np.ndarray, mask: np.ndarray, reduction: str) -> np.ndarray:
+    """F where ``mask`` (N, M) is True, the reduction's neutral value elsewhere."""
+    neutral = {"sum": 0.0, "lse": -np.inf}.get(reduction)
+    if neutral is None:  # min, K-min: +inf never wins; max: -inf never wins
+        neutral = -np.inf if reduction.startswith(("max", "argmax")) else np.inf
+    return np.where(mask[..., None], F, neutral)
 
 
 def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:

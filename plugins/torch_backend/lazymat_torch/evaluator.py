@@ -9,44 +9,27 @@ nobody else reads, so the chain ``-c * |x - y|^2 -> exp`` allocates one tile, no
 
 Each node is evaluated with the core's ``Node.eval`` semantics (the tile layout
 ``(B, Ti|1, Tj|1, D)`` of :mod:`lazymat.ir.node`), through ``array_api_compat.torch``;
-the in-place steps compute the same values with the ``out=`` form of the same torch op.
+the in-place steps compute the same values with the ``out=`` form of the torch function
+that the operation names (``Node.array_api``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat.torch as xp
 import torch
 
-from lazymat.ir import algebra, functions
+from lazymat.ir import algebra
 from lazymat.ir.leaves import Const, Var
 from lazymat.ir.node import Node
 from lazymat.ir.vector import Slice
 
 from .gemm import I_ONLY, J_ONLY, MIXED, Side, sides
 
-#: element-wise unary nodes -> the torch function that accepts ``out=``
-_UNARY: dict[type, Callable[..., Any]] = {
-    algebra.Neg: torch.neg,
-    functions.Exp: torch.exp,
-    functions.Log: torch.log,
-    functions.Sin: torch.sin,
-    functions.Cos: torch.cos,
-    functions.Sqrt: torch.sqrt,
-    functions.Abs: torch.abs,
-    functions.Sign: torch.sign,
-    functions.Square: torch.square,
-    functions.Tanh: torch.tanh,
-}
-#: element-wise binary nodes -> torch function
-_BINARY: dict[type, Callable[..., Any]] = {
-    algebra.Add: torch.add,
-    algebra.Sub: torch.sub,
-    algebra.Mul: torch.mul,
-    algebra.Div: torch.div,
-}
+#: element-wise binary array-API functions that torch also takes with a Python scalar operand
+_SCALAR_FRIENDLY = frozenset({"add", "subtract", "multiply", "divide"})
 #: nodes whose value is a view of an operand or of an input: never written in place
 _NOT_OWNED = (Var, Const, Slice)
 
@@ -179,14 +162,19 @@ class TilePlan:
 
     @staticmethod
     def _step(node: Node, ctx: TileContext, vals: list[Any], reusable: list[bool]) -> Any:
-        """One node on the tile, writing into a reusable operand's buffer when it can."""
-        unary = _UNARY.get(type(node))
-        if unary is not None:
+        """One node on the tile, writing into a reusable operand's buffer when it can.
+
+        An element-wise operation names its array-API function (``Node.array_api``); torch
+        has a function of that name taking ``out=``.
+        """
+        name = node.array_api
+        if name is not None and node.arity == 1:
+            unary = getattr(torch, name)
             (a,) = vals
             return unary(a, out=a) if reusable[0] else unary(a)
-        binary = _BINARY.get(type(node))
-        if binary is None:
+        if name not in _SCALAR_FRIENDLY:
             return node.eval(ctx, *vals)
+        binary = getattr(torch, name)
         a_node, b_node = node.children
         a, b = vals
         s = _scalar(b_node, a_node)
