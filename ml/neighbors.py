@@ -32,7 +32,7 @@ import lazymat
 
 from .metrics import Formula, Metric, get_metric
 from .neighbors_grid import grid_kmin
-from .points import as_points, host, same_library
+from .points import as_points, host, not_fitted, plain, same_library
 
 #: "auto" uses the grid search for Euclidean metrics in D <= GRID_MAX_DIM from GRID_MIN_PAIRS pairs on
 GRID_MAX_DIM = 3
@@ -192,14 +192,17 @@ class NearestNeighbors(BaseEstimator):  # type: ignore[misc]
         self.n_samples_fit_ = int(self.fit_X_.shape[0])
         return self
 
-    def _fitted(self) -> Any:
-        if not hasattr(self, "fit_X_"):
-            raise AttributeError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
-        return self.fit_X_
+    def _fitted(self, X: Any) -> tuple[Any, Any]:
+        """The fitted points, and ``X`` checked against them (None stays None)."""
+        not_fitted(self, "fit_X_")
+        data = plain(self.fit_X_)
+        if X is not None:
+            X = same_library(X, data, "X", type(self).__name__, cast=True)
+        return data, X
 
     def kneighbors(self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True) -> Any:
         """Neighbours of ``X`` in the fitted points (of the fitted points, each left out, if X is None)."""
-        data = self._fitted()
+        data, X = self._fitted(X)
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         dist, idx = knn(
             data if X is None else X,
@@ -215,7 +218,7 @@ class NearestNeighbors(BaseEstimator):  # type: ignore[misc]
         self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity"
     ) -> Any:
         """The kNN graph of ``X`` (or of the fitted points, each left out) as a scipy CSR array."""
-        data = self._fitted()
+        data, X = self._fitted(X)
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if X is None:
             return kneighbors_graph(data, k, metric=self.metric, mode=mode, method=self.method)
@@ -247,8 +250,14 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc
     def fit(self, X: Any, y: Any) -> KNeighborsClassifier:
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import column_or_1d
+
         X, _, backend = as_points(X, "X")
-        labels = np.asarray(host(y) if not isinstance(y, (list, tuple)) else y).reshape(-1)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        labels = column_or_1d(y if isinstance(y, (list, tuple)) else host(y), warn=True)
+        check_classification_targets(labels)
         if labels.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} points but y has {labels.shape[0]} labels")
         self.classes_, codes = np.unique(labels, return_inverse=True)
@@ -261,11 +270,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities (N, n_classes): the (weighted) share of each class among the k neighbours."""
-        if not hasattr(self, "neighbors_"):
-            raise AttributeError("this KNeighborsClassifier is not fitted yet: call fit(X, y) first")
+        not_fitted(self, "neighbors_")
         dist, idx = self.neighbors_.kneighbors(X)
         xp = lazymat.backend_for(dist).namespace(dist)
-        votes = xp.reshape(xp.take(self.codes_, xp.reshape(idx, (-1,)), axis=0), idx.shape)
+        votes = xp.reshape(xp.take(plain(self.codes_), xp.reshape(idx, (-1,)), axis=0), idx.shape)
         if self.weights == "uniform":
             w = xp.ones_like(dist)
         else:  # 1 / d; rows with a neighbour at distance 0 vote with those neighbours only
