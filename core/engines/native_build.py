@@ -17,6 +17,21 @@ never sees a half-written file. The directory keeps the ``MAX_CACHED_KERNELS`` m
 recently used kernels: each compilation deletes older ones (a process that has a kernel
 loaded keeps it; one that finds it gone compiles it again) and temporary files abandoned
 by killed builds. The thread count is OpenMP's (``OMP_NUM_THREADS``).
+
+Integrity: each shared object ends with a trailer (after the ELF data, which the loader
+ignores) holding the full cache key (the hash of source, compiler identity and flags),
+the size and the SHA-256 of the library's bytes. A cached file is verified before
+``dlopen`` (a truncated library would kill the process with SIGBUS when touched, another
+kernel's library would compute another formula): one that fails (truncated, swapped,
+overwritten) is rebuilt with a warning, never loaded. A cache directory that cannot be
+written (read-only) is replaced, with one warning, by a per-user directory under the
+system's temporary directory (a private fresh one if that is not safely ours).
+
+Time limit: a compiler that does not finish within ``$LAZYMAT_COMPILE_TIMEOUT`` seconds
+(default :data:`COMPILE_TIMEOUT_S`, for the probe and for each kernel) is killed with its
+whole process group and marked as unusable for this process: the build raises
+:class:`CompileError` naming it (dispatch then falls back to the next engine with a
+warning) and :func:`find_compiler` reports it, so that the engine declines afterwards.
 """
 
 from __future__ import annotations
@@ -28,10 +43,12 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +69,22 @@ int64_t lm_probe(int64_t n) {
     return s;
 }
 """
-_COMPILE_TIMEOUT_S = 600
+#: seconds a compiler may take for one kernel (or the probe), unless $LAZYMAT_COMPILE_TIMEOUT says
+COMPILE_TIMEOUT_S = 120.0
 #: kernels kept in the cache directory (least recently used ones go first)
 MAX_CACHED_KERNELS = 2000
 #: age after which a temporary file of a build is considered abandoned
 _STALE_TEMP_S = 3600
 
 
+#: the trailer appended to each cached library: magic, key, SHA-256 of the library, its size
+_MAGIC = b"\nlazymat-kernel-v1 "
+_TRAILER = len(_MAGIC) + 64 + 1 + 64 + 1 + 20 + 1
+
+
 class CompileError(RuntimeError):
-    """The C compiler rejected a generated kernel (a bug in the code generator)."""
+    """The C compiler rejected a generated kernel (a bug in the code generator), or did
+    not finish within the compile timeout."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +102,8 @@ class Compiler:
 
 _probed: dict[tuple[str, ...], Compiler | str] = {}
 _lock = threading.Lock()
-_loaded: dict[Path, ctypes.CDLL] = {}
-_private_dir: list[Path] = []  # fallback when the cache directory cannot be created
+_loaded: dict[str, ctypes.CDLL] = {}  # by cache key
+_fallback_dir: list[Path] = []  # where kernels go when the cache directory cannot be written
 
 
 def _candidates() -> list[tuple[str, ...]]:
@@ -99,10 +123,36 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + "\n".join(sorted(set(keep)))
 
 
+def compile_timeout() -> float:
+    """Seconds a compiler may take: ``$LAZYMAT_COMPILE_TIMEOUT``, else :data:`COMPILE_TIMEOUT_S`."""
+    env = os.environ.get("LAZYMAT_COMPILE_TIMEOUT")
+    if env is None:
+        return COMPILE_TIMEOUT_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"LAZYMAT_COMPILE_TIMEOUT must be a positive number of seconds, got {env!r}")
+    return value
+
+
 def _run(argv: list[str], cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, cwd=cwd, check=False
-    )
+    """Run a compiler command within the compile timeout; on expiry, kill its whole process
+    group (the driver's cc1, as, ld included, which would keep the pipes open) and raise
+    ``subprocess.TimeoutExpired``."""
+    timeout = compile_timeout()
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _probe(command: tuple[str, ...]) -> Compiler | str:
@@ -111,6 +161,8 @@ def _probe(command: tuple[str, ...]) -> Compiler | str:
         return f"{command[0]!r} not found"
     try:
         version = _run([*command, "--version"]).stdout.splitlines()[:1]
+    except subprocess.TimeoutExpired:
+        return _timed_out(command)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"{' '.join(command)} --version failed: {exc}"
     errors: list[str] = []
@@ -122,6 +174,8 @@ def _probe(command: tuple[str, ...]) -> Compiler | str:
             so = Path(tmp) / f"probe{len(errors)}.so"
             try:
                 res = _run([*command, *flags, "-o", str(so), str(src)])
+            except subprocess.TimeoutExpired:
+                return _timed_out(command)
             except (OSError, subprocess.SubprocessError) as exc:
                 return f"{' '.join(command)} failed to run: {exc}"
             if res.returncode == 0:
@@ -138,6 +192,13 @@ def _probe(command: tuple[str, ...]) -> Compiler | str:
                     return Compiler(command, flags, identity)
             errors.append(f"{' '.join(flags)}: {res.stderr.strip()[:300]}")
     return f"{' '.join(command)} cannot build OpenMP shared libraries: " + "; ".join(errors)
+
+
+def _timed_out(command: tuple[str, ...]) -> str:
+    return (
+        f"the C compiler {' '.join(command)!r} did not finish within {compile_timeout():g} s "
+        "(LAZYMAT_COMPILE_TIMEOUT); it is not used again in this process"
+    )
 
 
 def find_compiler() -> Compiler | str:
@@ -166,6 +227,62 @@ def cache_dir() -> Path:
     return Path(base) / "lazymat" / "kernels"
 
 
+def _user_temp_dir(create: bool) -> Path | None:
+    """The per-user kernel directory under the temporary directory (created private when
+    ``create``), or None when it is missing or not ours alone (another user's, or writable
+    by others: its libraries could be anyone's code)."""
+    path = Path(tempfile.gettempdir()) / f"lazymat-{os.getuid()}" / "kernels"
+    if create:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.mkdir(mode=0o700, exist_ok=True)
+    try:
+        for part in (path.parent, path):
+            st = part.lstat()
+            if st.st_uid != os.getuid() or st.st_mode & 0o022 or not os.path.isdir(part):
+                return None
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK | os.X_OK) else None
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (tried: permission bits do not stop
+    root, a read-only mount or a pseudo-filesystem does)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".lm_probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def _directories() -> list[Path]:
+    """The directories searched for a kernel: the cache directory, then this process's
+    fallback (once the cache directory proved read-only) or the per-user one if it exists."""
+    fallback = _fallback_dir[0] if _fallback_dir else _user_temp_dir(create=False)
+    return [cache_dir()] if fallback is None else [cache_dir(), fallback]
+
+
+def _write_dir() -> Path:
+    """Where a new kernel is written: the cache directory, else (one warning) the fallback."""
+    primary = cache_dir()
+    if _fallback_dir:
+        return _fallback_dir[0]
+    if _writable(primary):
+        return primary
+    _fallback_dir.append(_user_temp_dir(create=True) or Path(tempfile.mkdtemp(prefix="lazymat-kernels-")))
+    warnings.warn(
+        f"lazymat: the kernel cache directory {primary} cannot be written; compiled kernels go to "
+        f"{_fallback_dir[0]} instead (set LAZYMAT_CACHE_DIR to a writable directory)",
+        RuntimeWarning,
+        stacklevel=5,
+    )
+    return _fallback_dir[0]
+
+
 def _atomic_write(path: Path, data: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
     try:
@@ -178,20 +295,54 @@ def _atomic_write(path: Path, data: str) -> None:
         raise
 
 
-def _compile(compiler: Compiler, source: str, target: Path) -> None:
-    """Compile ``source`` to ``target`` through a private temporary file and an atomic rename."""
+def _trailer(key: str, library: bytes) -> bytes:
+    digest = hashlib.sha256(library).hexdigest()
+    return _MAGIC + f"{key} {digest} {len(library):020d}\n".encode()
+
+
+def verify(path: Path, key: str) -> str | None:
+    """None if ``path`` is the intact library of cache key ``key``, else what is wrong
+    (checked on the bytes, before anything loads them)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if len(data) < _TRAILER or not data[-_TRAILER:].startswith(_MAGIC):
+        return f"has no lazymat trailer ({len(data)} bytes: truncated, or not written by lazymat)"
+    fields = data[-_TRAILER + len(_MAGIC) :].split()
+    library = data[:-_TRAILER]
+    if len(fields) != 3 or fields[0].decode(errors="replace") != key:
+        return "was built for another kernel (swapped or overwritten)"
+    if not fields[2].isdigit() or int(fields[2]) != len(library):
+        return f"holds {len(library)} bytes of library, its trailer says {fields[2].decode(errors='replace')}"
+    if hashlib.sha256(library).hexdigest() != fields[1].decode(errors="replace"):
+        return "does not match its content hash (damaged)"
+    return None
+
+
+def _compile(compiler: Compiler, source: str, target: Path, key: str) -> None:
+    """Compile ``source`` to ``target`` (trailer appended) through a private temporary
+    file and an atomic rename."""
     directory = target.parent
     src = directory / (target.stem + ".c")
     _atomic_write(src, source)  # kept next to the library, for reading and debugging
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}-", suffix=".so")
     os.close(fd)
     try:
-        res = _run([*compiler.command, *compiler.flags, "-o", tmp, str(src), "-lm"])
+        try:
+            res = _run([*compiler.command, *compiler.flags, "-o", tmp, str(src), "-lm"])
+        except subprocess.TimeoutExpired:
+            reason = _timed_out(compiler.command)
+            _probed[compiler.command] = reason  # find_compiler reports it from now on
+            raise CompileError(reason) from None
         if res.returncode != 0:
             raise CompileError(
                 f"{' '.join(compiler.command)} could not compile the generated kernel {src}:\n"
                 + res.stderr[-4000:]
             )
+        with open(tmp, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            f.write(_trailer(key, Path(tmp).read_bytes()))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -220,36 +371,53 @@ def _evict(directory: Path) -> None:
                 os.unlink(stale)
 
 
-def kernel_path(source: str, compiler: Compiler) -> Path:
-    """Where the shared library of ``source`` built by ``compiler`` is cached."""
-    key = hashlib.sha256((compiler.identity + "\n" + source).encode()).hexdigest()[:40]
-    directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:  # read-only home: one private directory for this process
-        if not _private_dir:
-            _private_dir.append(Path(tempfile.mkdtemp(prefix="lazymat-kernels-")))
-        directory = _private_dir[0]
-    return directory / f"lm_{key}.so"
+def kernel_key(source: str, compiler: Compiler) -> str:
+    """The cache key of ``source`` built by ``compiler`` (SHA-256, hex)."""
+    return hashlib.sha256((compiler.identity + "\n" + source).encode()).hexdigest()
+
+
+def _file_name(key: str) -> str:
+    """The library's file name: ``lm_v2_`` (libraries with a trailer; the older ``lm_<key>.so``
+    are never looked up, and leave by eviction) and 40 digits of the key."""
+    return f"lm_v2_{key[:40]}.so"
+
+
+def _cached(key: str) -> Path | None:
+    """A verified library of ``key`` in the searched directories; damaged ones are warned
+    about and left for the rebuild to replace."""
+    for directory in _directories():
+        path = directory / _file_name(key)
+        if not path.exists():
+            continue
+        problem = verify(path, key)
+        if problem is None:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # last use, for the eviction order
+            return path
+        warnings.warn(
+            f"lazymat: the cached kernel {path} {problem}; it is not loaded, the kernel is rebuilt",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return None
 
 
 def build(source: str, compiler: Compiler) -> ctypes.CDLL:
-    """The loaded shared library of ``source``: from this process, the disk cache, or compiled."""
-    target = kernel_path(source, compiler)
+    """The loaded shared library of ``source``: from this process, the disk cache (verified),
+    or compiled."""
+    key = kernel_key(source, compiler)
     with _lock:
-        lib = _loaded.get(target)
+        lib = _loaded.get(key)
         if lib is not None:
             return lib
-        if target.exists():
-            with contextlib.suppress(OSError):
-                os.utime(target)  # last use, for the eviction order
-        else:
-            _compile(compiler, source, target)
+        target = _cached(key)
+        if target is None:
+            target = _write_dir() / _file_name(key)
+            _compile(compiler, source, target, key)
             _evict(target.parent)
-        try:
-            lib = ctypes.CDLL(str(target))
-        except OSError:  # damaged by something outside lazymat: build it again
-            _compile(compiler, source, target)
-            lib = ctypes.CDLL(str(target))
-        _loaded[target] = lib
+            problem = verify(target, key)  # another process may have written it since
+            if problem is not None:
+                raise CompileError(f"the kernel just compiled to {target} {problem}")
+        lib = ctypes.CDLL(str(target))
+        _loaded[key] = lib
         return lib
