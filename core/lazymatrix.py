@@ -9,8 +9,11 @@ that library's autodiff when it has one.
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from .backend import Backend
 from .block_sparse import BlockSparsity
@@ -22,12 +25,15 @@ from .ir.leaves import Const, Var
 from .ir.node import DimensionError, Node
 from .ir.transform import renumber, substitute, transpose, transpose_var, variables
 from .plugin_manager import get_registry
+from .reductions import get_reduction
 from .request import ReductionSpec
 
 _ids = itertools.count()
 
 
 def _wrap(x: Any, cat: str) -> LazyMatrix:
+    if isinstance(x, np.generic):  # a numpy scalar (x.sum(), a[0]): a 0-d numpy array
+        x = np.asarray(x)
     backend = get_registry().backend_for(x)
     backend.check_dtype(x)
     shape = tuple(x.shape)
@@ -57,8 +63,18 @@ def Vj(y: Any) -> LazyMatrix:  # noqa: N802
 
 
 def Pm(p: Any) -> LazyMatrix:  # noqa: N802
-    """A parameter shared by every pair: shape (), (D,) or (*batch, D)."""
+    """A parameter shared by every pair: shape (), (D,) or (*batch, D); a numpy scalar is a
+    0-d array (``Vi`` and ``Vj`` refuse both: they need one row per point)."""
     return _wrap(p, "p")
+
+
+def _check_k(reduction: str, k: Any) -> None:
+    """K of a K-min reduction: a positive whole number, else one error for every backend."""
+    expected = f"{reduction} takes K, the number of smallest values per row, as an integer K >= 1"
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{expected}, got K={k!r} of type {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"{expected}, got K={k}")
 
 
 def _check_sides(order: list[Var], bindings: dict[Var, Any]) -> None:
@@ -319,6 +335,8 @@ class LazyMatrix:
         """
         if axis not in (0, 1):
             raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")
+        if get_reduction(reduction).uses_k:
+            _check_k(reduction, k)
         formula = self.formula
         # one variable per (array, category): the same array wrapped twice is one input
         first: dict[tuple[int, str], Var] = {}

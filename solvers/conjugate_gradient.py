@@ -34,6 +34,7 @@ import lazymat
 from lazymat.lazymatrix import LazyMatrix
 
 from .kernel_operator import KernelOperator
+from .measures import check_finite
 from .preconditioners import Preconditioner, jacobi, nystrom
 
 
@@ -178,6 +179,12 @@ def cg(
     backend = lazymat.backend_for(b)
     xp = backend.namespace(b)
     alpha_value = _as_scalar(alpha)
+    check_finite(xp, "b", b, "right-hand side values")
+    if x0 is not None:
+        check_finite(xp, "x0", x0, "initial values")
+    if isinstance(A, LazyMatrix):  # its points and parameters, before the symmetry check reads them
+        for v, arr in A.bindings.items():
+            check_finite(backend.namespace(arr), f"A (its V{v.cat} array)", arr, "values")
     op: KernelOperator | None = None
     user_op: Callable[[Any], Any] | None = None
     if isinstance(A, (LazyMatrix, KernelOperator)):

@@ -44,6 +44,7 @@ from typing import Any
 import lazymat
 from lazymat.lazymatrix import LazyMatrix, Vi, Vj
 
+from .measures import check_finite
 from .normalized_cometric import NormalizedField, NormalizedKernel
 from .row_reduction import RowReduction
 
@@ -132,7 +133,10 @@ def check_state(q: Any, p: Any, steps: int) -> Any:
         raise TypeError(f"q0 and p0 have different dtypes: {q.dtype} and {p.dtype}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    return backend.namespace(q)
+    xp = backend.namespace(q)
+    check_finite(xp, "q0", q, "coordinates")
+    check_finite(xp, "p0", p, "momenta")
+    return xp
 
 
 class HamiltonianField:
@@ -243,6 +247,7 @@ def flow(
         )
     if points.dtype != q0.dtype:
         raise TypeError(f"points have dtype {points.dtype} but q0 has {q0.dtype}")
+    check_finite(lazymat.backend_for(points).namespace(points), "points", points, "coordinates")
     field = make_field(kernel, q0, p0)
     carry = field.carrier(points, q0, p0)
 

@@ -5,8 +5,9 @@ beta = sum_j b_j delta_{y_j}, with points ``x`` of shape (N, D) or (B, N, D) (a 
 B clouds) and weights ``a`` of shape (N,) or (B, N) (uniform 1/N when omitted).
 :func:`check_measures` turns them into a :class:`Measures` record with a batch
 dimension always present, and raises a clear error for what cannot be a measure:
-clouds of different dimensions or batch sizes, empty clouds, weights of the wrong shape,
-negative or NaN weights.
+clouds of different dimensions or batch sizes, empty clouds, NaN or infinite
+coordinates, weights of the wrong shape, negative, NaN or infinite weights
+(:func:`check_finite`, which the other solvers use at their entry too).
 
 Value checks (signs, NaN, total masses) need concrete arrays; under ``jax.jit`` they
 are skipped, since a traced array has no value yet.
@@ -51,6 +52,20 @@ def _describe(v: Any) -> str:
     return f"{type(v).__module__}.{type(v).__name__} of shape {tuple(v.shape)}"
 
 
+def check_finite(xp: Any, name: str, v: Any, what: str = "numbers") -> None:
+    """Raise ValueError naming ``name`` when ``v`` holds NaN or infinities: every solver
+    checks its array inputs with this once, at its public entry (one pass over the data;
+    skipped for traced arrays, which have no values yet)."""
+    finite = xp.isfinite(v)
+    if _concrete_bool(xp.all(finite)) is not False:
+        return
+    nan = int(xp.sum(xp.astype(xp.isnan(v), xp.int64)))
+    inf = int(xp.sum(xp.astype(xp.logical_not(finite), xp.int64))) - nan
+    raise ValueError(
+        f"'{name}' must hold finite {what}, got {nan} NaN and {inf} infinite value(s) in {_describe(v)}"
+    )
+
+
 def _check_points(name: str, v: Any) -> None:
     if not hasattr(v, "shape") or not hasattr(v, "dtype"):
         raise TypeError(f"'{name}' must be an array of points of shape (N, D) or (B, N, D), got {type(v)}")
@@ -76,8 +91,7 @@ def _weights(name: str, w: Any, points: Any, xp: Any) -> Any:
     if not xp.isdtype(w.dtype, "real floating"):
         raise TypeError(f"weights '{name}' must be real floating-point numbers, got dtype {w.dtype}")
     w = xp.astype(w, points.dtype) if w.dtype != points.dtype else w
-    if _concrete_bool(xp.any(xp.isnan(w))):
-        raise ValueError(f"weights '{name}' contain NaN")
+    check_finite(xp, name, w, "weights")
     if _concrete_bool(xp.any(w < 0)):
         raise ValueError(f"weights '{name}' must be nonnegative, got a minimum of {float(xp.min(w))}")
     return w
@@ -113,6 +127,7 @@ def check_measures(x: Any, y: Any, a: Any = None, b: Any = None, *, balanced: bo
     for name, v in (("x", x), ("y", y)):
         if not xp.isdtype(v.dtype, "real floating"):
             raise TypeError(f"'{name}' must hold real floating-point numbers, got dtype {v.dtype}")
+        check_finite(xp, name, v, "coordinates")
     if x.dtype != y.dtype:
         raise TypeError(f"x and y have different dtypes ({x.dtype} and {y.dtype}); cast them to one dtype")
     a = _weights("a", a, x, xp)

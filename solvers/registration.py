@@ -34,6 +34,7 @@ from lazymat.lazymatrix import Vi, Vj
 
 from .hamiltonian import HamiltonianField, KernelLike, check_state, hamiltonian, shoot, shoot_with_adjoint
 from .lbfgs import LBFGSInfo, lbfgs
+from .measures import check_finite
 from .row_reduction import RowReduction
 
 
@@ -121,6 +122,7 @@ def register(
             f"target must be a cloud of points of dimension {source.shape[-1]} like the source "
             f"{tuple(source.shape)}, got shape {tuple(getattr(target, 'shape', ()))}"
         )
+    check_finite(lazymat.backend_for(target).namespace(target), "target", target, "coordinates")
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
 
