@@ -39,6 +39,7 @@ from lazymat.block_sparse import BlockSparsity
 from lazymat.lazymatrix import LazyMatrix
 from lazymat.plugin_manager import get_registry
 
+from .far_from_origin import FarFromOrigin
 from .formulas import FIXED_FORMULAS, Builder, random_builders
 
 __all__ = ["BackendConformance", "Builder"]
@@ -57,7 +58,7 @@ def _points(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return rng.standard_normal((n, d))
 
 
-class BackendConformance:
+class BackendConformance(FarFromOrigin):
     """Base class of a backend's conformance tests (see the module docstring)."""
 
     backend: ClassVar[str] = ""

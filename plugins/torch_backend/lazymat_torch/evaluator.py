@@ -21,10 +21,8 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from lazymat.ir import algebra
-from lazymat.ir.leaves import Const, Var
-from lazymat.ir.node import Node
-from lazymat.ir.vector import Slice
+from lazymat import plugin as ir
+from lazymat.plugin import Const, Node, Slice, Var
 
 from .gemm import I_ONLY, J_ONLY, MIXED, Side, sides
 
@@ -108,8 +106,10 @@ class TilePlan:
         self.side = side
         self.mixed = [n for n in order if side[n] == MIXED]
         self.pre = [n for n in order if side[n] != MIXED]
+        # mixed nodes built once per request from their (unmixed) children: the GEMMs
+        self.prepared = [n for n in self.mixed if hasattr(n, "prepare")]
         # precomputed nodes that the tile steps (or the reduction) read
-        keep = {c for n in self.mixed for c in n.children if side[c] != MIXED}
+        keep = {c for n in self.mixed if n not in self.prepared for c in n.children if side[c] != MIXED}
         keep.update(t for t in (root, *self.extra) if side[t] != MIXED)
         self.keep = [n for n in self.pre if n in keep]
         # how many tile steps read each mixed node (the root is read once more, by the reduction)
@@ -127,12 +127,16 @@ class TilePlan:
         return max(1, sum(n.dim for n in self.mixed if not isinstance(n, _NOT_OWNED)))
 
     def precompute(self, ctx: TileContext) -> dict[Node, Any]:
-        """Values of the nodes of i only, j only or parameters only, over all rows."""
+        """Values of the nodes of i only, j only or parameters only, over all rows, and
+        the prepared GEMMs (:class:`lazymat_torch.gemm.GemmOperands`)."""
         ctx.i0, ctx.i1, ctx.j0, ctx.j1, ctx.cols = 0, ctx.n, 0, ctx.m, None
         values: dict[Node, Any] = {}
         for node in self.pre:
             values[node] = node.eval(ctx, *(values[c] for c in node.children))
-        return {n: values[n] for n in self.keep}
+        kept = {n: values[n] for n in self.keep}
+        for node in self.prepared:
+            kept[node] = node.prepare(*(values[c] for c in node.children))  # type: ignore[attr-defined]
+        return kept
 
     def tile(self, ctx: TileContext, pre: dict[Node, Any]) -> tuple[Any, bool]:
         """The root's values on the current tile, and whether that buffer may be overwritten."""
@@ -149,6 +153,10 @@ class TilePlan:
         owned: set[Node] = set()
         for node in self.mixed:
             children = node.children
+            if node in pre:  # a prepared GEMM: its tile, fresh
+                values[node] = pre[node].tile(ctx.i0, ctx.i1, ctx.j_select)[..., None]
+                owned.add(node)
+                continue
             reusable = [c in owned and left[c] == 1 and children.count(c) == 1 for c in children]
             values[node] = self._step(node, ctx, [values[c] for c in children], reusable)
             if not isinstance(node, _NOT_OWNED):
@@ -181,7 +189,7 @@ class TilePlan:
         if s is not None:  # tile op scalar
             return binary(a, s, out=a) if reusable[0] else binary(a, s)
         s = _scalar(a_node, b_node)
-        if s is not None and isinstance(node, (algebra.Add, algebra.Mul)):  # scalar op tile
+        if s is not None and isinstance(node, (ir.Add, ir.Mul)):  # scalar op tile
             return binary(b, s, out=b) if reusable[1] else binary(b, s)
         if reusable[0] and _covers(a.shape, b.shape):
             return binary(a, b, out=a)

@@ -21,9 +21,12 @@ Exactness: the sampled maximum is one of the row's terms, so a row's sum is at l
 M up to 1e8). A row whose sum is not finite after a tile (a value more than about 88
 above the sampled max, +inf, NaN), or whose shift is not finite (a sample of -inf values,
 NaN), takes the exact merge of :class:`~lazymat_torch.merges.LogSumExpReducer` for that
-tile, recomputed for those rows only. Both keep the same state, (shift, sum of
-exp(v - shift)), so such a row's later tiles go on with the fast path, shifted by its
-exact max.
+tile, recomputed for those rows only with the exact difference. Both keep the same
+state, (shift, sum of exp(v - shift)), so such a row's later tiles go on with the fast
+path, shifted by its exact max. The rows that the GEMM's rounding bound rules out, or
+that hold a non-finite coordinate (``GemmOperands.exact_rows``, :mod:`lazymat_torch.centred`),
+take the exact merge on every tile; a non-finite column makes the tile's sums non-finite
+where it matters, and those rows are redone the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .gemm import ExpArgGemm
+from .gemm import GemmOperands
 from .merges import LogSumExpReducer
 
 #: most columns of the sample that sets each row's shift (evenly spaced over the M columns)
@@ -42,20 +45,21 @@ SAMPLE_COLUMNS = 512
 EXP2_FLOOR = 126.0
 
 
-def lse_operands(root: ExpArgGemm, pre: dict[Any, Any]) -> tuple[Any, Any]:
+def lse_operands(gemm: GemmOperands) -> tuple[Any, Any]:
     """The GEMM operands (N, D + 3) and (D + 3, M) of the tiles ``a_i . b_j = v_ij - m_i``,
-    the row shifts' column (the last of ``a``) at 0: from the precomputed children of
-    ``root`` (without batch dimensions)."""
-    a_aug, b_aug = root.augmented(*(pre[c] for c in root.children))
-    a_aug, b_aug = a_aug[0], b_aug[0]
+    the row shifts' column (the last of ``a``) at 0, from the prepared GEMM of the root
+    (without batch dimensions)."""
+    a_aug, b_aug = gemm.a_aug[0], gemm.b_aug[0]
     a_shift = torch.cat((a_aug, a_aug.new_zeros((a_aug.shape[0], 1))), dim=-1)
     b_shift = torch.cat((b_aug, b_aug.new_ones((b_aug.shape[0], 1))), dim=-1)
     return a_shift, b_shift.T.contiguous()
 
 
-def lse_exp_gemm(a: Any, b: Any, ti: int, tj: int) -> Any:
-    """log sum_j exp(a_i . b_j) (N,) over tiles of at most ``ti`` x ``tj`` pairs, for the
-    operands of :func:`lse_operands` (``a`` (N, K), its last column 0; ``b`` (K, M))."""
+def lse_exp_gemm(gemm: GemmOperands, ti: int, tj: int) -> Any:
+    """log sum_j exp(v_ij) (N,) over tiles of at most ``ti`` x ``tj`` pairs, for the
+    prepared GEMM ``gemm`` of ``v_ij = s |a_i - b_j|^2 + t_j``: the GEMM's exact rows, and
+    the rows that the fast path cannot hold, merge the exact values."""
+    a, b = lse_operands(gemm)
     n, m_cols = a.shape[0], b.shape[1]
     exact = LogSumExpReducer()
     b2 = b * math.log2(math.e)  # the tiles in base 2
@@ -64,9 +68,10 @@ def lse_exp_gemm(a: Any, b: Any, ti: int, tj: int) -> Any:
     buf = a.new_empty(min(ti, n) * min(tj, m_cols))
     for i0 in range(0, n, ti):
         rows = a[i0 : i0 + ti]
+        gemm_rows = ~gemm.exact_rows[i0 : i0 + ti]
         shifted = rows.clone()
         shift = torch.mm(rows, sample).amax(-1)
-        fast = torch.isfinite(shift)
+        fast = torch.isfinite(shift) & gemm_rows
         shift = torch.where(fast, shift, -float("inf"))  # the exact rows start empty
         total = torch.zeros_like(shift)
         shifted[:, -1] = -torch.where(fast, shift, 0.0)
@@ -80,11 +85,11 @@ def lse_exp_gemm(a: Any, b: Any, ti: int, tj: int) -> Any:
                 continue
             total = torch.where(ok, new_total, total)
             redo = torch.nonzero(~ok)[:, 0]
-            vals = torch.mm(rows[redo], b[:, j0:j1])[None, :, :, None]  # (1, k, Tj, 1), unshifted
+            vals = gemm.exact(redo + i0, slice(j0, j1))[..., None]  # (1, k, Tj, 1)
             state = (shift[redo][None, :, None], total[redo][None, :, None])
             new_shift, new_sum = exact.merge(state, vals, True, j0)
             shift[redo], total[redo] = new_shift[0, :, 0], new_sum[0, :, 0]
-            fast[redo] = torch.isfinite(shift[redo])
+            fast[redo] = torch.isfinite(shift[redo]) & gemm_rows[redo]
             shifted[redo, -1] = -torch.where(fast[redo], shift[redo], 0.0)
         out[i0 : i0 + ti] = exact.finish((shift, total))["value"]
     return out

@@ -23,9 +23,11 @@ first visits the chunks within the previous block's reach of its box, which yiel
 row's ``v_K``; a chunk whose box lies further than ``v_K + 2 e_i`` from the block's for
 every row holds no candidate and is skipped (the others are visited next), its GEMM tile
 never computed (about 75 % of the chunks for uniform points in 3-D at N = M = 3 * 10^4).
-Non-finite or huge inputs take the exact path (:func:`usable` checks), as the bound then
-says nothing. The loop here serves dense requests without batch dimensions; others run
-the exact evaluation.
+The GEMM runs on points moved to a common centre (:class:`~lazymat_torch.centred.CentredPair`),
+so that e_i, and the candidates, depend on the clouds' extent, not on their distance
+from the origin; the exact values come from the original points. Non-finite or huge
+inputs take the exact path (:func:`usable` checks), as the bound then says nothing. The
+loop here serves dense requests without batch dimensions; others run the exact evaluation.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ from typing import Any
 
 import torch
 
-from lazymat.ir.algebra import Sub, SumDim
-from lazymat.ir.functions import Square
-from lazymat.ir.node import Node
+from lazymat.plugin import Node, Square, Sub, SumDim
 
+from .centred import CentredPair, exact_sqdist, gamma
 from .gemm import augmented_rows, sides, split_sides
 
 #: columns per bounding box of the skipping test
@@ -63,45 +64,24 @@ def sqdist_operands(formula: Node) -> tuple[Node, Node] | None:
     return split_sides(a, b, sides(formula)) if a.dim == b.dim else None
 
 
-def exact_sqdist(a: Any, b: Any) -> Any:
-    """sum_d (a_d - b_d)^2 of broadcast (..., D) arrays, summed over d in order (as the
-    exact evaluation does), without a D-wide intermediate."""
-    out = torch.sub(a[..., 0], b[..., 0])
-    out.mul_(out)
-    if a.shape[-1] > 1:
-        tmp = torch.empty_like(out)
-        for d in range(1, a.shape[-1]):
-            torch.sub(a[..., d], b[..., d], out=tmp)
-            out.add_(tmp.mul_(tmp))
-    return out
-
-
-def _reach(a: Any, b: Any) -> Any:
-    """(|a_i| + max_j |b_j|)^2 per row i, in float64."""
-    b_max = torch.linalg.vector_norm(b.double(), dim=-1).max()
-    return (torch.linalg.vector_norm(a.double(), dim=-1) + b_max).square()
-
-
-def usable(a: Any, b: Any) -> bool:
+def usable(pair: CentredPair) -> bool:
     """Whether the candidate bound holds: finite operands, distances far from overflow."""
-    if a.shape[0] == 0 or b.shape[0] == 0:
+    if pair.a.shape[-2] == 0 or pair.b.shape[-2] == 0 or bool(pair.bad_rows.any() or pair.bad_cols.any()):
         return False
-    return bool(_reach(a, b).max() < torch.finfo(a.dtype).max / 16)
+    return bool(pair.radius.square().max() < torch.finfo(pair.a.dtype).max / 16)
 
 
-def row_bounds(a: Any, b: Any) -> Any:
+def row_bounds(pair: CentredPair) -> Any:
     """Per row i, a bound e_i on |GEMM value - exact value| of |a_i - b_j|^2 over all j
-    (float64).
+    (float64), the GEMM on the centred points of ``pair``.
 
-    With u the unit roundoff and g_n = n u / (1 - n u): the norms |a|^2, |b|^2 carry
-    g_D relative errors, the (D + 2)-term GEMM dot product g_(D+2) times the sum of its
-    terms' magnitudes, at most (|a| + |b|)^2 (Cauchy-Schwarz), and the exact evaluation
-    g_(D+3) of the distance, at most (|a| + |b|)^2 too: in all less than
-    (3D + 6) u (1 + O(u)) (|a_i| + |b_j|)^2. Doubling that covers the O(u) terms and the
+    The GEMM is within ``pair.error`` (:func:`lazymat_torch.centred.gemm_error`) of the
+    true distance, the exact evaluation within g_(D+1) r_i^2 (a difference, a square and
+    D - 1 additions per term, each term at most r_i^2). Doubling their sum covers the
     rounding of the thresholds that add the bound.
     """
-    u = torch.finfo(a.dtype).eps / 2
-    return 2.0 * (3 * a.shape[-1] + 6) * u * _reach(a, b)
+    dim, dtype = pair.a.shape[-1], pair.a.dtype
+    return 2.0 * (pair.error + gamma(dim + 1, dtype) * pair.radius.square())
 
 
 def spatial_order(x: Any) -> Any:
@@ -122,8 +102,9 @@ def spatial_order(x: Any) -> Any:
 
 
 def _augmented(a: Any, b: Any) -> tuple[Any, Any]:
-    """[a, |a|^2, 1] (N, D + 2) and [-2b, 1, |b|^2]^T (D + 2, M + 1): their product is the
-    GEMM |a_i - b_j|^2; the padding column M comes out huge (PADDING), never a candidate."""
+    """[a, |a|^2, 1] (N, D + 2) and [-2b, 1, |b|^2]^T (D + 2, M + 1) of centred points:
+    their product is the GEMM |a_i - b_j|^2; the padding column M comes out huge, never a
+    candidate."""
     a_aug = augmented_rows(a)
     m = b.shape[0]
     b_aug = torch.zeros((m + 1, b.shape[-1] + 2), dtype=b.dtype, device=b.device)
@@ -169,10 +150,11 @@ class _Chunks:
         return (below + above).square().sum(-1)
 
 
-def sqdist_kmin(a: Any, b: Any, k: int, tile_bytes: int) -> tuple[Any, Any]:
+def sqdist_kmin(pair: CentredPair, k: int, tile_bytes: int) -> tuple[Any, Any]:
     """The K smallest |a_i - b_j|^2 over j (N, K) and their indices, sorted by (value,
-    index), the values of the exact evaluation; a (N, D) and b (M, D) finite
-    (:func:`usable`), K <= M; GEMM tiles of at most ``tile_bytes``."""
+    index), the values of the exact evaluation; ``pair`` of a (1, N, D) and b (1, M, D),
+    finite (:func:`usable`), K <= M; GEMM tiles of at most ``tile_bytes``."""
+    a, b = pair.a[0], pair.b[0]
     n = a.shape[0]
     first = -(-k // CHUNK) + 1  # chunks that hold >= K columns (one may be partial)
     pairs = max(first * CHUNK, min(TILE_PAIRS, tile_bytes // a.element_size()))
@@ -180,8 +162,8 @@ def sqdist_kmin(a: Any, b: Any, k: int, tile_bytes: int) -> tuple[Any, Any]:
     tile_chunks = max(first, min(MAX_TILE_J, pairs // ti) // CHUNK)
     a_order = spatial_order(a)
     rows = a[a_order]
-    a_aug, b_aug = _augmented(rows, b)
-    bound = 2.0 * row_bounds(a, b)[a_order]  # 2 e_i
+    a_aug, b_aug = _augmented(pair.a_c[0][a_order], pair.b_c[0])
+    bound = 2.0 * row_bounds(pair)[a_order]  # 2 e_i
     chunks = _Chunks(b, b_aug)
     first = min(first, chunks.lo.shape[0])
     buffer = a.new_empty(ti * tile_chunks * CHUNK)  # the GEMM tiles (a fresh one costs page faults)

@@ -31,13 +31,12 @@ from typing import Any
 
 import torch
 
-from lazymat import ReductionRequest, ReductionSpec
-from lazymat.ir.node import Node
+from lazymat.plugin import Node, ReductionRequest, ReductionSpec
 
 from .evaluator import TileContext, TilePlan
 from .gemm import ExpArgGemm, SqDistGemm, fold_exp_arguments, rewrite_gemm, split_kernel_product
 from .layout import compute_dtype, flat_args, restore
-from .lse_gemm import lse_exp_gemm, lse_operands
+from .lse_gemm import lse_exp_gemm
 from .merges import KernelProductReducer, Reducer, reducer_for
 from .sparse_tiles import ColumnTile, RowGroup, row_groups
 from .sqdist_kmin import sqdist_kmin, sqdist_operands, usable
@@ -80,12 +79,11 @@ def run_candidates(request: ReductionRequest, ctx: TileContext) -> dict[str, Any
     if operands is None or request.ranges is not None or math.prod(request.batch) != 1:
         return None
     plan = TilePlan(SqDistGemm(*operands))
-    pre = plan.precompute(ctx)
-    a, b = pre[operands[0]][0, :, 0, :], pre[operands[1]][0, 0]
-    if not usable(a, b):
+    pair = plan.precompute(ctx)[plan.root].pair
+    if not usable(pair):
         return None
     k = request.spec.k if request.spec.reduction in ("kmin", "argkmin", "kmin_argkmin") else 1
-    value, index = sqdist_kmin(a, b, k, request.tile_bytes)
+    value, index = sqdist_kmin(pair, k, request.tile_bytes)
     return {"value": value[None], "index": index[None]}
 
 
@@ -151,7 +149,7 @@ def run_tiled(request: ReductionRequest) -> tuple[Any, ...]:
     pre = plan.precompute(ctx)
     if shifted_lse(request, plan):
         ti, tj = tile_shape(request, plan, torch.finfo(dtype).bits // 8)
-        value = lse_exp_gemm(*lse_operands(plan.root, pre), ti, tj)
+        value = lse_exp_gemm(pre[plan.root], ti, tj)
         return restore(request, {"value": value[None, :, None]})
     reducer: Reducer = KernelProductReducer() if kernel_product else reducer_for(spec.reduction, spec.k)
     weights = pre[plan.extra[0]][:, 0] if kernel_product else None  # (B|1, M, E)

@@ -14,7 +14,7 @@ import torch
 
 import lazymat as lm
 from lazymat.request import build_request
-from lazymat_torch.gemm import DotGemm, SqDistGemm
+from lazymat_torch.gemm import DotGemm, ExpArgGemm, SqDistGemm
 from lazymat_torch.tiled_loop import plan_for, tile_shape
 
 HAS_KEOPS = importlib.util.find_spec("pykeops") is not None
@@ -190,11 +190,11 @@ def test_gemm_rewrites_apply_to_sums_only() -> None:
     spec, _ = K.prepare("sum", 1)
     plan, kernel_product = plan_for(spec)
     assert kernel_product
-    assert any(isinstance(n, SqDistGemm) for n in plan.mixed)
+    assert any(isinstance(n, ExpArgGemm) for n in plan.mixed)  # the parameter's scale folded in
     dot_spec, _ = (lm.Vi(x) | lm.Vj(y)).prepare("lse", 1)
     assert any(isinstance(n, DotGemm) for n in plan_for(dot_spec)[0].mixed)
     min_spec, _ = K.prepare("min", 1)
-    assert not any(isinstance(n, SqDistGemm) for n in plan_for(min_spec)[0].mixed)
+    assert not any(isinstance(n, (SqDistGemm, ExpArgGemm)) for n in plan_for(min_spec)[0].mixed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

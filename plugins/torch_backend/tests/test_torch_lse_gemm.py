@@ -37,9 +37,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     original = lse_gemm.lse_exp_gemm
 
-    def spy(a: Any, b: Any, ti: int, tj: int) -> Any:
+    def spy(gemm: Any, ti: int, tj: int) -> Any:
         seen.append(tj)
-        return original(a, b, ti, tj)
+        return original(gemm, ti, tj)
 
     monkeypatch.setattr("lazymat_torch.tiled_loop.lse_exp_gemm", spy)
     return seen
