@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 
 import lazymat
 from lazymat.lazymatrix import LazyMatrix
@@ -90,7 +90,7 @@ class KernelDensity(BaseEstimator):  # type: ignore[misc]
             w = np.asarray(host(sample_weight), dtype=np.float64).reshape(-1, 1)
             if w.shape[0] != x.shape[0] or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
                 raise ValueError(
-                    f"sample_weight must be {x.shape[0]} finite weights >= 0 with a positive sum, "
+                    f"sample_weight must be {x.shape[0]} finite weights >= 0, not all zero, "
                     f"got shape {w.shape} with min {w.min() if w.size else None}"
                 )
             w = xp.astype(backend.from_numpy(w, backend.device(x)), x.dtype)
@@ -122,7 +122,7 @@ class KernelDensity(BaseEstimator):  # type: ignore[misc]
         return float(lazymat.backend_for(values).namespace(values).sum(values))
 
 
-class NadarayaWatson(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class NadarayaWatson(MultiOutputMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Kernel regression sum_j k_ij y_j / sum_j k_ij with a Gaussian or exponential kernel.
 
     ``y`` may be (N,) or (N, E); predictions have the same trailing shape.

@@ -29,7 +29,7 @@ import lazymat
 from lazymat.lazymatrix import LazyMatrix
 
 from .kernels import kernel_formula
-from .points import as_points, host, not_fitted
+from .points import as_points, host, not_fitted, plain
 from .spectral import sign_flip, top_eigenpairs
 
 
@@ -107,11 +107,12 @@ class KernelPCA(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 f"X has {x.shape[1]} features, but KernelPCA is expecting {self.n_features_in_} "
                 "features as input"
             )
-        n = self.X_fit_.shape[0]
+        data = plain(self.X_fit_)
+        n = data.shape[0]
         positive = self.eigenvalues_ > 0
         scaled = np.zeros_like(self.eigenvectors_)
         scaled[:, positive] = self.eigenvectors_[:, positive] / np.sqrt(self.eigenvalues_[positive])
-        cross = self._formula(x.shape[1])(lazymat.Vi(x), lazymat.Vj(self.X_fit_))
+        cross = self._formula(x.shape[1])(lazymat.Vi(x), lazymat.Vj(data))
         both = np.asarray(cross @ np.concatenate([scaled, np.full((n, 1), 1.0 / n)], axis=1))
         product, row_means = both[:, :-1], both[:, -1:]
         totals = scaled.sum(axis=0)

@@ -50,7 +50,7 @@ def top_eigenpairs(
 
     n = operator.shape[0]
     if not 0 < k < n:
-        raise ValueError(f"asked for {k} eigenvectors of a {n} x {n} operator: expected 0 < k < {n}")
+        raise ValueError(f"asked for {k} eigenvectors with n_samples={n}: expected 0 < k < {n}")
     rng = _rng(random_state)
     if solver == "arpack":
         values, vectors = eigsh(operator, k=k, which="LA", tol=tol, v0=rng.uniform(-1, 1, n))
@@ -124,6 +124,8 @@ def spectral_embedding(
     "nearest_neighbors" (``n_neighbors``, default max(N / 10, 1)).
     """
     x = np.asarray(host(as_points(X, "X")[0]), dtype=np.float64)
+    if x.shape[0] < 2:
+        raise ValueError(f"a spectral embedding needs at least 2 points, got n_samples={x.shape[0]}")
     k = n_components + 1 if drop_first else n_components
     if affinity == "nearest_neighbors":
         operator, degree = _knn_affinity(x, n_neighbors or max(x.shape[0] // 10, 1))

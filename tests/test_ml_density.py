@@ -123,7 +123,7 @@ def test_bad_input():
         KernelDensity(kernel="box").fit(x)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         KernelDensity(bandwidth=0.0).fit(x)
-    with pytest.raises(ValueError, match="sample_weight must be 20 finite weights"):
+    with pytest.raises(ValueError, match="sample_weight must be 20 finite weights >= 0, not all zero"):
         KernelDensity().fit(x, sample_weight=-np.ones(20))
     with pytest.raises(ValueError, match="positive everywhere"):
         NadarayaWatson(kernel="tophat").fit(x, x[:, 0])

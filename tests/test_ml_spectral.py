@@ -77,7 +77,7 @@ def test_spectral_bad_input():
     x = moons(100)
     with pytest.raises(ValueError, match="no neighbour of positive affinity"):
         spectral_embedding(x, 2, gamma=1e6)
-    with pytest.raises(ValueError, match="expected 0 < k < 100"):
+    with pytest.raises(ValueError, match="n_samples=100: expected 0 < k < 100"):
         spectral_embedding(x, 99)
     with pytest.raises(ValueError, match="eigen_solver"):
         spectral_embedding(x, 2, eigen_solver="amg")
