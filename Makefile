@@ -7,7 +7,15 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 # peers we compare against in tests and benchmarks
 PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv cupy-cuda13x nvidia-cuda-nvrtc==13.0.88
 
-.PHONY: demo test lint bench bench-peers clean
+# pykeops compiles each formula once per machine, into one build folder inside the venv,
+# shared by the tests (conftest.py sets the same default), the benchmarks and bench-peers
+export KEOPS_CACHE_FOLDER ?= $(abspath $(VENV))/keops-cache
+# two workers; the tests that compile KeOps formulas share one (conftest.py groups them);
+# the slowest 20 tests are listed so that a regression in suite time shows
+PYTEST  := $(PY) -m pytest -q -n 2 --dist loadgroup --durations=20
+TESTS   := tests $(foreach p,$(PLUGINS),$(p)tests)
+
+.PHONY: demo test test-fast lint bench bench-peers clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +37,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy core solvers plugins ml
 
 test: lint
-	$(PY) -m pytest -q -n 2 tests $(foreach p,$(PLUGINS),$(p)tests)
+	$(PYTEST) $(TESTS)
+
+# a contributor's quick check: the suite without the tests marked slow (make test and CI run all)
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow" $(TESTS)
 
 bench: $(STAMP)
 	cd asv_bench && ../$(VENV)/bin/asv machine --yes >/dev/null && ../$(VENV)/bin/asv run --python=same --quick --show-stderr

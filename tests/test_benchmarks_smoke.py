@@ -1,10 +1,22 @@
-"""The benchmarks cannot rot unnoticed: every asv benchmark runs once at a tiny size, and
-``asv_bench/peers.py --quick`` runs end to end, with ours agreeing with the peers.
+"""The benchmarks cannot rot unnoticed, at a cost a test suite can pay on a fresh machine.
 
-No timing is asserted. Values are: the asv reductions against dense float64 numpy, the
-conjugate gradient against numpy.linalg.solve, and in the peer run every engine of ours
-against the peers that compute the same thing (pykeops, dense torch / jax.numpy, OTT-JAX,
-GeomLoss, SciPy), through the harness's own difference column.
+1. Every asv benchmark runs once at a tiny size on every target, values against dense
+   float64 numpy (the conjugate gradient against ``numpy.linalg.solve``); the keops engine,
+   whose every formula compiles (10-60 s each), runs the three reductions only.
+2. Every task of the peer comparison (``asv_bench/peers.py``) runs through its harness at
+   its smallest ``--quick`` size, one test per task: ours on every engine and the peers that
+   compile nothing (dense torch / jax.numpy, OTT-JAX, GeomLoss tensorized, POT, SciPy, the
+   fused C loop), with ours agreeing with the peers through the harness's difference column
+   (the conjugate gradient's preconditioners on the reference engine only: every engine
+   with every preconditioner is checked by the asv benchmarks' run, 1.).
+   The contenders that run pykeops are a sample (:data:`KEOPS_SAMPLE`): pykeops and our
+   keops engine on the kernel product, GeomLoss's multiscale backend, the multiscale task's
+   reference. Their formulas compile into the shared KeOps build folder (``conftest.py``),
+   once per machine. The full peer run is ``make bench-peers``.
+3. ``peers.py`` end to end (command line, markdown report, JSON, plot) on one cheap task.
+
+No timing is asserted and nothing is skipped for time (the harness's per-call cap and
+budget are off): a busy machine makes these tests slower, never red.
 """
 
 from __future__ import annotations
@@ -13,19 +25,22 @@ import importlib
 import inspect
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "asv_bench"
 MODULES = ("bench_reductions", "bench_solvers")
+#: a subprocess that runs longer has hung (a busy machine is slow, not this slow)
+HANG_SECONDS = 1800
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +91,18 @@ def dense_reference(task: str, args: dict[str, np.ndarray], w: Any) -> np.ndarra
     return np.linalg.solve(A, args["b"].astype(np.float64))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", MODULES)
-def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: str) -> None:
-    mod = bench_modules[module]
+CHECKED = ("KernelProduct", "Softmin", "ArgKmin", "ConjugateGradient")
+
+
+def run_benchmarks(mod: Any, wanted: Callable[[str], bool]) -> dict[str, list[str]]:
+    """Every benchmark of ``mod`` once, on the targets ``wanted(target)`` accepts (values
+    checked where :func:`dense_reference` knows them); class name -> the targets that ran."""
     w = importlib.import_module("benchmarks.workloads")
     ran: dict[str, list[str]] = {}
     for cls in benchmark_classes(mod):
         for params in itertools.product(*cls.params):
+            if not wanted(params[0]):
+                continue
             bench = cls()
             try:
                 bench.setup(*params)
@@ -95,8 +114,20 @@ def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: st
                     if name.startswith("track_"):
                         assert np.isfinite(out) and out > 0, (cls.__name__, params, name, out)
             ran.setdefault(cls.__name__, []).append(params[0])
-            if cls.__name__ in ("KernelProduct", "Softmin", "ArgKmin", "ConjugateGradient"):
+            if cls.__name__ in CHECKED:
                 check_values(cls.__name__, bench, w)
+    return ran
+
+
+def on_keops(target: str) -> bool:
+    return target.endswith("/keops")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", MODULES)
+def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: str) -> None:
+    """Every target but the keops engine (see :func:`test_asv_reductions_on_keops`)."""
+    ran = run_benchmarks(bench_modules[module], lambda target: not on_keops(target))
     # the plainest target runs every task that exists, so "all skipped" cannot pass
     for name in ("KernelProduct", "Softmin", "ArgKmin") if module == "bench_reductions" else ("Sinkhorn",):
         assert "numpy/reference" in ran.get(name, []), (name, ran)
@@ -106,6 +137,16 @@ def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: st
             assert "numpy/reference" in ran.get("ConjugateGradient", []), ran
         if hasattr(solvers, "shoot"):
             assert "numpy/reference" in ran.get("HamiltonianShooting", []), ran
+
+
+@pytest.mark.slow
+@pytest.mark.keops
+def test_asv_reductions_on_keops(bench_modules: dict[str, Any]) -> None:
+    """The keops engine on the reduction benchmarks (three formulas compile), values checked."""
+    pytest.importorskip("pykeops")
+    ran = run_benchmarks(bench_modules["bench_reductions"], on_keops)
+    for name in ("KernelProduct", "Softmin", "ArgKmin"):
+        assert "torch/keops" in ran.get(name, []), (name, ran)
 
 
 def check_values(task: str, bench: Any, w: Any) -> None:
@@ -123,88 +164,122 @@ def check_values(task: str, bench: Any, w: Any) -> None:
     assert np.max(np.abs(got.reshape(want.shape) - want)) <= tol * scale, (task, bench.backend, bench.engine)
 
 
-# -- the peer comparison ---------------------------------------------------------------------------
+# -- the peer comparison, task by task ------------------------------------------------------------
 TASKS = ("kernel", "softmin", "knn", "sinkhorn", "multiscale", "cg", "shooting")
+#: contenders of the peer comparison that run pykeops besides those named "keops"
+KEOPS_PEERS = ("GeomLoss online", "GeomLoss multiscale")
+#: the pykeops contenders the smoke test runs, per task (the others: ``make bench-peers``)
+KEOPS_SAMPLE = {
+    "kernel": ("pykeops (torch CPU)", "lazymat keops (torch)"),
+    "multiscale": ("GeomLoss multiscale",),  # the task's checked peer (the same algorithm)
+}
 
 
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder for this test run's peer comparison, shared by pytest-xdist's workers."""
-    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if uid is None:
-        return tmp_path_factory.mktemp("peers")
-    out = tmp_path_factory.getbasetemp().parent / f"peers-{uid}"
-    out.mkdir(exist_ok=True)
-    return out
+#: our cg contenders in the peer smoke test: the reference engine, every engine unpreconditioned
+CG_OURS = ("reference", "no precond")
 
 
-@pytest.fixture(scope="session")
-def peer_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``peers.py --quick`` run once per test session (under xdist: once, by whichever
-    worker gets there first; the others wait on the lock and read its files)."""
-    out = run_dir(tmp_path_factory)
-    with FileLock(str(out / "run.lock")):
-        if not (out / "results.json").exists():
-            run_peers(out)
-    return {
-        "markdown": (out / "BENCHMARKS.md").read_text(),
-        "results": json.loads((out / "results.json").read_text()),
-        "plots": sorted(p.name for p in (out / "plots").glob("*.png")),
-    }
+def runs_keops(contender: str) -> bool:
+    return "keops" in contender.lower() or contender in KEOPS_PEERS
 
 
-def run_peers(out: Path) -> None:
-    cmd = [
-        sys.executable,
-        str(BENCH / "peers.py"),
-        "--quick",
-        "--write",
-        str(out / "BENCHMARKS.md"),
-        "--json",
-        str(out / "results.json"),
-        "--plots",
-        str(out / "plots"),
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+@pytest.fixture(scope="module")
+def comparison() -> Any:
+    """``asv_bench/comparison`` (the peer harness), imported as peers.py imports it."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("comparison.tasks")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def smoke_cases(cases: list[Any]) -> list[Any]:
+    """The smallest D = 3 case of each series (e.g. each blur), and the our-fastest-only sizes."""
+    smallest: dict[str, Any] = {}
+    for c in cases:
+        if c.d == 3 and not c.fastest_ours_only and (c.series not in smallest or c.n < smallest[c.series].n):
+            smallest[c.series] = c
+    return [c for c in cases if c in smallest.values() or c.fastest_ours_only]
 
 
 @pytest.mark.slow
-def test_peer_report_has_every_task(peer_run: dict[str, Any]) -> None:
-    md, res = peer_run["markdown"], peer_run["results"]
-    for name in TASKS:
-        title = res["tasks"][name]["title"]
-        assert f"## {title}" in md
-        rows = [r for r in res["rows"] if r["task"] == name]
-        assert rows, name
-        assert any(not r["ours"] for r in rows), f"no peer row for {name}"
-        assert any(r["ours"] for r in rows), f"no row of ours for {name}"
-        for r in rows:  # every row says what happened; a table line per row
-            assert r["status"] in ("ok", "skipped", "error", "not available"), r
-            assert r["status"] == "ok" or r["note"], r
-            assert f"| {r['case']} |" in md
-    for header in ("## Machine", "## Versions", "peers.py", "--quick"):
-        assert header in md
-    assert peer_run["plots"] == ["kernel.png", "multiscale.png", "sinkhorn.png"]
+@pytest.mark.parametrize(
+    "task",  # the id of a task running pykeops names it: conftest.py runs those tests on one worker
+    [pytest.param(t, id=f"{t}-with-keops") if t in KEOPS_SAMPLE else t for t in TASKS],
+)
+def test_ours_agrees_with_peers(comparison: Any, task: str, tmp_path: Path) -> None:
+    harness = importlib.import_module("comparison.harness")
+    report = importlib.import_module("comparison.report")
+    t = comparison.build(task, quick=True)
+    t.cases = smoke_cases(t.cases)
+    sample = KEOPS_SAMPLE.get(task, ())
+    t.contenders = [c for c in t.contenders if not runs_keops(c.name) or c.name in sample]
+    if task == "cg":  # every engine with every preconditioner: the asv run's (vs numpy.linalg.solve)
+        t.contenders = [c for c in t.contenders if not c.ours or any(k in c.name for k in CG_OURS)]
+    missing = set(sample) - {c.name for c in t.contenders}
+    assert not missing, f"{task}: the sampled pykeops contenders {missing} are gone (renamed?)"
+    log: list[str] = []
+    settings = harness.Settings(
+        max_seconds=math.inf,  # nothing is skipped for time: a busy machine is slower, not red
+        max_repeats=1,
+        cell_seconds=0.0,
+        min_run_seconds=0.0,
+        probe=False,
+        log=log.append,
+    )
+    rows = harness.Runner(settings, deadline=math.inf).run_task(t, math.inf)
+    trace = "\n".join(log)
+    assert any(not r.ours for r in rows), f"no peer row for {task}"
+    assert any(r.ours for r in rows), f"no row of ours for {task}"
+    for r in rows:  # every row says what happened; nothing of ours or of a peer fails
+        assert r.status in ("ok", "not available"), (r.contender, r.case.label, r.status, r.note, trace)
+        assert r.status == "ok" or r.note, (r.contender, r.status)
+    lines = report.table(t, rows)
+    for r in rows:  # a table line per row
+        assert any(line.startswith(f"| {r.case.label} |") and r.contender in line for line in lines), r
+    if task in ("kernel", "sinkhorn", "multiscale"):
+        assert report.plot(t, rows, tmp_path / f"{task}.png") and (tmp_path / f"{task}.png").stat().st_size
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("task", TASKS)
-def test_ours_agrees_with_peers(peer_run: dict[str, Any], task: str) -> None:
-    res = peer_run["results"]
-    tol = res["tasks"][task]["tolerance"]
-    rows = [r for r in res["rows"] if r["task"] == task]
-    ours_ok = [r for r in rows if r["ours"] and r["status"] == "ok"]
-    if not ours_ok:
-        notes = {r["note"] for r in rows if r["ours"]}
-        assert all("not available" in n for n in notes), notes
-        pytest.skip(f"no lazymat implementation of {task} yet: {notes}")
-    compared = [r for r in ours_ok if r["diff"] is not None]
-    assert compared, f"ours was compared with no peer for {task}: {rows}"
+    ours_ok = [r for r in rows if r.ours and r.status == "ok"]
+    assert ours_ok, f"no implementation of ours ran {task}: {trace}"
+    compared = [r for r in ours_ok if r.diff is not None]
+    assert compared, f"ours was compared with no peer for {task}: {trace}"
     for r in compared:
-        assert r["diff"] <= tol, (r["contender"], r["case"], r["diff"], r["diff_vs"])
+        assert r.diff <= t.tolerance, (r.contender, r.case.label, r.diff, r.diff_vs)
     for r in rows:  # the peers that compute the same thing agree with our first engine
-        if not r["ours"] and r["checked"] and r["status"] == "ok" and r["diff"] is not None:
-            assert r["diff"] <= tol, (r["contender"], r["case"], r["diff"], r["diff_vs"])
+        if not r.ours and r.checked and r.status == "ok" and r.diff is not None:
+            assert r.diff <= t.tolerance, (r.contender, r.case.label, r.diff, r.diff_vs)
+
+
+def run_peers(*args: str) -> subprocess.CompletedProcess[str]:
+    """``asv_bench/peers.py`` in a subprocess; a hang fails the test that asked, naming the command."""
+    cmd = [sys.executable, str(BENCH / "peers.py"), *args]
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} hung: no result after {HANG_SECONDS} s\n{exc.stdout or ''}")
+
+
+@pytest.mark.slow
+def test_peers_writes_report_json_and_plot(tmp_path: Path) -> None:
+    """The command line end to end on one cheap task: the markdown report, the JSON, the plot."""
+    out, results, plots = tmp_path / "BENCHMARKS.md", tmp_path / "results.json", tmp_path / "plots"
+    files = ["--write", str(out), "--json", str(results), "--plots", str(plots)]
+    proc = run_peers(
+        "--quick", "--tasks", "sinkhorn", "--contenders", "lazymat reference,GeomLoss tensorized", *files
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    md, res = out.read_text(), json.loads(results.read_text())
+    title = res["tasks"]["sinkhorn"]["title"]
+    for header in ("## Machine", "## Versions", f"## {title}", "peers.py", "--quick", "sinkhorn.png"):
+        assert header in md, header
+    rows, tol = res["rows"], res["tasks"]["sinkhorn"]["tolerance"]
+    assert {r["contender"] for r in rows} == {"lazymat reference (numpy)", "GeomLoss tensorized"}, rows
+    for r in rows:
+        assert r["status"] == "ok" and f"| {r['case']} |" in md, (r["contender"], r["status"], r["note"])
+        if r["ours"]:  # ours against GeomLoss, the checked peer
+            assert r["diff_vs"] == "GeomLoss tensorized" and r["diff"] <= tol, r
+    assert sorted(p.name for p in plots.iterdir()) == ["sinkhorn.png"]
 
 
 # -- the harness's decisions, on synthetic contenders (fast, no timing assertions) ------------------
@@ -340,7 +415,6 @@ def test_harness_extrapolates_with_the_contenders_cost_model(harness: Any) -> No
 
 
 def test_peers_refuses_contenders_that_match_nothing() -> None:
-    cmd = [sys.executable, str(BENCH / "peers.py"), "--quick", "--tasks", "knn", "--contenders", "nosuch"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = run_peers("--quick", "--tasks", "knn", "--contenders", "nosuch")
     assert proc.returncode != 0
     assert "--contenders 'nosuch' matches none of knn's" in proc.stderr and "pykeops" in proc.stderr

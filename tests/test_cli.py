@@ -25,7 +25,7 @@ def lazymat(*args: str, pythonpath: Path | None = None, **env: str) -> subproces
     full_env.update(env)
     if pythonpath is not None:
         full_env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=full_env, timeout=600)
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=full_env, timeout=1800)
 
 
 def test_info_lists_backends_engines_and_config() -> None:

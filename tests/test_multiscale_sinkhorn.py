@@ -159,6 +159,7 @@ def test_jax_grad_matches_bruteforce():
     assert rel(g1, g0) < 1e-2
 
 
+@pytest.mark.keops  # GeomLoss's multiscale backend compiles pykeops formulas
 def test_matches_geomloss_multiscale():
     """GeomLoss's backend="multiscale" (pykeops CPU), same clouds and scales, its default schedule."""
     geomloss = pytest.importorskip("geomloss")

@@ -325,7 +325,7 @@ def test_concurrent_compilation_is_process_safe(tmp_path: Path) -> None:
         for _ in range(2)
     ]
     go.write_text("")
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate(timeout=1800) for p in procs]
     x = np.linspace(-1, 1, 30).reshape(10, 3)
     y = np.linspace(0, 2, 60).reshape(20, 3)
     ref = np.exp(-np.sum((x[:, None] - y[None]) ** 2, -1) * c).sum(1)

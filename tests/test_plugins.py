@@ -54,7 +54,7 @@ def run_python(code: str, path: Path | None = None, **env: str) -> dict[str, Any
         text=True,
         env=full_env,
         cwd=ROOT,
-        timeout=300,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -119,7 +119,7 @@ def _nvcc(dtype: str, workdir: Path) -> tuple[str, int, str]:
         [NVCC, *NVCC_FLAGS, "-o", str(workdir / f"kernels_{dtype}.cubin"), str(src)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     return dtype, count, "" if proc.returncode == 0 else proc.stderr[-6000:]
 

@@ -1,0 +1,71 @@
+"""Test-session setup shared by ``tests/`` and ``plugins/*/tests/``: KeOps' build folder, and
+one pytest-xdist worker for the tests that compile KeOps formulas.
+
+pykeops compiles every new formula (10-60 s each on two cores) into its build folder and
+finds it there next time. All the tests that run pykeops (the KeOps conformance subset,
+the benchmark smoke test, the pykeops peers, GeomLoss's online and multiscale backends)
+therefore share one folder, ``$KEOPS_CACHE_FOLDER``, which defaults to ``keops-cache``
+inside the virtual environment running the tests (``.venv/keops-cache`` under
+``make test``; the Makefile exports the same path for the benchmarks): a fresh machine
+compiles each formula once, and ``make clean`` removes it with the environment. The
+variable is set before any test module imports pykeops, and subprocesses inherit it.
+
+A test whose id names KeOps (``keops``, any case) gets the ``keops`` marker (others mark
+themselves), so ``-m "not keops"`` leaves pykeops out. Under ``--dist loadgroup`` (``make
+test``) the tests whose id names KeOps run on one worker, one after the other, so that two
+workers never compile the same formula at once (twice the work, and pykeops does not lock
+its build folder). The scheduler groups them by id because pytest-xdist 3.8's own
+``xdist_group`` marks are lost on pytest 9.2 (pytest-xdist issue 1386); ``xdist_group``
+marks are still honoured where they work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: the marker of the tests that run pykeops, and the name of their xdist group
+KEOPS = "keops"
+
+
+def keops_cache_folder() -> Path | None:
+    """``keops-cache`` in the running virtual environment; None outside one (KeOps' default,
+    ``~/.cache/keops<version>``, then applies: a system prefix is not writable)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    return Path(sys.prefix) / "keops-cache"
+
+
+_folder = keops_cache_folder()
+if _folder is not None:
+    os.environ.setdefault("KEOPS_CACHE_FOLDER", str(_folder))
+
+
+def names_keops(nodeid: str) -> bool:
+    return KEOPS in nodeid.lower()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if names_keops(item.nodeid) and item.get_closest_marker(KEOPS) is None:
+            item.add_marker(KEOPS)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadGroupScheduling
+
+    class KeOpsGroupScheduling(LoadGroupScheduling):
+        """``--dist loadgroup``, with the tests whose id names KeOps in one group."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return KEOPS if scope == nodeid and names_keops(nodeid) else scope
+
+    return KeOpsGroupScheduling(config, log)
