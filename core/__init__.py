@@ -55,13 +55,6 @@ def engines() -> dict[str, str]:
     return {name: e.describe() for name, e in get_registry().engines.items()}
 
 
-def aslinearoperator(matrix: LazyMatrix) -> Any:
-    """``matrix`` as a ``scipy.sparse.linalg.LinearOperator`` (numpy backend), for SciPy's solvers."""
-    from lazymat.solvers.linear_operator import aslinearoperator as as_operator
-
-    return as_operator(matrix)
-
-
 __all__ = [
     "Backend",
     "DimensionError",
@@ -73,7 +66,6 @@ __all__ = [
     "ReductionSpec",
     "Vi",
     "Vj",
-    "aslinearoperator",
     "backend_for",
     "backends",
     "config",

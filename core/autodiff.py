@@ -9,8 +9,19 @@ G_i [j = argmin_i] for min, ...). Then, with H_v = (dF/dv)^T W:
 - a parameter p gets sum_i sum_j H_p (a j-reduction summed over i).
 
 All i-side gradients share one reduction (their formulas are concatenated), and so do
-all j-side ones. These reductions go through ``backend.reduce`` again, so a backend's
-autodiff differentiates them like any other reduction: grad of grad needs no extra code.
+all j-side ones.
+
+Forward mode: the directional derivative dF[t] = sum_v (dF/dv) t_v of a formula follows
+from the reverse-mode rules by the double-VJP identity: with a fresh variable u of F's
+dimension, G(u) = sum_v <(dF/dv)^T u, t_v> is linear in u and its gradient in u is dF[t]
+(symbolic differentiation in u removes u). The tangent of R_i = red_j F_ij is then a *sum*
+reduction over j of a formula linear in the tangents, weighted by the kind
+(``Reduction.jvp_weight``: softmax weights for a log-sum-exp, the selected index for
+min/max and K-min).
+
+All these reductions go through the call's backend hook again (``call.reduce``), so a
+backend's autodiff differentiates them like any other reduction: derivatives of any
+order, in either mode, need no extra code.
 """
 
 from __future__ import annotations
@@ -19,14 +30,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .block_sparse import BlockSparsity
-from .ir.leaves import Var
+from .ir.algebra import add
+from .ir.leaves import Const, Var
 from .ir.node import Node
 from .ir.transform import renumber, transpose, transpose_var, variables, vjp
-from .ir.vector import Concat
+from .ir.vector import Concat, dot
 from .request import ReductionSpec
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from .dispatch import ReductionCall
 
 
 def compact_reduction(
@@ -71,21 +83,31 @@ def _concat_all(parts: list[Node]) -> Node:
     return out
 
 
+def _auxiliary(call: ReductionCall, args: Sequence[Any], outputs: Sequence[Any]) -> list[Any]:
+    """The arrays a derivative of ``call`` needs besides the (co)tangents (lse values, indices)."""
+    red = call.spec.kind
+    aux = red.aux_from_outputs(tuple(outputs))
+    if aux is None:
+        assert red.aux_reduction is not None
+        spec = call.spec
+        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k, spec.signature, spec.ranges)
+        aux = list(call.reduce(aux_spec, args))
+    return aux
+
+
 def reduction_vjp(
-    spec: ReductionSpec,
+    call: ReductionCall,
     args: Sequence[Any],
     outputs: Sequence[Any],
     cotangents: Sequence[Any | None],
     wanted: Sequence[bool],
-    *,
-    backend: Backend,
-    engine: str | None = None,
 ) -> list[Any | None]:
     """Gradients of a reduction's outputs, contracted with ``cotangents``, per argument.
 
     Returns one array per entry of ``args`` (shaped like it), or None where ``wanted`` is
     False, the argument is an integer array, or the formula does not depend on it.
     """
+    spec, backend = call.spec, call.backend
     red = spec.kind
     grads: list[Any | None] = [None] * len(args)
     if not red.differentiable:
@@ -97,11 +119,7 @@ def reduction_vjp(
     data = next(a for a in args if backend.is_floating(a))
     cot = xp.astype(cot, data.dtype)
 
-    aux = red.aux_from_outputs(tuple(outputs))
-    if aux is None:
-        assert red.aux_reduction is not None
-        aux_spec = ReductionSpec(spec.formula, red.aux_reduction, spec.k, spec.signature, spec.ranges)
-        aux = list(backend.reduce(aux_spec, tuple(args), engine))
+    aux = _auxiliary(call, args, outputs)
     n = len(args)
     cot_var = Var(n, "i", cot.shape[-1])
     aux_vars = [Var(n + 1 + k, "i", a.shape[-1]) for k, a in enumerate(aux)]
@@ -127,7 +145,7 @@ def reduction_vjp(
             sig = [transpose_var(v) for v in signature]
             ranges = None if ranges is None else ranges.transpose()
         sub_spec, sub_args = compact_reduction(formula, all_args, sig, ranges)
-        out = backend.reduce(sub_spec, tuple(sub_args), engine)[0]
+        out = call.reduce(sub_spec, sub_args)[0]
         start = 0
         for k, v, h in items:
             piece = out[..., start : start + h.dim]
@@ -136,6 +154,60 @@ def reduction_vjp(
                 piece = xp.sum(piece, axis=-2)
             grads[k] = _unbroadcast(xp, piece, tuple(args[k].shape))
     return grads
+
+
+def directional_derivative(formula: Node, pairs: Sequence[tuple[Var, Var]]) -> Node | None:
+    """Formula of dF[t] = sum over (v, t) of (dF/dv) t; None when F depends on none of the v."""
+    u = Var(-1, "i", formula.dim)  # never bound to an array: it disappears below
+    g: Node | None = None
+    for v, t in pairs:
+        h = vjp(formula, v, u)
+        if h is not None:
+            term = dot(h, t)
+            g = term if g is None else add(g, term)
+    if g is None:
+        return None
+    d = vjp(g, u, Const(1.0))
+    if d is not None and u in variables(d):
+        raise NotImplementedError(
+            f"forward-mode derivative of {formula!r}: an operation's vjp is not linear in its cotangent"
+        )
+    return d
+
+
+def reduction_jvp(
+    call: ReductionCall,
+    args: Sequence[Any],
+    outputs: Sequence[Any],
+    tangents: Sequence[Any | None],
+    aux: Sequence[Any] | None = None,
+) -> list[Any | None]:
+    """Forward-mode tangents of a reduction's outputs: one per output, None for indices and zeros.
+
+    ``tangents[k]`` is the tangent of argument k (None: zero). ``aux`` are the arrays the
+    derivative needs when the caller has them already (the indices of a min computed with
+    its argmin in one pass); by default they come from ``outputs`` or one more reduction.
+    The tangent is a sum reduction over the same block-sparsity pattern as the forward.
+    """
+    spec = call.spec
+    red = spec.kind
+    result: list[Any | None] = [None] * len(red.outputs)
+    live = [k for k, t in enumerate(tangents) if t is not None and call.backend.is_floating(args[k])]
+    if not red.differentiable or not live:
+        return result
+    signature = spec.variables
+    n = len(signature)
+    tvars = [Var(n + q, signature[k].cat, signature[k].dim) for q, k in enumerate(live)]
+    d = directional_derivative(spec.formula, [(signature[k], t) for k, t in zip(live, tvars, strict=True)])
+    if d is None:
+        return result
+    aux = list(aux) if aux is not None else _auxiliary(call, args, outputs)
+    aux_vars = [Var(n + len(live) + r, "i", int(a.shape[-1])) for r, a in enumerate(aux)]
+    weight = red.jvp_weight(spec.formula, d, aux_vars)
+    arrays = [*args, *(tangents[k] for k in live), *aux]
+    t_spec, t_args = compact_reduction(weight, arrays, [*signature, *tvars, *aux_vars], spec.ranges)
+    result[red.outputs.index("value")] = call.reduce(t_spec, t_args)[0]
+    return result
 
 
 def matrix_vjp(
@@ -157,11 +229,12 @@ def matrix_vjp(
     every array of the formula, in order of first appearance. An array the formula does
     not depend on gets zeros.
     """
-    from .dispatch import reduce, select_backend
+    from .dispatch import make_call, select_backend
 
     spec, args = matrix.prepare(reduction, axis, k, ranges)
     backend = select_backend(args)
-    outputs = reduce(spec, args, backend=backend, engine=engine)
+    call = make_call(spec, backend, engine)
+    outputs = backend.apply_reduction(call, tuple(args))
     red = spec.kind
     if not red.differentiable:
         raise ValueError(f"{reduction} returns indices and has no gradient")
@@ -173,7 +246,7 @@ def matrix_vjp(
             f"cotangent of shape {tuple(cotangent.shape)} for an output of shape {tuple(value.shape)}"
         )
     cots = [cotangent if kind == "value" else None for kind in red.outputs]
-    grads = reduction_vjp(spec, args, outputs, cots, [True] * len(args), backend=backend, engine=engine)
+    grads = call.vjp(args, outputs, cots, [True] * len(args))
     targets = list(args) if wrt is None else list(wrt)
     result = []
     for target in targets:

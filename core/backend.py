@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import array_api_compat
 
 if TYPE_CHECKING:
-    from .request import ReductionSpec
+    from .dispatch import ReductionCall
+    from .engine import Engine
+    from .request import ReductionRequest
 
 
 class Backend:
@@ -48,6 +50,13 @@ class Backend:
 
     def device_name(self, x: Any) -> str:
         return str(self.device(x))
+
+    def on_host(self, x: Any) -> bool:
+        """True when ``x`` lives in CPU memory that native code can read (DLPack device CPU)."""
+        try:
+            return int(x.__dlpack_device__()[0]) == 1  # kDLCPU
+        except (AttributeError, TypeError, ValueError, RuntimeError):
+            return False
 
     def is_floating(self, x: Any) -> bool:
         xp = self.namespace(x)
@@ -95,30 +104,30 @@ class Backend:
         one, such as indices) and ``wanted[k]`` says whether input k needs a gradient.
         ``backward`` is written with differentiable operations of the same backend, so a
         backend that records it gives gradients of any order. Reductions use this hook
-        (forward = an engine, backward = ``lazymat.autodiff.reduction_vjp``), and so do the
+        (forward = ``call.run``, backward = ``call.vjp``: :meth:`apply_reduction`), and so do the
         implicit-function gradients of the solvers.
 
         The default, for libraries without autodiff, only calls ``forward``.
         """
         return tuple(forward(*inputs))
 
-    def reduce(self, spec: ReductionSpec, args: Sequence[Any], engine: str | None) -> tuple[Any, ...]:
-        """Run a reduction on an engine, differentiably through ``custom_vjp``."""
-        from .autodiff import reduction_vjp
-        from .dispatch import run_engine
+    def apply_reduction(self, call: ReductionCall, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Run ``call`` on ``args`` inside this library's autodiff or tracing: the reduction hook.
 
-        def forward(*a: Any) -> tuple[Any, ...]:
-            return run_engine(spec, a, self, engine)
-
+        ``call.run(*args)`` is the forward pass (engines, raw arrays); ``call.vjp`` gives
+        gradients (``backward`` of :meth:`custom_vjp`) and ``call.jvp`` forward-mode tangents,
+        each by new reductions that come back through this hook. The default is a plain
+        call without autodiff, and :meth:`custom_vjp` (reverse mode) with it; a backend
+        overrides it to add forward mode or to bind a primitive of its tracing system (jax).
+        """
         if not self.has_autodiff:
-            return forward(*args)
+            return tuple(call.run(*args))
+        return self.custom_vjp(call.run, call.vjp, args)
 
-        def backward(
-            inputs: Sequence[Any], outputs: Sequence[Any], cots: Sequence[Any | None], wanted: Sequence[bool]
-        ) -> list[Any | None]:
-            return reduction_vjp(spec, inputs, outputs, cots, wanted, backend=self, engine=engine)
-
-        return self.custom_vjp(forward, backward, args)
+    def run_engine(self, engine: Engine, request: ReductionRequest) -> tuple[Any, ...]:
+        """``engine.run(request)``; a tracing backend routes engines that are not ``traceable``
+        through a callback on concrete host arrays (``request.on_host``)."""
+        return tuple(engine.run(request))
 
     # -- description ----------------------------------------------------------------------
     def version(self) -> str:

@@ -108,6 +108,32 @@ class BlockSparsity:
         self.i_bounds, self.j_bounds = bounds
         self.offsets, self.blocks = offsets, blocks
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle the four arrays (the cached hash and transpose are per process)."""
+        return _rebuild, (self.i_bounds, self.j_bounds, self.offsets, self.blocks)
+
+    def submatrix(self, rows: tuple[int, int], cols: tuple[int, int]) -> BlockSparsity:
+        """The structure of the block ``[rows[0]:rows[1], cols[0]:cols[1]]`` of the matrix.
+
+        Blocks that cross the edges are clipped, those outside dropped; an engine that splits
+        a block-sparse request in tiles gives each tile this structure.
+        """
+        (i0, i1), (j0, j1) = rows, cols
+        n, m = self.shape
+        if not (0 <= i0 < i1 <= n and 0 <= j0 < j1 <= m):
+            raise ValueError(f"block rows {rows}, columns {cols} outside a {n} x {m} structure")
+        first_i = int(np.searchsorted(self.i_bounds, i0, "right")) - 1
+        last_i = int(np.searchsorted(self.i_bounds, i1, "left"))
+        first_j = int(np.searchsorted(self.j_bounds, j0, "right")) - 1
+        last_j = int(np.searchsorted(self.j_bounds, j1, "left"))
+        i_bounds = np.clip(self.i_bounds[first_i : last_i + 1], i0, i1) - i0
+        j_bounds = np.clip(self.j_bounds[first_j : last_j + 1], j0, j1) - j0
+        row_of = np.repeat(np.arange(self.n_blocks[0]), np.diff(self.offsets))
+        keep = (row_of >= first_i) & (row_of < last_i) & (self.blocks >= first_j) & (self.blocks < last_j)
+        return BlockSparsity.from_block_pairs(
+            i_bounds, j_bounds, row_of[keep] - first_i, self.blocks[keep] - first_j
+        )
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BlockSparsity):
             return NotImplemented
@@ -198,6 +224,12 @@ class BlockSparsity:
             for j in row:
                 mask[self.i_bounds[i] : self.i_bounds[i + 1], self.j_bounds[j] : self.j_bounds[j + 1]] = True
         return mask
+
+
+def _rebuild(i_bounds: Any, j_bounds: Any, offsets: Any, blocks: Any) -> BlockSparsity:
+    self = BlockSparsity.__new__(BlockSparsity)
+    self._set(i_bounds, j_bounds, np.array(offsets, dtype=np.int64), np.array(blocks, dtype=np.int64))
+    return self
 
 
 def _row_starts(offsets: np.ndarray, size: int) -> np.ndarray:

@@ -73,8 +73,9 @@ def collect_info() -> dict[str, Any]:
         "backends": _backends(),
         "engines": {e.name: {"priority": e.priority, "description": e.describe()} for e in engines},
         "plugins": {
-            "loaded": sorted(n for n in plugins if n not in blocked and n not in registry.failed),
+            "loaded": sorted(n for n in registry.entry_points if n not in registry.failed),
             "failed": dict(registry.failed),
+            "shadowed": dict(registry.shadowed),
             "disabled": sorted(blocked),
             "entry_points": plugins,
         },
@@ -108,6 +109,8 @@ def print_info(info: dict[str, Any]) -> None:
         print(f"  {name:<18} {target:<28} {state}")
     if not plugins["entry_points"]:
         print("  none installed")
+    for name, message in plugins["shadowed"].items():
+        print(f"  {name:<18} DUPLICATE: {message}")
     for name, error in plugins["failed"].items():
         if name not in plugins["entry_points"]:  # a hook that failed in an already loaded plugin
             print(f"  {name:<18} FAILED: {error}")

@@ -2,26 +2,44 @@
 
 First match wins: explicit argument, ``lazymat.config(...)`` context (thread- and
 task-local), ``lazymat.set_backend(...)`` (process-wide), the environment
-(``LAZYMAT_BACKEND``, ``LAZYMAT_ENGINE``, ``LAZYMAT_TILE_BYTES``), then inference from the
-inputs (backend) or the engines' priorities (engine). Names are checked against the
-installed plugins when they are set and when they are used.
+(``LAZYMAT_BACKEND``, ``LAZYMAT_ENGINE``, ``LAZYMAT_TILE_BYTES``,
+``LAZYMAT_STRICT_ENGINES``), then inference from the inputs (backend) or the engines'
+priorities (engine). Names are checked against the installed plugins when they are set
+and when they are used.
+
+A forced engine is a name (every backend's reductions) or a mapping from backend names to
+engine names (``config(engine={"torch": "keops"})``, ``LAZYMAT_ENGINE=torch=keops,numpy=reference``):
+backends it does not name choose by priority. ``strict_engines`` makes an engine that fails
+on a request it claimed an error instead of a fallback to the next engine (for engine authors).
+
+The context is a :mod:`contextvars` variable: asyncio tasks inherit it, but threads do not
+(``loop.run_in_executor``, ``ThreadPoolExecutor.submit``). :func:`carry_config` wraps a callable so
+that it runs under the configuration in force where it was wrapped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from .plugin_manager import get_registry
 
 #: default memory budget of one tile's intermediates
 DEFAULT_TILE_BYTES = 32 * 2**20
 
-_KEYS = ("backend", "engine", "tile_bytes")
-_ENV = {"backend": "LAZYMAT_BACKEND", "engine": "LAZYMAT_ENGINE", "tile_bytes": "LAZYMAT_TILE_BYTES"}
+_KEYS = ("backend", "engine", "tile_bytes", "strict_engines")
+_ENV = {
+    "backend": "LAZYMAT_BACKEND",
+    "engine": "LAZYMAT_ENGINE",
+    "tile_bytes": "LAZYMAT_TILE_BYTES",
+    "strict_engines": "LAZYMAT_STRICT_ENGINES",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+R = TypeVar("R")
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "lazymat_config", default=None
 )
@@ -34,7 +52,13 @@ def _check(key: str, value: Any) -> Any:
     if key == "backend":
         get_registry().backend(value)
     elif key == "engine":
-        get_registry().engine(value)
+        value = _engine_choice(value)
+    elif key == "strict_engines":
+        if isinstance(value, str):
+            if value.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError(f"strict_engines must be a boolean (1/0, true/false), got {value!r}")
+            value = value.strip().lower() in _TRUE
+        value = bool(value)
     elif key == "tile_bytes":
         value = int(value)
         if value < 1024:
@@ -57,6 +81,48 @@ def config(**options: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+def _engine_choice(value: Any) -> str | dict[str, str]:
+    """An engine name, or a mapping backend -> engine name (a string "torch=keops,numpy=x" too)."""
+    if isinstance(value, str) and "=" in value:
+        pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+        value = {b.strip(): e.strip() for b, e in pairs}
+    if isinstance(value, Mapping):
+        registry = get_registry()
+        for backend, engine in value.items():
+            registry.backend(backend)
+            registry.engine(engine)
+        return dict(value)
+    if not isinstance(value, str):
+        raise TypeError(f"engine must be a name or a mapping backend -> name, got {type(value).__name__}")
+    get_registry().engine(value)
+    return value
+
+
+def engine_for(backend: str, explicit: Any = None) -> str | None:
+    """The engine forced for ``backend``'s reductions (None: choose by priority)."""
+    choice = get_option("engine", explicit)
+    if isinstance(choice, dict):
+        return choice.get(backend)
+    return choice
+
+
+def carry_config(fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn`` bound to the configuration in force now, for another thread or an executor.
+
+    ``loop.run_in_executor(None, lazymat.carry_config(work))`` runs ``work`` with the
+    ``lazymat.config(...)`` of the task that scheduled it (threads do not inherit context
+    variables). It copies the whole :mod:`contextvars` context, as
+    ``contextvars.copy_context().run`` does.
+    """
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> R:
+        return context.run(fn, *args, **kwargs)
+
+    return run
+
+
 def set_backend(backend: str | None = None, *, engine: str | None = None) -> None:
     """Process-wide default backend (and engine); ``None`` clears it."""
     _global["backend"] = _check("backend", backend)
@@ -76,4 +142,4 @@ def get_option(key: str, explicit: Any = None) -> Any:
             return _check(key, env)
         except ValueError as exc:
             raise ValueError(f"environment variable {_ENV[key]}={env!r}: {exc}") from None
-    return DEFAULT_TILE_BYTES if key == "tile_bytes" else None
+    return {"tile_bytes": DEFAULT_TILE_BYTES, "strict_engines": False}.get(key)

@@ -35,6 +35,16 @@ def lazymat_register_backends(registry: Registry) -> None:
 
 
 @hookspec
+def lazymat_register_solvers(registry: Registry) -> None:
+    """Add the solvers that ``LazyMatrix`` methods delegate to: ``registry.add_solver(kind, fn)``.
+
+    The core itself solves nothing; ``LazyMatrix.solve`` (KeOps' ``LazyTensor.solve``) calls
+    the solver of kind ``"linear"``, which ``lazymat.solvers`` registers (its conjugate
+    gradient) through this hook, like any other plugin would.
+    """
+
+
+@hookspec
 def lazymat_register_engines(registry: Registry) -> None:
     """Add :class:`lazymat.Engine` instances with ``registry.add_engine(engine)``.
 

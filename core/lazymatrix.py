@@ -439,10 +439,7 @@ class LazyMatrix:
         return out
 
     def solve(self, b: Any, alpha: Any = 0.0, **kw: Any) -> Any:
-        """x with (alpha I + K) x = b, by conjugate gradient (``lazymat.solvers.cg``; same keywords).
-
-        K must be symmetric over the same points (``Vi(x)``, ``Vj(x)``) and positive definite.
-        """
-        from lazymat.solvers.conjugate_gradient import cg
-
-        return cg(self, b, alpha=alpha, **kw)[0]
+        """x with (alpha I + K) x = b, by the installed linear solver (``lazymat.solvers.cg``:
+        same keywords). K must be symmetric over the same points (``Vi(x)``, ``Vj(x)``) and
+        positive definite."""
+        return get_registry().solver("linear")(self, b, alpha=alpha, **kw)

@@ -73,6 +73,10 @@ class Reduction:
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         raise NotImplementedError
 
+    def jvp_weight(self, formula: Node, d: Node, aux: list[Var]) -> Node:
+        """The formula whose sum over j is the tangent of the value (``d`` = dF[t])."""
+        raise NotImplementedError(f"no forward-mode derivative for the {self.name} reduction")
+
     def merge_partials(self, xp: Any, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         """The partial outputs of two column blocks merged (only on the ``partial`` kinds)."""
         raise NotImplementedError(f"{self.name} is not a partial reduction: merge {self.partial} outputs")
@@ -102,6 +106,9 @@ class Sum(Reduction):
 
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         return cot
+
+    def jvp_weight(self, formula: Node, d: Node, aux: list[Var]) -> Node:
+        return d
 
 
 class LogSumExp(Reduction):
@@ -148,6 +155,9 @@ class LogSumExp(Reduction):
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         return mul(cot, Exp(sub(formula, aux[0])))
 
+    def jvp_weight(self, formula: Node, d: Node, aux: list[Var]) -> Node:
+        return mul(d, Exp(sub(formula, aux[0])))  # softmax weights exp(F - R)
+
 
 class _Extremum(Reduction):
     """min or max over j, with the index of the first extremum."""
@@ -193,6 +203,9 @@ class _Extremum(Reduction):
 
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         return mul(cot, IndexMatch(aux[0], "j"))
+
+    def jvp_weight(self, formula: Node, d: Node, aux: list[Var]) -> Node:
+        return mul(d, IndexMatch(aux[0], "j"))  # dF at the selected j, per entry
 
 
 class Min(_Extremum):
@@ -281,6 +294,9 @@ class KMinArgKMin(Reduction):
 
     def vjp_weight(self, formula: Node, cot: Var, aux: list[Var]) -> Node:
         return sum_dim(mul(IndexMatch(aux[0], "j"), cot))
+
+    def jvp_weight(self, formula: Node, d: Node, aux: list[Var]) -> Node:
+        return mul(IndexMatch(aux[0], "j"), d)  # the scalar dF at each of the K selected j
 
 
 class KMin(KMinArgKMin):

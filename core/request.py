@@ -8,18 +8,27 @@ i-reductions before building it.
 
 Array layout: an i-variable is ``(*batch, N, dim)``, a j-variable ``(*batch, M, dim)``,
 a parameter ``(*batch, dim)``; batch shapes broadcast. Outputs are ``(*batch, N, out_dim)``.
+
+Splitting: :meth:`ReductionRequest.block` gives the request of a block of rows and columns
+(an engine that splits work, or a cluster, runs blocks through ``lazymat.plugin.run_request``
+and merges their partial results with ``Reduction.merge_partials``). An engine never has to
+know where its block lies: indices inside a request always start at 0 (``block`` shifts the
+index selectors of ``IndexMatch``), and ``run_request`` turns the block's output indices
+into indices of the whole matrix using ``origin``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .block_sparse import BlockSparsity
 from .ir.leaves import Var
 from .ir.node import DimensionError, Node
 from .ir.transform import variables
+from .ir.vector import Concat, IndexMatch, Slice
+from .namespace import check_namespace
 from .reductions import Reduction, get_reduction
 
 if TYPE_CHECKING:
@@ -84,6 +93,67 @@ class ReductionRequest:
     m: int
     tile_bytes: int
     ranges: Any = None
+    #: (row, column) of the whole matrix where this request's block starts (see the module doc)
+    origin: tuple[int, int] = (0, 0)
+
+    def block(
+        self, rows: tuple[int, int], cols: tuple[int, int], reduction: str | None = None
+    ) -> ReductionRequest:
+        """The request of rows ``rows[0]:rows[1]`` and columns ``cols[0]:cols[1]`` (of this one).
+
+        ``reduction`` replaces the reduction: a block of some of the columns computes the
+        ``partial`` reduction of the kind (``request.spec.kind.partial``), whose outputs
+        merge. Block-sparse requests keep the visited pairs inside the block.
+        """
+        (i0, i1), (j0, j1) = rows, cols
+        if not (0 <= i0 < i1 <= self.n and 0 <= j0 < j1 <= self.m):
+            raise ValueError(f"block rows {rows}, columns {cols} outside a {self.n} x {self.m} request")
+        xp, spec = self.xp, self.spec
+        shifts = _selector_shifts(spec.formula, (self.origin[0] + i0, self.origin[1] + j0))
+        args = []
+        for v, a in zip(spec.variables, self.args, strict=True):
+            if v.cat == "i":
+                a = a[..., i0:i1, :]
+            elif v.cat == "j":
+                a = a[..., j0:j1, :]
+            if shifts.get(v.index):
+                a = a - xp.asarray(shifts[v.index], dtype=a.dtype, device=self.device)
+            args.append(a)
+        ranges = None if spec.ranges is None else spec.ranges.submatrix(rows, cols)
+        sub = ReductionSpec(spec.formula, reduction or spec.reduction, spec.k, spec.signature, ranges)
+        block = build_request(sub, args, self.backend, self.tile_bytes)
+        return replace(block, origin=(self.origin[0] + i0, self.origin[1] + j0))
+
+    def on_host(self, arrays: Sequence[Any]) -> ReductionRequest:
+        """The same request over numpy arrays (host copies or views of ``args``, same order).
+
+        For a backend that runs an engine needing concrete memory in a callback (jax).
+        """
+        from .plugin_manager import get_registry
+
+        request = build_request(self.spec, arrays, get_registry().backend("numpy"), self.tile_bytes)
+        return replace(request, origin=self.origin)
+
+
+def _selector_shifts(formula: Node, origin: tuple[int, int]) -> dict[int, int]:
+    """Variable index -> the offset to subtract from its array so that the ``IndexMatch``
+    nodes of ``formula`` compare it with block-local indices (rows i0.., columns j0..)."""
+    shifts: dict[int, int] = {}
+    for node in formula.walk():
+        if not isinstance(node, IndexMatch):
+            continue
+        offset = origin[0] if node.axis == "i" else origin[1]
+        for sel in node.children[0].walk():
+            if isinstance(sel, Var):
+                if shifts.setdefault(sel.index, offset) != offset:
+                    raise NotImplementedError(
+                        f"variable {sel!r} selects both rows and columns: its block cannot be cut"
+                    )
+            elif not isinstance(sel, (Slice, Concat)):
+                raise NotImplementedError(
+                    f"an index selector computed by {type(sel).__name__} cannot be shifted to a block"
+                )
+    return {k: v for k, v in shifts.items() if v}
 
 
 def _batch_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
@@ -165,6 +235,7 @@ def build_request(
             f"block-sparsity ranges built for a {spec.ranges.shape} matrix, applied to a {(n, m)} one"
         )
     xp = backend.namespace(args[0])
+    check_namespace(backend.name, xp)
     return ReductionRequest(
         spec=spec,
         args=tuple(args),

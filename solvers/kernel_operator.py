@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lazymat.autodiff import reduction_vjp
 from lazymat.backend import Backend
+from lazymat.dispatch import make_call, reduce
 from lazymat.ir.algebra import mul
 from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
@@ -164,7 +164,7 @@ class KernelOperator:
     def matvec(self, v: Any) -> Any:
         """K @ v for v of shape (*batch, N, E) (differentiable through the backend)."""
         spec = self._matvec_spec(int(v.shape[-1]))
-        return self.backend.reduce(spec, (*self.args, v), None)[0]
+        return reduce(spec, (*self.args, v), backend=self.backend)[0]
 
     def matvec_vjp(self, x: Any, cot: Any) -> list[Any | None]:
         """Gradient of <cot, K(args) @ x> with respect to each of ``args`` (None: no dependency).
@@ -174,7 +174,7 @@ class KernelOperator:
         """
         spec = self._matvec_spec(int(x.shape[-1]))
         wanted = [self.backend.is_floating(a) for a in self.args] + [False]
-        grads = reduction_vjp(spec, (*self.args, x), (), [cot], wanted, backend=self.backend)
+        grads = make_call(spec, self.backend).vjp((*self.args, x), (), [cot], wanted)
         return list(grads[: len(self.args)])
 
     def diagonal(self) -> Any:
@@ -186,7 +186,7 @@ class KernelOperator:
         pairs = [(v, a) for v, a in self.pairs() if v.cat != "j"]
         ones = xp.ones((1, 1), dtype=self.dtype, device=self.device)
         spec, args = bind(mul(diag, one), [*pairs, (one, ones)])
-        return self.backend.reduce(spec, args, None)[0]
+        return reduce(spec, args, backend=self.backend)[0]
 
     def columns(self, idx: Any, rows: Any = None) -> Any:
         """The columns K[:, idx] (shape (*batch, N, len(idx))), or the block K[rows, idx]."""
@@ -202,4 +202,4 @@ class KernelOperator:
         eye = xp.eye(r, dtype=self.dtype, device=self.device)
         e = Var(-1, "j", r)
         spec, args = bind(mul(self.formula, e), [*pairs, (e, eye)])
-        return self.backend.reduce(spec, args, None)[0]
+        return reduce(spec, args, backend=self.backend)[0]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lazymat.autodiff import reduction_vjp
+from lazymat.dispatch import make_call, reduce
 from lazymat.ir.leaves import Const
 from lazymat.ir.node import Node
 from lazymat.ir.transform import vjp
@@ -79,7 +79,7 @@ class RowReduction:
         return tuple(pieces)
 
     def __call__(self, *arrays: Any) -> tuple[Any, ...]:
-        return self._split(self.backend.reduce(self.spec, self._bind(arrays), None)[0])
+        return self._split(reduce(self.spec, self._bind(arrays), backend=self.backend)[0])
 
     def vjp(self, arrays: Sequence[Any], cotangents: Sequence[Any]) -> list[Any]:
         """Gradient of sum_pieces <cotangent, piece> with respect to each of ``arrays``.
@@ -91,7 +91,7 @@ class RowReduction:
         cot = cotangents[0] if len(cotangents) == 1 else xp.concat(list(cotangents), axis=-1)
         args = self._bind(arrays)
         wanted = [r is not None for r in self.roles]
-        grads = reduction_vjp(self.spec, args, (), [cot], wanted, backend=self.backend)
+        grads = make_call(self.spec, self.backend).vjp(args, (), [cot], wanted)
         out = [xp.zeros_like(a) for a in arrays]
         for g, r in zip(grads, self.roles, strict=True):
             if g is not None and r is not None:

@@ -15,6 +15,7 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as spla
 
 import lazymat as lm
+from lazymat.solvers import aslinearoperator
 from lazymat.solvers.conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from lazymat.solvers.preconditioners import jacobi, nystrom
 
@@ -65,7 +66,7 @@ def test_iteration_count_matches_scipy_cg(problem):
     K = gauss(x, 0.05)
     alpha = 0.5
     _, info = cg(K, b[:, 0], alpha=alpha, tol=1e-8)
-    L = lm.aslinearoperator(K)
+    L = aslinearoperator(K)
     shifted = spla.LinearOperator(L.shape, matvec=lambda v: L @ v + alpha * v, dtype=L.dtype)
     count = [0]
     _, flag = spla.cg(
@@ -145,7 +146,7 @@ def test_preconditioners_against_dense():
 def test_aslinearoperator_with_scipy(problem):
     x, b, D = problem
     K = gauss(x, 0.05)
-    L = lm.aslinearoperator(K)
+    L = aslinearoperator(K)
     assert L.shape == (N, N)
     np.testing.assert_allclose(L @ b, D @ b, atol=1e-12 * N)
     shifted = L + 0.5 * spla.aslinearoperator(sparse.identity(N))
@@ -157,7 +158,7 @@ def test_aslinearoperator_with_scipy(problem):
     np.testing.assert_allclose(np.sort(vals), np.linalg.eigvalsh(D)[-4:], rtol=1e-8)
     # rectangular: rmatvec is the transposed product
     y = np.random.default_rng(4).random((70, 2))
-    R = lm.aslinearoperator((-lm.Vi(x).sqdist(lm.Vj(y))).exp())
+    R = aslinearoperator((-lm.Vi(x).sqdist(lm.Vj(y))).exp())
     DR = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1))
     v = np.random.default_rng(5).standard_normal(N)
     np.testing.assert_allclose(R.rmatvec(v), DR.T @ v, atol=1e-11)
@@ -192,9 +193,9 @@ def test_bad_input(problem):
         xb = np.stack([x, x])
         nystrom(gauss(xb, 0.05), 0.1)
     with pytest.raises(TypeError, match="numpy"):
-        lm.aslinearoperator(gauss(array_api_strict.asarray(x), 0.1))
+        aslinearoperator(gauss(array_api_strict.asarray(x), 0.1))
     with pytest.raises(ValueError, match="scalar formula"):
-        lm.aslinearoperator(lm.Vi(x) - lm.Vj(x))
+        aslinearoperator(lm.Vi(x) - lm.Vj(x))
 
 
 def test_convergence_warning_names_the_residual(problem):

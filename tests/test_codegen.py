@@ -25,7 +25,7 @@ from lazymat.codegen import (
     unsupported,
 )
 from lazymat.codegen.expr import literal
-from lazymat.engines.native_build import build, find_compiler
+from lazymat.builtin_engines.native_build import build, find_compiler
 from lazymat.ir.algebra import add, mul, sub, sum_dim
 from lazymat.ir.functions import Exp, Log
 from lazymat.ir.leaves import Const, Var

@@ -19,7 +19,7 @@ import pytest
 
 import lazymat as lm
 from lazymat.config import DEFAULT_TILE_BYTES
-from lazymat.engines.reference import ReferenceEngine
+from lazymat.builtin_engines.reference import ReferenceEngine
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionRequest
 
@@ -55,7 +55,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Spy]]:
     finally:
         lm.set_backend(None)
         for name in made:
-            del registry.engines[name]
+            registry.remove_engine(name)
 
 
 def kernel_sum(**kw: Any) -> Any:

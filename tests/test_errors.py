@@ -202,7 +202,8 @@ CASES: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     "unknown option in config": (
         lambda: lm.config(tile=1).__enter__(),
         TypeError,
-        r"unknown lazymat option\(s\) \['tile'\]; expected some of \['backend', 'engine', 'tile_bytes'\]",
+        r"unknown lazymat option\(s\) \['tile'\]; expected some of \['backend', 'engine', 'tile_bytes', "
+        r"'strict_engines'\]",
     ),
     "tiny tile budget": (lambda: lm.config(tile_bytes=10).__enter__(), ValueError, r"at least 1024, got 10"),
     "unknown backend in set_backend": (
@@ -272,6 +273,9 @@ def test_engine_that_cannot_run_the_request_says_why() -> None:
         def why_not(self, request: lm.ReductionRequest) -> str:
             return "it only runs on Tuesdays"
 
+        def run(self, request: lm.ReductionRequest) -> tuple[Any, ...]:
+            raise AssertionError("a declined request must not run")
+
     registry = plugin_manager.get_registry()
     registry.add_engine(Picky())
     try:
@@ -280,7 +284,7 @@ def test_engine_that_cannot_run_the_request_says_why() -> None:
         ):
             gaussian(X, Y).sum(engine="picky-test-engine")
     finally:
-        del registry.engines["picky-test-engine"]
+        registry.remove_engine("picky-test-engine")
 
 
 def test_errors_leave_no_state_behind() -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lazymat.engines import native_build
-from lazymat.engines.native_build import find_compiler
+from lazymat.builtin_engines import native_build
+from lazymat.builtin_engines.native_build import find_compiler
 
 pytestmark = pytest.mark.skipif(isinstance(find_compiler(), str), reason=f"no C compiler: {find_compiler()}")
 

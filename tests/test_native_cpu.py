@@ -26,10 +26,10 @@ from scipy.special import logsumexp
 import lazymat as lm
 import lazymat.testing
 from lazymat.block_sparse import BlockSparsity
-from lazymat.dispatch import run_engine, select_engine
-from lazymat.engines import native_build
-from lazymat.engines.native_build import find_compiler
-from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
+from lazymat.dispatch import ReductionCall, select_engine
+from lazymat.builtin_engines import native_build
+from lazymat.builtin_engines.native_build import find_compiler
+from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionSpec, build_request
 from lazymat.testing.clustered import check_clustered, check_clustered_batches, clustered_problem
@@ -150,7 +150,7 @@ def test_index_match_with_integer_arrays() -> None:
     for name, make in INDEX_MATCH.items():
         formula, args, dense = make(23, 301, rng)
         spec = ReductionSpec(formula, "sum")
-        (got,) = run_engine(spec, args, be, ENGINE)
+        (got,) = ReductionCall(spec, be, ENGINE, 2**25).run(*args)
         close(got, dense.sum(1), "float64", f"IndexMatch {name}")
 
 

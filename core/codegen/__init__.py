@@ -25,20 +25,20 @@ writes its loops:
    outputs). :class:`~lazymat.codegen.cpu.CpuSkeleton` builds the C source of
    ``lm_reduce``: OpenMP over tiles of rows, SIMD over j blocks, online merges per family
    with the semantics of :mod:`lazymat.reductions` (ties to the lowest index, NaN wins,
-   -inf rows in log-sum-exp). :class:`~lazymat.codegen.cuda.CudaSkeleton` maps rows to
-   threads and j blocks to shared-memory tiles with the same expression code and the same
-   merge rules. A ``ranged`` spec makes either skeleton take a block-sparsity at run time
+   -inf rows in log-sum-exp). The CUDA skeleton (``lazymat_cupy.cuda_skeleton``, in the
+   lazymat-cupy plugin: the core carries no CUDA) maps rows to threads and j blocks to
+   shared-memory tiles with the same expression code and the same merge rules. A
+   ``ranged`` spec makes either skeleton take a block-sparsity at run time
    (:mod:`lazymat.codegen.ranges`: row chunks and column intervals). Both address batch
    elements through per-variable element offsets (:func:`~lazymat.codegen.batch.batch_offsets`).
 
-Compiling and loading are the engines' business (``lazymat.engines.native_build``).
+Compiling and loading are the engines' business (``lazymat.builtin_engines.native_build``).
 """
 
 from __future__ import annotations
 
 from .batch import batch_offsets
 from .cpu import CpuSkeleton
-from .cuda import CudaSkeleton
 from .expr import FormulaEmitter, Names, depends_on, emit_formula, scalar_count, unsupported
 from .kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from .mathlib import prelude
@@ -47,7 +47,6 @@ __all__ = [
     "FAMILIES",
     "FAMILY_OUTPUTS",
     "CpuSkeleton",
-    "CudaSkeleton",
     "FormulaEmitter",
     "KernelSpec",
     "Names",

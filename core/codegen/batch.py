@@ -1,7 +1,7 @@
 """Batch dimensions as the generated kernels take them: one element offset per batch element.
 
 The kernels of every target (:class:`~lazymat.codegen.cpu.CpuSkeleton`,
-:class:`~lazymat.codegen.cuda.CudaSkeleton`) loop over the flattened batch of a request
+:class:`lazymat_cupy.cuda_skeleton.CudaSkeleton`) loop over the flattened batch of a request
 and read each variable at an element offset from its data pointer. :func:`batch_offsets`
 builds those offsets on the host: a variable whose batch dimensions are broadcast (size 1,
 or missing on the left) repeats an offset, so broadcasting costs no copy.

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 
 class DimensionError(ValueError):
     """Two formulas of incompatible inner dimensions were combined."""
@@ -107,7 +105,7 @@ class Node:
             raise NotImplementedError(f"{type(self).__name__} has no eval")
         return getattr(ctx.xp, self.array_api)(*vals)
 
-    def dense(self, grid: Any, *vals: np.ndarray) -> np.ndarray:
+    def dense(self, grid: Any, *vals: Any) -> Any:
         """The numpy twin of ``eval`` on the dense grid (the tests' float64 oracle).
 
         ``grid`` (:class:`lazymat.testing.dense.Grid`) gives the variables and the i/j

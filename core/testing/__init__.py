@@ -9,10 +9,15 @@ A backend's package tests itself by subclassing::
         engine = None               # or force an engine: "my-engine"
         expected_failures = {"test_batch_dims": "batches not supported yet"}
 
-Every reduction and gradient is compared with the reference engine on numpy float64
-data (the yardstick), on fixed formulas, random formulas (hypothesis), awkward sizes,
-extreme log-sum-exp values, NaN/inf, batch dimensions, and dtype/library/device
-preservation. A test listed in ``expected_failures`` is marked as a strict xfail: it
+Every reduction and gradient is compared with dense float64 numpy, an oracle that shares
+no code with any engine (:mod:`lazymat.testing.oracle`: each operation's numpy twin on the
+whole grid, numpy/SciPy reductions; gradients are the core's symbolic derivatives reduced
+the same dense way, themselves checked against finite differences), on fixed formulas,
+random formulas (hypothesis), awkward sizes, extreme log-sum-exp values, NaN/inf, batch
+dimensions, data far from the origin, block-sparsity, every IR operation, and
+dtype/library/device preservation. The reference engine is held to it like any other
+(``tests/test_conformance_mutation.py`` shows that an error injected into an engine fails
+the suite). A test listed in ``expected_failures`` is marked as a strict xfail: it
 must fail, and the suite reports it as expected rather than passed.
 
 An engine whose every new formula costs a compilation (KeOps: about 20 s each) may run a
@@ -39,8 +44,10 @@ from lazymat.block_sparse import BlockSparsity
 from lazymat.lazymatrix import LazyMatrix
 from lazymat.plugin_manager import get_registry
 
+from .dense import dense_reduction
 from .far_from_origin import FarFromOrigin
 from .formulas import FIXED_FORMULAS, Builder, random_builders
+from .oracle import dense_oracle, finite_difference_vjp
 
 __all__ = ["BackendConformance", "Builder"]
 
@@ -107,21 +114,16 @@ class BackendConformance(FarFromOrigin):
         on_backend: bool = True,
         ranges: BlockSparsity | None = None,
     ) -> list[np.ndarray]:
-        """Outputs of a reduction as numpy arrays, on this backend or on the reference."""
-        if on_backend:
-            arrays = [self.to_backend(a) for a in data]
-            engine = self.engine
-        else:
-            arrays = list(data)
-            engine = "reference"
-        K_ = builder(*_wrap(arrays))
-        outs = K_.reduce(reduction, axis, k=k, engine=engine, ranges=ranges)
-        if on_backend:
-            for out in outs:
-                assert self.be.recognizes(out), (
-                    f"{reduction} returned a {type(out)}, not a {self.backend} array"
-                )
-        return [self.to_numpy(o) if on_backend else np.asarray(o) for o in outs]
+        """Outputs of a reduction as numpy arrays: on this backend, or by the dense oracle."""
+        if not on_backend:
+            K_ = builder(*_wrap([np.asarray(a, dtype=np.float64) for a in data]))
+            spec, args = K_.prepare(reduction, axis, k, ranges)
+            return list(dense_reduction(spec, args))
+        arrays = [self.to_backend(a) for a in data]
+        outs = builder(*_wrap(arrays)).reduce(reduction, axis, k=k, engine=self.engine, ranges=ranges)
+        for out in outs:
+            assert self.be.recognizes(out), f"{reduction} returned a {type(out)}, not a {self.backend} array"
+        return [self.to_numpy(o) for o in outs]
 
     def check(
         self,
@@ -133,7 +135,7 @@ class BackendConformance(FarFromOrigin):
         dtype: str = "float64",
         ranges: BlockSparsity | None = None,
     ) -> None:
-        """Backend (in ``dtype``) against the float64 reference."""
+        """Backend (in ``dtype``) against the dense float64 oracle."""
         ref = self.run(builder, data, reduction, axis, k, on_backend=False, ranges=ranges)
         got = self.run(builder, [a.astype(dtype) for a in data], reduction, axis, k, ranges=ranges)
         outputs = _output_kinds(reduction)
@@ -240,11 +242,7 @@ class BackendConformance(FarFromOrigin):
     @pytest.mark.parametrize("reduction", ALL_REDUCTIONS)
     @pytest.mark.parametrize("axis", [0, 1])
     def test_block_sparse(self, reduction: str, axis: int) -> None:
-        """Reductions restricted to block pairs (``ranges``) vs the reference engine's.
-
-        The reference's block-sparse reductions equal the dense masked reductions
-        (tests/test_block_sparse.py), so this holds every engine to the dense masked result.
-        """
+        """Reductions restricted to block pairs (``ranges``) vs the dense masked reductions."""
         rng = np.random.default_rng(8)
         builder, dims = FIXED_FORMULAS["mixed"]
         if reduction in ("kmin", "argkmin", "kmin_argkmin"):
@@ -264,7 +262,7 @@ class BackendConformance(FarFromOrigin):
         data = [_points(rng, 37, dims[0]), _points(rng, 29, dims[1]), rng.random(dims[2]) + 0.5]
         ref_out = self.run(builder, data, reduction, axis, K, on_backend=False, ranges=SPARSITY)[0]
         cot = rng.standard_normal(ref_out.shape)
-        ref = _vjp(builder, list(data), cot, reduction, axis, "reference", SPARSITY)
+        ref = _oracle_vjp(builder, list(data), cot, reduction, axis, SPARSITY)
         arrays = [self.to_backend(a) for a in data]
         got = _vjp(builder, arrays, self.to_backend(cot), reduction, axis, self.engine, SPARSITY)
         for name, g, r in zip("xyp", got, ref, strict=True):
@@ -274,7 +272,8 @@ class BackendConformance(FarFromOrigin):
     @pytest.mark.parametrize("reduction", DIFFERENTIABLE)
     @pytest.mark.parametrize("axis", [0, 1])
     def test_vjp(self, reduction: str, axis: int) -> None:
-        """``lazymat.vjp`` (the core's symbolic gradients) on this backend vs the reference."""
+        """``lazymat.vjp`` (the core's symbolic gradients) on this backend vs the dense oracle,
+        whose gradients are checked against finite differences of the dense values."""
         rng = np.random.default_rng(6)
         builder = (
             _scalar(FIXED_FORMULAS["mixed"][0]) if reduction.startswith("k") else FIXED_FORMULAS["mixed"][0]
@@ -283,15 +282,21 @@ class BackendConformance(FarFromOrigin):
         data = [_points(rng, 23, dims[0]), _points(rng, 19, dims[1]), rng.random(dims[2]) + 0.5]
         ref_out = self.run(builder, data, reduction, axis, K, on_backend=False)[0]
         cot = rng.standard_normal(ref_out.shape)
-        ref = _vjp(builder, list(data), cot, reduction, axis, "reference")
+        ref = _oracle_vjp(builder, list(data), cot, reduction, axis)
+        fd = finite_difference_vjp(
+            lambda arrays: self.run(builder, arrays, reduction, axis, K, on_backend=False)[0], data, cot
+        )
         arrays = [self.to_backend(a) for a in data]
         got = _vjp(builder, arrays, self.to_backend(cot), reduction, axis, self.engine)
-        for name, g, r in zip("xyp", got, ref, strict=True):
+        for name, g, r, f in zip("xyp", got, ref, fd, strict=True):
+            np.testing.assert_allclose(
+                r, f, rtol=1e-6, atol=1e-6 * np.max(np.abs(f)), err_msg=f"oracle d{name}"
+            )
             _close(self.to_numpy(g), np.asarray(r), "float64", f"d {reduction} / d{name}")
 
     @pytest.mark.parametrize("reduction", ["sum", "lse", "min", "kmin"])
     def test_autodiff(self, reduction: str) -> None:
-        """The library's own autodiff (through ``Backend.custom_vjp``) vs the reference."""
+        """The library's own autodiff (through ``Backend.apply_reduction``) vs the dense oracle."""
         if not self.be.has_autodiff:
             pytest.skip(f"backend {self.backend!r} has no autodiff (gradients via lazymat.vjp)")
         rng = np.random.default_rng(7)
@@ -302,7 +307,7 @@ class BackendConformance(FarFromOrigin):
         data = [_points(rng, 15, dims[0]), _points(rng, 14, dims[1]), rng.random(dims[2]) + 0.5]
         ref_out = self.run(builder, data, reduction, 1, K, on_backend=False)[0]
         cot = rng.standard_normal(ref_out.shape)
-        ref = _vjp(builder, list(data), cot, reduction, 1, "reference")
+        ref = _oracle_vjp(builder, list(data), cot, reduction, 1)
         engine = self.engine
 
         def fn(*arrays: Any) -> Any:
@@ -349,6 +354,20 @@ def _vjp(
     K_ = builder(*_wrap(arrays))
     with lazymat.config(engine=engine):
         return lazymat.vjp(K_, cot, reduction=reduction, axis=axis, k=K, wrt=arrays, ranges=ranges)
+
+
+def _oracle_vjp(
+    builder: Builder,
+    arrays: list[np.ndarray],
+    cot: np.ndarray,
+    reduction: str,
+    axis: int,
+    ranges: BlockSparsity | None = None,
+) -> Any:
+    """The core's symbolic gradient with every reduction computed by the dense oracle."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    with dense_oracle() as oracle:
+        return _vjp(builder, arrays, np.asarray(cot, dtype=np.float64), reduction, axis, oracle, ranges)
 
 
 def _close(got: np.ndarray, ref: np.ndarray, dtype: str, what: str) -> None:

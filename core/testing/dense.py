@@ -3,8 +3,10 @@
 An engine's kernels are checked against numpy (and SciPy) on the dense values F of a
 formula over the whole (*batch, N, M, D) grid, computed independently of lazymat's engines:
 :func:`dense_values` evaluates a formula with each operation's numpy twin (``Node.dense``)
-on the full grid (no tiles, no online merges, no engine), :func:`dense_reduce` reduces F with lazymat's semantics (ties to the lowest index, the
-first NaN wins, K-min in ascending order), :func:`close` compares values within a
+on the full grid (no tiles, no online merges, no engine), :func:`dense_reduce` reduces F
+with lazymat's semantics (ties to the lowest index, the first NaN wins, K-min in
+ascending order), :func:`dense_reduction` does both for a spec (block-sparse ones
+included), :func:`close` compares values within a
 tolerance per dtype (:data:`RTOL`, relative to the largest entry) and
 :func:`check_outputs` checks all the outputs of a reduction (indices exactly in float64;
 in lower precisions, rounding may reorder near-ties, so the values they pick instead).
@@ -88,7 +90,8 @@ def dense_reduction(spec: Any, arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
     """The outputs of a j-reduction spec (``lazymat.ReductionSpec``) on ``arrays``, densely.
 
     Block-sparse specs (``spec.ranges``) reduce over the visited pairs only: the others are
-    masked out as the empty set of their reduction (0 for sums, -inf for log-sum-exp, ...).
+    masked out as the empty set of their reduction (0 for sums, -inf for log-sum-exp, +inf
+    for min and K-min, with index -1).
     """
     n = m = 0
     for v, a in zip(spec.variables, arrays, strict=True):
@@ -97,9 +100,17 @@ def dense_reduction(spec: Any, arrays: Sequence[Any]) -> tuple[np.ndarray, ...]:
         elif v.cat == "j":
             m = int(np.shape(a)[-2])
     F = dense_values(spec.formula, arrays, n, m)
-    if spec.ranges is not None:
-        F = _masked(F, spec.ranges.dense_mask(), spec.reduction)
-    return dense_reduce(F, spec.reduction, spec.k)
+    if spec.ranges is None:
+        return dense_reduce(F, spec.reduction, spec.k)
+    mask = spec.ranges.dense_mask()
+    outs = dense_reduce(_masked(F, mask, spec.reduction), spec.reduction, spec.k)
+    kinds = get_reduction(spec.reduction).outputs
+    rows = np.arange(n)[:, None]
+    # an index that points at an entry outside the pattern is "none": -1 (rows visiting
+    # nothing, K-min rows visiting fewer than K columns)
+    return tuple(
+        np.where(mask[rows, o], o, -1) if kind == "index" else o for kind, o in zip(kinds, outs, strict=True)
+    )
 
 
 def _masked(F: np.ndarray, mask: np.ndarray, reduction: str) -> np.ndarray:

@@ -11,10 +11,13 @@ import pytest
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    import lazymat
+    try:  # a header must never break a test run
+        import lazymat
 
-    backends = ", ".join(f"{name} {info['version']}" for name, info in lazymat.backends().items())
-    return f"lazymat {lazymat.__version__}: backends [{backends}], engines {sorted(lazymat.engines())}"
+        backends = ", ".join(f"{name} {info['version']}" for name, info in lazymat.backends().items())
+        return f"lazymat {lazymat.__version__}: backends [{backends}], engines {sorted(lazymat.engines())}"
+    except Exception as exc:
+        return f"lazymat: could not list backends and engines ({type(exc).__name__}: {exc})"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from lazymat import Backend
+from lazymat.plugin import Backend
 
 #: dtypes the backend computes in (float16 kernels accumulate in float32)
 DTYPES = ("float16", "float32", "float64")

@@ -1,7 +1,7 @@
 """The ``cupy-nvrtc`` engine: one fused CUDA kernel per formula, compiled with NVRTC.
 
 For each (formula, reduction family, K, dtype, index arguments) the engine generates the
-CUDA source with :class:`lazymat.codegen.cuda.CudaSkeleton` (the formula's code from the
+CUDA source with :class:`lazymat_cupy.cuda_skeleton.CudaSkeleton` (the formula's code from the
 shared expression emitter, one thread per row, j-tiles staged in shared memory, the
 reductions' online merges) and compiles it with ``cupy.RawModule``. Compiled kernels are
 kept in a dict keyed by the kernel spec (whose hash is the formula's structural hash)
@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from lazymat.codegen.cuda import DTYPES, ENTRY_POINT, CudaSkeleton
-from lazymat.codegen.kernel_spec import KernelSpec
-from lazymat.engines.generated import GeneratedKernelEngine
-from lazymat.request import ReductionRequest
+from lazymat.plugin import GeneratedKernelEngine, KernelSpec, ReductionRequest
 
+from .cuda_skeleton import DTYPES, ENTRY_POINT, CudaSkeleton
 from .launch import plan_launch
 
 #: largest formula (scalar temporaries) compiled as straight-line code

@@ -5,8 +5,7 @@ Loading this module must stay cheap and work without a GPU: it does not import c
 
 from __future__ import annotations
 
-from lazymat import hookimpl
-from lazymat.registry import Registry
+from lazymat.plugin import Registry, hookimpl
 
 from .backend import CupyBackend
 from .engine import CupyNvrtcEngine

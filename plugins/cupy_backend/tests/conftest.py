@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from cuda_emulator import CXX, EmulatedCudaEngine, Emulator
 
-from lazymat.engines.native_build import cache_dir
+from lazymat.builtin_engines.native_build import cache_dir
 from lazymat.plugin_manager import get_registry
 from lazymat_cupy.backend import cuda_status
 
@@ -55,4 +55,4 @@ def cuda_emulated_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
     registry = get_registry()
     registry.add_engine(engine)
     yield engine
-    del registry.engines[engine.name]
+    registry.remove_engine(engine.name)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from lazymat.codegen.cuda import HEADER, CudaSkeleton
 from lazymat.request import ReductionRequest
+from lazymat_cupy.cuda_skeleton import HEADER, CudaSkeleton
 from lazymat_cupy.engine import CupyNvrtcEngine
 from lazymat_cupy.launch import plan_launch
 

@@ -26,13 +26,13 @@ import pytest
 
 import lazymat as lm
 from lazymat.codegen.cpu import FAMILIES, KernelSpec
-from lazymat.codegen.cuda import UNROLL_K, CudaSkeleton
 from lazymat.codegen.expr import has_rule
 from lazymat.ir import operations
 from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
 from lazymat.reductions import REDUCTIONS
 from lazymat.testing.operations import INDEX_MATCH, OPS
+from lazymat_cupy.cuda_skeleton import UNROLL_K, CudaSkeleton
 from lazymat_cupy.engine import OPTIONS, nvrtc_problem
 
 NVCC = shutil.which("nvcc") or next(

@@ -17,8 +17,8 @@ from cuda_emulator import EmulatedCudaEngine
 from scipy.special import logsumexp
 
 import lazymat as lm
-import lazymat.codegen.cuda as cuda
-from lazymat.dispatch import run_engine
+import lazymat_cupy.cuda_skeleton as cuda
+from lazymat.dispatch import ReductionCall
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionSpec, build_request
 from lazymat.testing import dense as dense_reference
@@ -171,9 +171,9 @@ def test_block_sparse_with_batch_dimensions() -> None:
 def test_index_match_with_int64_arrays(name: str) -> None:
     formula, args, dense = INDEX_MATCH[name](45, 77, np.random.default_rng(6))
     backend = get_registry().backend("numpy")
-    (got,) = run_engine(ReductionSpec(formula, "sum"), args, backend, ENGINE)
+    (got,) = ReductionCall(ReductionSpec(formula, "sum"), backend, ENGINE, 2**25).run(*args)
     close(got, dense.sum(1), "float64", name)
-    (got,) = run_engine(ReductionSpec(formula, "max"), args, backend, ENGINE)
+    (got,) = ReductionCall(ReductionSpec(formula, "max"), backend, ENGINE, 2**25).run(*args)
     close(got, dense.max(1), "float64", name)
 
 

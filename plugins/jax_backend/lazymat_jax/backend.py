@@ -1,11 +1,12 @@
 """The jax backend: recognising jax arrays and tracers, data exchange, autodiff hooks.
 
-Reductions of jax arrays run as one jax primitive (:mod:`lazymat_jax.primitive`) rather
-than through :meth:`custom_vjp`: a ``jax.custom_vjp`` function cannot be differentiated
-in forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian`` refuse it), whereas the
-primitive carries forward-mode, transposition and batching rules built from the core's
-symbolic derivatives. :meth:`custom_vjp` remains the generic hook for the solvers'
-implicit gradients (reverse mode, any order).
+Reductions of jax arrays run as one jax primitive (:mod:`lazymat_jax.primitive`, bound by
+:meth:`apply_reduction`, the core's reduction hook) rather than through :meth:`custom_vjp`:
+a ``jax.custom_vjp`` function cannot be differentiated in forward mode (``jax.jvp``,
+``jax.jacfwd``, ``jax.hessian`` refuse it), whereas the primitive carries forward-mode,
+transposition and batching rules built from the core's symbolic derivatives.
+:meth:`custom_vjp` remains the generic hook for the solvers' implicit gradients (reverse
+mode, any order). Engines that cannot be traced run in a callback (:meth:`run_engine`).
 
 Nothing here imports jax at module level: the plugin must load without it.
 """
@@ -16,12 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lazymat import Backend
+from lazymat.plugin import Backend
 
 from .namespace import X64_HINT, jax_namespace, x64_enabled
 
 if TYPE_CHECKING:
-    from lazymat import ReductionSpec
+    from lazymat.plugin import Engine, ReductionCall, ReductionRequest
 
 
 def _is_jax_module(mod: str) -> bool:
@@ -154,7 +155,11 @@ class JaxBackend(Backend):
         call.defvjp(fwd, bwd, symbolic_zeros=True)
         return tuple(call(*inputs))
 
-    def reduce(self, spec: ReductionSpec, args: Sequence[Any], engine: str | None) -> tuple[Any, ...]:
+    def on_host(self, x: Any) -> bool:
+        """True for arrays (and tracers: they will live on jax's default device) in CPU memory."""
+        return getattr(self.device(x), "platform", None) == "cpu"
+
+    def apply_reduction(self, call: ReductionCall, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Run a reduction as the ``lazymat_reduce`` primitive (every jax transformation)."""
         for a in args:
             if not self.recognizes(a):
@@ -162,9 +167,17 @@ class JaxBackend(Backend):
                     f"backend 'jax' got a {type(a).__module__}.{type(a).__name__} in a reduction: all "
                     "the arrays of a reduction must be jax arrays; convert them with jax.numpy.asarray"
                 )
-        from .primitive import reduce_with_primitive
+        from .primitive import bind
 
-        return reduce_with_primitive(self, spec, args, engine)
+        return bind(call, args)
+
+    def run_engine(self, engine: Engine, request: ReductionRequest) -> tuple[Any, ...]:
+        """Traceable engines run on the traced arrays; the others in a ``jax.pure_callback``."""
+        if engine.traceable:
+            return tuple(engine.run(request))
+        from .host_call import host_call
+
+        return host_call(engine, request)
 
     # -- description ----------------------------------------------------------------------
     def devices(self) -> list[str]:

@@ -21,10 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lazymat.block_sparse import BlockSparsity
-from lazymat.engines.reference import tile_sizes
-from lazymat.ir.transform import evaluate
-from lazymat.request import ReductionRequest
+from lazymat.plugin import BlockSparsity, ReductionRequest, evaluate, tile_sizes
 
 from .merges import for_reduction
 from .namespace import jax_namespace

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lazymat import Engine, ReductionRequest
+from lazymat.plugin import Engine, ReductionRequest
 
 
 class JaxXlaEngine(Engine):
@@ -17,6 +17,7 @@ class JaxXlaEngine(Engine):
 
     name = "jax-xla"
     priority = 10
+    traceable = True  # namespace functions only
 
     def supports(self, request: ReductionRequest) -> bool:
         if request.backend.name != "jax":

@@ -18,7 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from lazymat.reductions import Reduction
+from lazymat.plugin import Reduction
 
 from .namespace import JaxNamespace
 

@@ -5,8 +5,7 @@ Loading this module must stay cheap: it does not import jax.
 
 from __future__ import annotations
 
-from lazymat import hookimpl
-from lazymat.registry import Registry
+from lazymat.plugin import Registry, hookimpl
 
 from .backend import JaxBackend
 from .engine import JaxXlaEngine

@@ -4,7 +4,7 @@ Row tiles of Ti points are mapped with ``lax.map``; inside each, ``lax.scan`` wa
 column tiles of Tj points and merges each tile's values into the reduction's running
 state (:mod:`lazymat_jax.merges`, the core's semantics with the reduced axis last); a
 side that fits in one tile has no loop. Tile sizes come from the memory budget
-(``lazymat.engines.reference.tile_sizes``), so the largest intermediate is one
+(``lazymat.builtin_engines.reference.tile_sizes``), so the largest intermediate is one
 (Ti, Tj, width) tile: never an N*M array.
 
 Shapes must be static under ``jax.jit``, so the arrays are padded to whole tiles. Padded
@@ -20,10 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lazymat.engines.reference import tile_sizes
-from lazymat.ir.leaves import Var
-from lazymat.ir.transform import evaluate
-from lazymat.request import ReductionRequest
+from lazymat.plugin import ReductionRequest, Var, evaluate, tile_sizes
 
 from .merges import for_reduction
 from .namespace import JaxNamespace, jax_namespace

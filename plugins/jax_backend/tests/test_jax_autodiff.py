@@ -17,7 +17,7 @@ import pytest
 from scipy.special import logsumexp
 
 import lazymat as lm
-from lazymat.engines.native_build import find_compiler
+from lazymat.builtin_engines.native_build import find_compiler
 
 jax.config.update("jax_enable_x64", True)
 

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import lazymat as lm
-from lazymat.autodiff import reduction_vjp
-from lazymat.dispatch import run_engine
+from lazymat.dispatch import make_call, reduce
 from lazymat.ir.node import DimensionError
 
 jax.config.update("jax_enable_x64", True)
@@ -96,7 +95,7 @@ def test_mixed_libraries_are_refused() -> None:
     K = lm.Vi(jnp.ones((5, 2))).sqdist(lm.Vj(jnp.ones((4, 2))))
     spec, args = K.prepare("sum", 1)
     with pytest.raises(TypeError, match="must be jax arrays"):
-        BE.reduce(spec, [args[0], np.asarray(args[1])], None)
+        reduce(spec, [args[0], np.asarray(args[1])], backend=BE)
 
 
 def test_mismatched_sizes_under_jit() -> None:
@@ -120,10 +119,10 @@ def _central_fd(f: Any, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
 
 
 def _hooked_lse(x: Any, y: Any) -> Any:
-    """A log-sum-exp through ``Backend.custom_vjp`` (the base class's ``reduce``)."""
+    """A log-sum-exp through ``Backend.custom_vjp`` (the base class's ``apply_reduction``)."""
     K = -lm.Vi(x).sqdist(lm.Vj(y))
     spec, args = K.prepare("lse", 1)
-    return lm.Backend.reduce(BE, spec, args, None)[0]
+    return lm.Backend.apply_reduction(BE, make_call(spec, BE), tuple(args))[0]
 
 
 def test_custom_vjp_grad_and_grad_of_grad_match_finite_differences() -> None:
@@ -173,21 +172,22 @@ def test_transposition_refuses_nonlinear_reductions() -> None:
     spec, args = K.prepare("lse", 1)
 
     def f(x: Any) -> Any:
-        return BE.reduce(spec, [x, args[1]], None)[0]
+        return reduce(spec, [x, args[1]], backend=BE)[0]
 
     with pytest.raises(NotImplementedError, match="linear only as a sum"):
         jax.linear_transpose(f, args[0])(jnp.ones((3, 1)))
 
 
-def test_reduction_vjp_with_engine_outside_the_primitive() -> None:
-    """The core's reduction_vjp on jax arrays, engine called directly (no primitive)."""
+def test_call_vjp_with_engine_outside_the_primitive() -> None:
+    """The core's call.vjp on jax arrays, the forward run directly (no primitive)."""
     rng = np.random.default_rng(2)
     x, y = jnp.asarray(rng.standard_normal((4, 2))), jnp.asarray(rng.standard_normal((3, 2)))
     K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
     spec, args = K.prepare("sum", 1)
-    out = run_engine(spec, args, BE)
+    call = make_call(spec, BE)
+    out = call.run(*args)
     cot = jnp.ones_like(out[0])
-    gx, gy = reduction_vjp(spec, args, out, [cot], [True, True], backend=BE)
+    gx, gy = call.vjp(args, out, [cot], [True, True])
     d = x[:, None] - y[None]
     k = np.exp(-np.sum(np.asarray(d) ** 2, -1))
     np.testing.assert_allclose(gx, np.sum(-2 * k[..., None] * np.asarray(d), 1), rtol=1e-12)

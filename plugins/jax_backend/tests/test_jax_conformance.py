@@ -13,7 +13,7 @@ import jax
 import pytest
 
 import lazymat.testing
-from lazymat.engines.native_build import find_compiler
+from lazymat.builtin_engines.native_build import find_compiler
 
 jax.config.update("jax_enable_x64", True)
 

@@ -13,7 +13,7 @@ import pytest
 from scipy.special import logsumexp
 
 import lazymat as lm
-from lazymat.engines.reference import formula_width, tile_sizes
+from lazymat.builtin_engines.reference import formula_width, tile_sizes
 from lazymat.request import build_request
 
 jax.config.update("jax_enable_x64", True)

@@ -17,8 +17,8 @@ import pytest
 from scipy.special import logsumexp
 
 import lazymat as lm
-from lazymat.engines.native_build import find_compiler
-from lazymat.engines.native_cpu import COMPILE_MIN_PAIRS, NativeCpuEngine
+from lazymat.builtin_engines.native_build import find_compiler
+from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, NativeCpuEngine
 
 jax.config.update("jax_enable_x64", True)
 pytestmark = pytest.mark.skipif(isinstance(find_compiler(), str), reason=f"no C compiler: {find_compiler()}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lazymat import Backend
+from lazymat.plugin import Backend
 
 
 class TorchBackend(Backend):

@@ -17,7 +17,7 @@ import functools
 import importlib.util
 from typing import Any
 
-from lazymat import Engine, ReductionRequest, ReductionSpec
+from lazymat.plugin import Engine, ReductionRequest, ReductionSpec
 
 from .keops_formula import KeOpsFormula, UnsupportedFormulaError, translate
 

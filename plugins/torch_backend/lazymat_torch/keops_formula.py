@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lazymat.ir.functions import PowConst
-from lazymat.ir.leaves import Const, Var
-from lazymat.ir.node import Node
-from lazymat.ir.vector import IndexMatch, OneHot
-from lazymat.request import ReductionSpec
+from lazymat.plugin import Const, IndexMatch, Node, OneHot, PowConst, ReductionSpec, Var
 
 #: longest formula string handed to KeOps (strings expand shared sub-formulas)
 MAX_FORMULA_CHARS = 20000

@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lazymat import ReductionRequest
-from lazymat.block_sparse import BlockSparsity
-from lazymat.codegen.ranges import visited_columns
+from lazymat.plugin import BlockSparsity, ReductionRequest, visited_columns
 
 from .keops_formula import KeOpsFormula
 from .layout import compute_dtype

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from lazymat import ReductionRequest
+from lazymat.plugin import ReductionRequest
 
 _HALF = (torch.float16, torch.bfloat16)
 

@@ -5,8 +5,7 @@ Loading this module must stay cheap: it imports neither torch nor pykeops.
 
 from __future__ import annotations
 
-from lazymat import hookimpl
-from lazymat.registry import Registry
+from lazymat.plugin import Registry, hookimpl
 
 from .backend import TorchBackend
 from .keops_engine import KeOpsEngine

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lazymat.block_sparse import BlockIntervals, BlockSparsity
+from lazymat.plugin import BlockIntervals, BlockSparsity
 
 #: least fraction of visited pairs in a group's tiles before a block joins the group
 MIN_DENSITY = 0.5

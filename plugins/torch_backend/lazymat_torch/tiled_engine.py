@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lazymat import Engine, ReductionRequest
+from lazymat.plugin import Engine, ReductionRequest
 
 
 class TorchTiledEngine(Engine):
@@ -18,6 +18,7 @@ class TorchTiledEngine(Engine):
 
     name = "torch-tiled"
     priority = 10
+    traceable = True  # torch operations only (never traced by jax)
 
     def supports(self, request: ReductionRequest) -> bool:
         return request.backend.name == "torch"

@@ -64,6 +64,7 @@ class ReferenceEngine(Engine):
 
     name = "reference"
     priority = 0
+    traceable = True  # namespace functions only
 
     def supports(self, request: ReductionRequest) -> bool:
         return True

@@ -53,10 +53,7 @@ interval write the reductions' identities (0, -inf, +inf with index -1, K-min pa
 
 from __future__ import annotations
 
-from ..ir.leaves import Var
-from .cpu import FAMILY_OUTPUTS, KernelSpec
-from .expr import FormulaEmitter, depends_on
-from .mathlib import prelude
+from lazymat.plugin import FAMILY_OUTPUTS, FormulaEmitter, KernelSpec, Var, depends_on, prelude
 
 #: qualifier of the maths prelude's functions in CUDA
 CUDA_QUALIFIER = "static __device__ __forceinline__"

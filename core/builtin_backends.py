@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..backend import Backend
+from .backend import Backend
 
 
 class NumpyBackend(Backend):

@@ -2,7 +2,7 @@
 
 For each (formula, reduction family, K, dtype, index arguments) the engine generates a C
 kernel with :class:`lazymat.codegen.CpuSkeleton`, compiles it with the system C compiler
-(:mod:`lazymat.engines.native_build`: disk cache, process-safe) and calls it through
+(:mod:`lazymat.builtin_engines.native_build`: disk cache, process-safe) and calls it through
 ctypes, which releases the GIL. The kernel loops over rows with OpenMP threads and over j
 with SIMD lanes, the whole formula inlined: no intermediate of size N*M exists, and the
 only extra memory is a blocked structure-of-arrays copy of the j-variables (O(M)).
@@ -61,7 +61,6 @@ MAX_K = 1024
 COMPILE_MIN_PAIRS = 1 << 16
 #: priority of a request too small to be worth compiling for (below the reference engine's 0)
 _TOO_SMALL = -1
-_DLPACK_CPU = 1
 _INDEX_DTYPES = ("int64", "int32", "uint32", "int16", "int8", "uint8", "uint16")
 
 _Kernel = Callable[..., None]
@@ -70,13 +69,6 @@ _Kernel = Callable[..., None]
 def _dtype_name(dtype: Any) -> str:
     """'float32' for numpy, torch (``torch.float32``), jax and array-api-strict dtypes."""
     return str(dtype).rsplit(".", 1)[-1]
-
-
-def _on_cpu(x: Any) -> bool:
-    try:
-        return int(x.__dlpack_device__()[0]) == _DLPACK_CPU
-    except (AttributeError, TypeError, ValueError, RuntimeError):
-        return False
 
 
 class NativeCpuEngine(GeneratedKernelEngine):
@@ -113,7 +105,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
         if dtype not in DTYPES:
             return f"native-cpu computes in {' or '.join(DTYPES)}, got {dtype}"
         for a in request.args:
-            if not _on_cpu(a):
+            if not request.backend.on_host(a):
                 return f"native-cpu needs arrays in CPU memory (DLPack), got a {type(a).__name__} elsewhere"
             if not request.backend.is_floating(a) and _dtype_name(a.dtype) not in _INDEX_DTYPES:
                 return f"native-cpu takes integer index arrays of dtypes {_INDEX_DTYPES}, got {a.dtype}"

@@ -1,1 +1,0 @@
-"""Backends shipped with the core (numpy and array-api-strict)."""

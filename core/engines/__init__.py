@@ -1,1 +1,0 @@
-"""Engines shipped with the core (the reference engine)."""
