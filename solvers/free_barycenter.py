@@ -1,0 +1,222 @@
+r"""Free-support Wasserstein barycenters of point clouds: a fixed point on the barycentric maps.
+
+Given K clouds (y^k_j, a^k_j), weights lambda_k >= 0 summing to 1, and N points x_i with fixed
+weights b_i, ``free_support_barycenter`` moves the points to minimise
+
+    E(x) = sum_k lambda_k OT_eps(b, x; a^k, y^k),
+
+OT_eps the entropic OT value of :func:`.sinkhorn` (``debias=False``; cost |x - y|^2 / 2,
+eps = blur^2). Steps (Cuturi & Doucet, "Fast computation of Wasserstein barycenters", 2014,
+algorithm 2 with theta = 1; Alvarez-Esteban et al. 2016; POT's
+``free_support_sinkhorn_barycenter``):
+
+1. solve the K problems OT_eps(b, x; a^k, y^k) to ``tol`` (one batched :func:`.sinkhorn` call
+   when the clouds are given as one array, one call per cloud for a list of clouds);
+2. move every point to the lambda-average of its barycentric maps,
+   x_i <- sum_k lambda_k sum_j pi^k_ij y^k_j / b_i (:meth:`.OTResult.barycentric_map`, a
+   reduction of the lazy plan: nothing of size N x M is stored);
+3. stop when sum_i |x_i^new - x_i|^2 <= ``stop`` (POT's test) or after ``max_iter`` steps.
+
+**The objective decreases** (majorise-minimise): with the plans pi^k of step 1 held fixed,
+sum_k lambda_k <pi^k, C(x)> is a quadratic in x that step 2 minimises (pi^k 1 = b), and the
+entropy term does not depend on x; solving the plans again at the new points can only lower
+E further. At the Sinkhorn tolerance, E(x_{t+1}) <= E(x_t).
+
+Batches: clouds (K, M, D) or (B, K, M, D) with points (N, D) or (B, N, D) solve B barycenters
+at once. The result carries no gradient (the inputs' graph is cut).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+import lazymat
+
+from .measures import check_finite
+from .sinkhorn import sinkhorn
+
+logger = logging.getLogger("lazymat.solvers.free_barycenter")
+
+
+@dataclass
+class FreeBarycenterResult:
+    """What :func:`free_support_barycenter` returns.
+
+    ``points`` (N, D) or (B, N, D); ``objective`` E at the starting points and after each
+    step (arrays of shape () or (B,)); ``displacement`` sum_i |x_i^new - x_i|^2 of each step;
+    ``n_iter`` steps; ``converged`` whether the last displacement is below ``stop``.
+    """
+
+    points: Any
+    objective: list[Any]
+    displacement: list[Any]
+    n_iter: int
+    converged: bool
+
+
+def _as_batch(xp: Any, v: Any, name: str, rank: int) -> tuple[Any, bool]:
+    """``v`` with a leading batch axis (added when it has ``rank`` dimensions)."""
+    if len(v.shape) == rank:
+        return v[None, ...], False
+    if len(v.shape) == rank + 1:
+        return v, True
+    raise ValueError(
+        f"'{name}' must have {rank} or {rank + 1} dimensions (a batch first), got shape {tuple(v.shape)}"
+    )
+
+
+def _check_simplex(xp: Any, name: str, v: Any, axis: int = -1) -> None:
+    if bool(xp.any(v < 0)):
+        raise ValueError(f"'{name}' must be nonnegative, got a minimum of {float(xp.min(v))}")
+    total = xp.sum(v, axis=axis)
+    if bool(xp.any(xp.abs(total - 1) > 1e-6)):
+        raise ValueError(f"'{name}' must sum to 1 along its last axis, got sums {total}")
+
+
+class _Clouds:
+    """The K input clouds, batched (B, K, M, D) or as a list of (M_k, D) arrays (B = 1)."""
+
+    #: (B, K, M, D) and (B, K, M) or None; lists of K arrays when ``listed``
+    y: Any
+    a: Any
+
+    def __init__(self, xp: Any, clouds: Any, weights: Any, batch: int | None) -> None:
+        self.xp = xp
+        if isinstance(clouds, (list, tuple)):
+            if weights is not None and len(weights) != len(clouds):
+                raise ValueError(f"got {len(clouds)} clouds but {len(weights)} weight arrays")
+            self.listed = True
+            self.y = list(clouds)
+            self.a = list(weights) if weights is not None else [None] * len(clouds)
+            self.k = len(clouds)
+            for k, (y, a) in enumerate(zip(self.y, self.a, strict=True)):
+                check_finite(xp, f"clouds[{k}]", y)
+                if a is not None:
+                    check_finite(xp, f"weights[{k}]", a)
+        else:
+            self.listed = False
+            self.y, batched = _as_batch(xp, clouds, "clouds", 3)
+            if batch is not None and batched != (batch > 0):
+                raise ValueError("clouds (B, K, M, D) and x_init (B, N, D) must both be batched or both not")
+            check_finite(xp, "clouds", self.y)
+            self.k = int(self.y.shape[1])
+            self.a = None
+            if weights is not None:
+                self.a, _ = _as_batch(xp, weights, "weights", 2)
+                check_finite(xp, "weights", self.a)
+                if tuple(self.a.shape) != tuple(self.y.shape[:3]):
+                    raise ValueError(
+                        f"weights must have shape {tuple(self.y.shape[:3])} to match the clouds, "
+                        f"got {tuple(self.a.shape)}"
+                    )
+
+    def solve(self, x: Any, b: Any, **options: Any) -> tuple[Any, Any]:
+        """Values (B, K) and barycentric maps (B, K, N, D) of OT_eps(b, x; a^k, y^k)."""
+        xp = self.xp
+        n_batch, n, d = (int(s) for s in x.shape)
+        if self.listed:
+            results = [
+                sinkhorn(x[0, ...], y, b[0, ...], a, **options) for y, a in zip(self.y, self.a, strict=True)
+            ]
+            values = xp.stack([r.value for r in results])[None, :]
+            maps = xp.stack([r.barycentric_map() for r in results])[None, ...]
+            return values, maps
+        k, m = self.k, int(self.y.shape[2])
+        xs = xp.reshape(xp.broadcast_to(x[:, None, ...], (n_batch, k, n, d)), (n_batch * k, n, d))
+        bs = xp.reshape(xp.broadcast_to(b[:, None, :], (n_batch, k, n)), (n_batch * k, n))
+        ys = xp.reshape(self.y, (n_batch * k, m, d))
+        a = None if self.a is None else xp.reshape(self.a, (n_batch * k, m))
+        r = sinkhorn(xs, ys, bs, a, **options)
+        return xp.reshape(r.value, (n_batch, k)), xp.reshape(r.barycentric_map(), (n_batch, k, n, d))
+
+
+def free_support_barycenter(
+    clouds: Any,
+    x_init: Any,
+    weights: Any = None,
+    *,
+    lambdas: Any = None,
+    b: Any = None,
+    blur: float = 0.05,
+    scaling: float = 0.5,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    stop: float = 1e-7,
+) -> FreeBarycenterResult:
+    """The free-support barycenter of ``clouds`` starting from the points ``x_init`` (module docstring).
+
+    Args:
+        clouds: (K, M, D) or (B, K, M, D) points, or a list of K arrays (M_k, D).
+        x_init: the barycenter's starting points (N, D) or (B, N, D).
+        weights: the clouds' weights (K, M) / (B, K, M) or a list of (M_k,); uniform by default.
+        lambdas: the barycentric coordinates (K,) or (B, K), nonnegative, summing to 1;
+            uniform by default.
+        b: the barycenter's weights (N,) or (B, N), positive, summing to 1; uniform by default.
+        blur: eps = blur^2 of the entropic OT problems (cost |x - y|^2 / 2).
+        scaling: the annealing ratio of each Sinkhorn solve.
+        tol: each Sinkhorn solve iterates at the final eps until its potentials move by less.
+        max_iter: most fixed-point steps.
+        stop: threshold of sum_i |x_i^new - x_i|^2 (per batch, largest over the batch).
+
+    Returns:
+        a :class:`FreeBarycenterResult`.
+    """
+    backend = lazymat.backend_for(x_init)
+    xp = backend.namespace(x_init)
+    x, batched = _as_batch(xp, backend.stop_gradient(x_init), "x_init", 2)
+    check_finite(xp, "x_init", x)
+    data = _Clouds(xp, clouds, weights, int(x.shape[0]) if batched else 0)
+    if data.listed and batched:
+        raise ValueError("a list of clouds makes one barycenter: pass x_init of shape (N, D)")
+    n_batch, n = int(x.shape[0]), int(x.shape[1])
+    dev = array_api_compat.device(x)
+    if lambdas is None:
+        lam = xp.full((n_batch, data.k), 1.0 / data.k, dtype=x.dtype, device=dev)
+    else:
+        lam = xp.asarray(lambdas, dtype=x.dtype, device=dev)
+        lam = xp.reshape(lam, (1, -1)) if len(lam.shape) == 1 else lam
+        if tuple(lam.shape) not in ((1, data.k), (n_batch, data.k)):
+            raise ValueError(
+                f"lambdas must have shape ({data.k},) or ({n_batch}, {data.k}), got {tuple(lambdas.shape)}"
+            )
+        lam = xp.broadcast_to(lam, (n_batch, data.k))
+    _check_simplex(xp, "lambdas", lam)
+    if b is None:
+        b = xp.full((n_batch, n), 1.0 / n, dtype=x.dtype, device=dev)
+    else:
+        b, _ = _as_batch(xp, b, "b", 1)
+        if tuple(b.shape) not in ((1, n), (n_batch, n)):
+            raise ValueError(f"b must have shape ({n},) or ({n_batch}, {n}), got {tuple(b.shape)}")
+        b = xp.broadcast_to(b, (n_batch, n))
+    _check_simplex(xp, "b", b)
+    if bool(xp.any(b == 0)):
+        raise ValueError(
+            "the barycenter's weights b must be positive: a point of no mass has no barycentric map"
+        )
+    if not (isinstance(max_iter, int) and max_iter >= 0):
+        raise ValueError(f"max_iter must be a nonnegative integer, got {max_iter!r}")
+    options = {"blur": blur, "scaling": scaling, "tol": tol, "debias": False}
+
+    def unbatch(v: Any) -> Any:
+        return v if batched else v[0, ...]
+
+    values, maps = data.solve(x, b, **options)
+    objective = [unbatch(xp.sum(lam * values, axis=1))]
+    moves: list[Any] = []
+    converged = False
+    for step in range(max_iter):
+        new = xp.sum(lam[:, :, None, None] * maps, axis=1)
+        move = xp.sum((new - x) ** 2, axis=(1, 2))
+        x = new
+        values, maps = data.solve(x, b, **options)
+        objective.append(unbatch(xp.sum(lam * values, axis=1)))
+        moves.append(unbatch(move))
+        logger.info("free barycenter: step %d, displacement %.3e", step + 1, float(xp.max(move)))
+        if float(xp.max(move)) <= stop:
+            converged = True
+            break
+    return FreeBarycenterResult(unbatch(x), objective, moves, len(moves), converged)

@@ -1,0 +1,124 @@
+"""Free-support barycenters of point clouds (lazymat.solvers.free_support_barycenter).
+
+References: POT's ``ot.bregman.free_support_sinkhorn_barycenter`` (the same fixed point on
+entropic plans; POT's cost is |x - y|^2 and its reg = 2 blur^2 for our |x - y|^2 / 2 at
+eps = blur^2) step for step; POT's exact ``ot.lp.free_support_barycenter`` where the exact
+barycenter is known in closed form (translated copies of one cloud); the objective's
+monotone decrease (majorise-minimise).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import lazymat
+from lazymat.solvers.free_barycenter import free_support_barycenter
+
+ot = pytest.importorskip("ot")
+
+BACKENDS = [name for name in ("numpy", "torch") if name in lazymat.backends()]
+BLUR = 0.2
+
+
+def arr(name: str, v: np.ndarray) -> object:
+    return lazymat.get_registry().backend(name).from_numpy(np.ascontiguousarray(v))
+
+
+def npy(v: object) -> np.ndarray:
+    b = lazymat.backend_for(v)
+    return np.asarray(b.to_numpy(v))
+
+
+def clouds(seed: int, k: int = 3, m: int = 25, n: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """K clouds in the plane (offset along x), their weights, and starting points."""
+    rng = np.random.default_rng(seed)
+    y = rng.random((k, m, 2)) + np.arange(k)[:, None, None] * np.array([0.5, 0.0])
+    a = rng.random((k, m)) + 0.5
+    return y, a / a.sum(1, keepdims=True), rng.random((n, 2))
+
+
+def pot_entropic(y: list, a: list, x0: np.ndarray, lambdas: np.ndarray, steps: int) -> np.ndarray:
+    return ot.bregman.free_support_sinkhorn_barycenter(
+        y, a, x0, reg=2 * BLUR**2, weights=lambdas, numItermax=steps, stopThr=0.0, numInnerItermax=100_000
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_pot_entropic_fixed_point(backend: str) -> None:
+    y, a, x0 = clouds(0)
+    lambdas = np.array([0.2, 0.3, 0.5])
+    r = free_support_barycenter(
+        arr(backend, y),
+        arr(backend, x0),
+        arr(backend, a),
+        lambdas=lambdas,
+        blur=BLUR,
+        tol=1e-8,
+        max_iter=4,
+        stop=0.0,
+    )
+    expected = pot_entropic(list(y), list(a), x0, lambdas, 4)
+    assert r.n_iter == 4
+    assert np.max(np.abs(npy(r.points) - expected)) < 1e-6
+    objective = [float(npy(o)) for o in r.objective]
+    assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(objective))
+    assert objective[-1] < 0.5 * objective[0]
+
+
+def test_list_of_clouds_of_different_sizes() -> None:
+    y, a, x0 = clouds(1, k=2)
+    y_list, a_list = [y[0], y[1][:17]], [a[0], a[1][:17] / a[1][:17].sum()]
+    r = free_support_barycenter(y_list, x0, a_list, blur=BLUR, tol=1e-8, max_iter=3, stop=0.0)
+    expected = pot_entropic(y_list, a_list, x0, np.array([0.5, 0.5]), 3)
+    assert np.max(np.abs(r.points - expected)) < 1e-6
+
+
+def test_batched_barycenters_each_match_pot() -> None:
+    (y1, a1, x1), (y2, a2, x2) = clouds(2), clouds(3)
+    lambdas = np.array([[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
+    r = free_support_barycenter(
+        np.stack([y1, y2]),
+        np.stack([x1, x2]),
+        np.stack([a1, a2]),
+        lambdas=lambdas,
+        blur=BLUR,
+        tol=1e-8,
+        max_iter=2,
+        stop=0.0,
+    )
+    assert r.points.shape == (2, 20, 2) and r.objective[0].shape == (2,)
+    for k, (y, a, x0) in enumerate(((y1, a1, x1), (y2, a2, x2))):
+        assert np.max(np.abs(r.points[k] - pot_entropic(list(y), list(a), x0, lambdas[k], 2))) < 1e-6
+
+
+def test_translated_copies_match_pot_exact_barycenter() -> None:
+    """Copies of one cloud shifted by t_k: the exact barycenter is the cloud shifted by sum lambda_k t_k."""
+    rng = np.random.default_rng(4)
+    base = rng.random((12, 2))
+    shifts = np.array([[0.0, 0.0], [0.3, 0.1], [-0.2, 0.25]])
+    y = base[None] + shifts[:, None, :]
+    lambdas = np.array([0.5, 0.25, 0.25])
+    x0 = base + rng.normal(size=base.shape) * 0.01
+    exact = ot.lp.free_support_barycenter(list(y), [np.ones(12) / 12] * 3, x0, weights=lambdas, numItermax=20)
+    assert np.allclose(np.sort(exact[:, 0]), np.sort((base + lambdas @ shifts)[:, 0]), atol=1e-9)
+    r = free_support_barycenter(y, x0, lambdas=lambdas, blur=0.01, tol=1e-7, max_iter=20, stop=1e-14)
+    assert np.max(np.abs(r.points - exact)) < 1e-4
+
+
+def test_bad_input() -> None:
+    y, a, x0 = clouds(5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        free_support_barycenter(y, x0, lambdas=np.array([0.5, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="nonnegative"):
+        free_support_barycenter(y, x0, lambdas=np.array([1.5, -0.5, 0.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        free_support_barycenter(np.where(y > 0.9, np.nan, y), x0)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        free_support_barycenter(y, x0, a[:, :10])
+    with pytest.raises(ValueError, match="positive"):
+        free_support_barycenter(y, x0, b=np.concatenate([[0.0], np.ones(19) / 19]))
+    with pytest.raises(ValueError, match="both be batched"):
+        free_support_barycenter(y, x0[None])
