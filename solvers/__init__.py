@@ -1,8 +1,10 @@
 """Backend-neutral solvers written against the array API and LazyMatrix."""
 
 from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
+from .free_barycenter import FreeBarycenterResult, free_support_barycenter
 from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
 from .kernels import Kernel, cauchy, gaussian
+from .laguerre import LaguerreResult, anisotropic_cost, laguerre_cells
 from .lazy_plan import TransportPlan
 from .lbfgs import LBFGSInfo, lbfgs
 from .linear_operator import aslinearoperator
@@ -16,21 +18,26 @@ from .sinkhorn import sinkhorn
 __all__ = [
     "CGInfo",
     "ConvergenceWarning",
+    "FreeBarycenterResult",
     "Kernel",
     "KernelNormLoss",
+    "LaguerreResult",
     "LBFGSInfo",
     "NormalizedKernel",
     "OTResult",
     "RegistrationResult",
     "SamplesLoss",
     "TransportPlan",
+    "anisotropic_cost",
     "aslinearoperator",
     "cauchy",
     "cg",
     "flow",
+    "free_support_barycenter",
     "gaussian",
     "hamiltonian",
     "jacobi",
+    "laguerre_cells",
     "lbfgs",
     "normalized",
     "nystrom",
