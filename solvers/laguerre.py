@@ -18,14 +18,16 @@ Steps:
 1. **Domain**: pixel centres and masses of the density (pixels split between cells,
    fractional volumes) or the samples (point masses); see :mod:`.laguerre_volumes` for what
    a volume, the volume Jacobian and a centroid are on each.
-2. **Warm start** (entropic, eps-annealed; skipped when ``init`` weights are given): the
+2. **Warm start** (entropic, eps-annealed; tried when no ``init`` weights are given or when
+   they leave cells empty, unless ``warm_start=False``): the
    Sinkhorn loop of :mod:`.sinkhorn_loop` between (s, v) and (y, mu), one symmetric update
    per temperature from eps = c_max - c_min down to eps_end = 0.2 (c_max - c_min)
    (min_i v_i / mass)^(2/D); the start is f_i + eps_end log v_i (the soft cells' log-weights
    folded into the weights). Its hard cells are typically within tens of percent of their
    targets: it pays on uneven densities (half the Newton evaluations of a Gaussian blob in
    our measurements), not on uniform ones. Where it leaves a cell empty (a soft cell can
-   hide a small hard one), Newton starts from zero weights (the Voronoi cells) instead.
+   hide a small hard one), Newton starts from zero weights (the Voronoi cells) instead, and
+   fails with a clear error if these leave cells empty too.
 3. **Damped Newton** (Kitagawa, Merigot & Thibert, "Convergence of a Newton algorithm for
    semi-discrete optimal transport", JEMS 2019): solve J d = v - Vol(f) by conjugate gradient
    (Jacobi preconditioned) with J the Laplacian of :mod:`.laguerre_volumes`, then try the steps
@@ -302,6 +304,7 @@ def laguerre_cells(
     tol: float = 1e-4,
     max_iter: int = 20,
     init: Any = None,
+    warm_start: bool = True,
 ) -> LaguerreResult:
     """Dual weights of the Laguerre cells of ``seeds`` with the given ``volumes`` (module docstring).
 
@@ -317,8 +320,10 @@ def laguerre_cells(
         cost: ``cost(Vi(seeds), Vj(y)) -> LazyMatrix``; default |x - y|^2.
         tol: target max_i |Vol_i - v_i| / v_i.
         max_iter: most Newton iterations.
-        init: starting dual weights (N,) (e.g. those of a previous, nearby problem); skips
-            the entropic warm start.
+        init: starting dual weights (N,) (e.g. those of a previous, nearby problem).
+        warm_start: start from the entropic warm start (step 2) when ``init`` is not given
+            or leaves cells empty; else from zero weights (the Voronoi cells), the last resort
+            of every start that leaves cells empty.
 
     Returns:
         a :class:`LaguerreResult`. Warns :class:`ConvergenceWarning` if ``tol`` is not reached.
@@ -352,29 +357,30 @@ def laguerre_cells(
     n = int(seeds.shape[0])
     _check_distinct(xp, seeds)
     targets = _targets(volumes, n, domain)
-    warm_iter = 0
-    if init is None:
-        f, warm_iter = _warm_start(domain, seeds, targets, cost)
+    starts = []  # the starting weights to try, in order: the first without empty cells wins
+    if init is not None:
+        init = _float64("init", init)
+        if tuple(init.shape) != (n,):
+            raise ValueError(f"init must have shape ({n},), one weight per seed, got {tuple(init.shape)}")
+        starts.append(("init", lambda: (init, 0)))
+    if warm_start:
+        starts.append(("the warm start", lambda: _warm_start(domain, seeds, targets, cost)))
+    starts.append(("zero weights", lambda: (xp.zeros_like(targets), 0)))
+    evaluations, warm_iter = 0, 0
+    for name, start in starts:
+        f, iterations = start()
+        warm_iter += iterations
         cells = assign(domain, seeds, f, cost)
-        evaluations = 1
-        if bool(xp.any(cells.volumes <= 0)):  # soft cells hide small ones: start from the Voronoi cells
-            logger.info("laguerre: the warm start leaves cells empty; starting from zero weights")
-            f = xp.zeros_like(targets)
-            cells = assign(domain, seeds, f, cost)
-            evaluations += 1
+        evaluations += 1
+        if not bool(xp.any(cells.volumes <= 0)):
+            break
+        logger.info("laguerre: %s leaves cells empty", name)
     else:
-        f = _float64("init", init)
-        if tuple(f.shape) != (n,):
-            raise ValueError(f"init must have shape ({n},), one weight per seed, got {tuple(f.shape)}")
-        cells = assign(domain, seeds, f, cost)
-        evaluations = 1
-    empty = xp.nonzero(cells.volumes <= 0)[0]
-    if int(empty.shape[0]) > 0:
-        ids = [int(i) for i in empty[:10]]
+        ids = [int(i) for i in xp.nonzero(cells.volumes <= 0)[0][:10]]
         raise ValueError(
-            f"cells {ids} are empty at the start of Newton: their seeds are duplicates, or lie where "
-            "other seeds' cells leave them no room (outside the density's support?); move or remove "
-            "them" + ("" if init is None else ", or start from other weights (init)")
+            f"cells {ids} are empty at every start (even with zero weights, the Voronoi cells): their seeds "
+            "lie where other seeds' cells leave them no room (outside the density's support?); move or "
+            "remove them"
         )
     floor = 0.5 * min(float(xp.min(cells.volumes)), float(xp.min(targets)))
     errors = [_relative_error(xp, cells.volumes, targets)]

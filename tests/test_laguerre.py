@@ -217,7 +217,12 @@ def test_init_and_single_cell() -> None:
     x, v = problem(6, 9)
     first = laguerre_cells(x, v, density=np.ones((128, 128)), tol=1e-6)
     again = laguerre_cells(x, v, density=np.ones((128, 128)), tol=1e-6, init=first.weights)
-    assert again.n_iter == 0 and again.warm_start_iter == 0
+    assert again.n_iter == 0 and again.warm_start_iter == 0 and again.n_evaluations == 1
+    # weights that leave cells empty: the warm start takes over
+    crowded = np.zeros(9)
+    crowded[0] = 10.0
+    rescued = laguerre_cells(x, v, density=np.ones((128, 128)), tol=1e-6, init=crowded)
+    assert rescued.converged and rescued.warm_start_iter > 0
     one = laguerre_cells(x[:1], density=np.ones((16, 16)) * 2.0)
     assert np.allclose(npy(one.volumes), [2.0]) and np.allclose(npy(one.centroids), [[0.5, 0.5]])
 
@@ -246,11 +251,11 @@ def test_bad_input() -> None:
         laguerre_cells(x, v, density=np.zeros((8, 8)))
     with pytest.raises(ValueError, match="equal"):  # two seeds at one place: one cell stays empty
         laguerre_cells(np.concatenate([x, x[:1]]), density=ones)
-    with pytest.raises(ValueError, match="empty"):  # a seed whose Voronoi cell misses the support
+    with pytest.raises(ValueError, match="empty at every start"):  # its Voronoi cell misses the support
         laguerre_cells(
             np.array([[0.1, 0.5], [0.2, 0.5], [0.9, 0.5]]),
             density=ones * (np.arange(32) >= 16)[:, None],
-            init=np.zeros(3),
+            warm_start=False,
         )
     with pytest.raises(TypeError, match="float64"):
         laguerre_cells(x.astype(np.float32), v, density=ones)
