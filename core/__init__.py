@@ -15,13 +15,13 @@ from typing import Any
 
 from .autodiff import matrix_vjp as vjp
 from .backend import Backend
-from .config import config, set_backend
-from .engine import Engine
+from .engine import Engine, EngineError, EngineWarning
 from .hookspecs import hookimpl
 from .ir.node import DimensionError
 from .keops_compat import LazyTensor
 from .lazymatrix import LazyMatrix, Pm, Vi, Vj
-from .plugin_manager import get_registry
+from .options import carry_config, config, set_backend
+from .plugin_manager import PluginWarning, get_registry
 from .request import ReductionRequest, ReductionSpec
 
 __version__ = "0.1.0"
@@ -59,15 +59,19 @@ __all__ = [
     "Backend",
     "DimensionError",
     "Engine",
+    "EngineError",
+    "EngineWarning",
     "LazyMatrix",
     "LazyTensor",
     "Pm",
+    "PluginWarning",
     "ReductionRequest",
     "ReductionSpec",
     "Vi",
     "Vj",
     "backend_for",
     "backends",
+    "carry_config",
     "config",
     "engines",
     "grad",

@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from . import __version__
-from .config import _ENV, _KEYS, _context, _global, get_option
+from .options import _ENV, _KEYS, _context, _global, get_option
 from .plugin_manager import GROUP, disabled_plugins, get_registry
 
 

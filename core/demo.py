@@ -23,8 +23,8 @@ import numpy as np
 
 import lazymat as lm
 
-from .config import get_option
 from .dispatch import select_backend, select_engine
+from .options import get_option
 from .request import build_request
 
 #: further demos run after the main one: functions ``(quick: bool) -> None`` that print

@@ -34,8 +34,8 @@ from typing import Any
 
 from .autodiff import reduction_jvp, reduction_vjp
 from .backend import Backend
-from .config import engine_for, get_option
 from .engine import Engine, EngineError, EngineWarning
+from .options import engine_for, get_option
 from .plugin_manager import get_registry
 from .request import ReductionRequest, ReductionSpec, build_request
 

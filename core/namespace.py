@@ -34,8 +34,10 @@ REQUIRED_FUNCTIONS: tuple[str, ...] = (
     "int64",
     # element-wise (the operations' ``array_api`` names among them)
     "abs",
+    "add",
     "atan2",
     "cos",
+    "divide",
     "exp",
     "isfinite",
     "isnan",
@@ -43,6 +45,7 @@ REQUIRED_FUNCTIONS: tuple[str, ...] = (
     "log1p",
     "maximum",
     "minimum",
+    "multiply",
     "negative",
     "pow",
     "round",
@@ -50,6 +53,7 @@ REQUIRED_FUNCTIONS: tuple[str, ...] = (
     "sin",
     "sqrt",
     "square",
+    "subtract",
     "tanh",
     "where",
     # reductions, searching and sorting (online merges: min/argmin and K-min need these)

@@ -357,6 +357,7 @@ REDUCTIONS: dict[str, Reduction] = {
 
 
 def get_reduction(name: str) -> Reduction:
+    """The reduction kind called ``name`` (``"sum"``, ``"lse"``, ``"min_argmin"``, ...)."""
     try:
         return REDUCTIONS[name]
     except KeyError:

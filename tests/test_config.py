@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import lazymat as lm
-from lazymat.config import DEFAULT_TILE_BYTES
 from lazymat.builtin_engines.reference import ReferenceEngine
+from lazymat.options import DEFAULT_TILE_BYTES
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionRequest
 

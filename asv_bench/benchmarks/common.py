@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 import lazymat
-from lazymat.config import get_option
+from lazymat.options import get_option
 from lazymat.request import build_request
 
 #: set to 1 to run every benchmark at a tiny size (smoke tests, quick checks of asv itself)

@@ -139,6 +139,7 @@ class Div(Node):
 
 
 def add(a: Node, b: Node) -> Node:
+    """a + b, simplified (constants folded, + 0 dropped)."""
     dim = broadcast_dim("+", a, b)
     if isinstance(a, Const) and isinstance(b, Const):
         return Const(a.value + b.value, dim)
@@ -152,6 +153,7 @@ def add(a: Node, b: Node) -> Node:
 
 
 def sub(a: Node, b: Node) -> Node:
+    """a - b, simplified."""
     dim = broadcast_dim("-", a, b)
     if isinstance(a, Const) and isinstance(b, Const):
         return Const(a.value - b.value, dim)
@@ -163,6 +165,7 @@ def sub(a: Node, b: Node) -> Node:
 
 
 def mul(a: Node, b: Node) -> Node:
+    """a * b, simplified (constants first, * 1 dropped, * 0 folded)."""
     dim = broadcast_dim("*", a, b)
     if isinstance(a, Const) and isinstance(b, Const):
         return Const(a.value * b.value, dim)
@@ -182,6 +185,7 @@ def mul(a: Node, b: Node) -> Node:
 
 
 def div(a: Node, b: Node) -> Node:
+    """a / b, simplified."""
     dim = broadcast_dim("/", a, b)
     if isinstance(a, Const) and isinstance(b, Const) and b.value != 0.0:
         return Const(a.value / b.value, dim)
@@ -193,6 +197,7 @@ def div(a: Node, b: Node) -> Node:
 
 
 def neg(a: Node) -> Node:
+    """-a, simplified (double negation dropped)."""
     if isinstance(a, Const):
         return Const(-a.value, a.dim)
     if isinstance(a, Neg):
@@ -201,6 +206,7 @@ def neg(a: Node) -> Node:
 
 
 def sum_dim(a: Node) -> Node:
+    """The sum of the inner vector (identity on dimension 1)."""
     if a.dim == 1:
         return a
     if isinstance(a, Const):

@@ -33,6 +33,8 @@ class Unary(Node):
 
 
 class Exp(Unary):
+    """exp(a)."""
+
     array_api, c, keops = "exp", "lm_exp({0})", "Exp({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -43,6 +45,8 @@ class Exp(Unary):
 
 
 class Log(Unary):
+    """log(a) (NaN below 0, -inf at 0)."""
+
     array_api, c, keops = "log", "lm_log({0})", "Log({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -53,6 +57,8 @@ class Log(Unary):
 
 
 class Sin(Unary):
+    """sin(a)."""
+
     array_api, c, keops = "sin", "lm_sin({0})", "Sin({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -63,6 +69,8 @@ class Sin(Unary):
 
 
 class Cos(Unary):
+    """cos(a)."""
+
     array_api, c, keops = "cos", "lm_cos({0})", "Cos({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -73,6 +81,8 @@ class Cos(Unary):
 
 
 class Sqrt(Unary):
+    """sqrt(a) (NaN below 0)."""
+
     array_api, c, keops = "sqrt", "lm_sqrt({0})", "Sqrt({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -98,6 +108,8 @@ class Rsqrt(Unary):
 
 
 class Abs(Unary):
+    """|a|."""
+
     array_api, c, keops = "abs", "lm_fabs({0})", "Abs({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -153,6 +165,8 @@ class Relu(Unary):
 
 
 class Square(Unary):
+    """a * a."""
+
     array_api, c, keops = "square", "{0} * {0}", "Square({0})"
 
     def dense(self, grid: Any, a: np.ndarray) -> np.ndarray:
@@ -163,6 +177,8 @@ class Square(Unary):
 
 
 class Tanh(Unary):
+    """tanh(a)."""
+
     array_api, c = "tanh", "lm_tanh({0})"
     #: KeOps has no Tanh: 1 - 2 / (exp(2a) + 1)
     keops = "(IntCst(1)-IntCst(2)/(Exp(IntCst(2)*{0})+IntCst(1)))"

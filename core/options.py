@@ -1,4 +1,4 @@
-"""Choosing backends, engines and the tile budget.
+"""The options of a reduction: backend, engine, tile budget, strict engines (``lazymat.config``).
 
 First match wins: explicit argument, ``lazymat.config(...)`` context (thread- and
 task-local), ``lazymat.set_backend(...)`` (process-wide), the environment
