@@ -204,3 +204,18 @@ def test_asyncio_tasks_do_not_see_each_others_context(spies: dict[str, Spy]) -> 
     assert order[:2] == ["spy-a", "spy-b"]  # the tasks did interleave
     assert len(spies["spy-a"].calls) == len(spies["spy-b"].calls) == 3
     assert spies["spy-c"].calls == spies["spy-d"].calls == []
+
+
+def test_carry_config_takes_the_context_into_executor_threads(spies: dict[str, Spy]) -> None:
+    """Threads do not inherit ``lazymat.config`` (documented); ``carry_config`` carries it."""
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        with lm.config(engine="spy-a"):
+            plain = [loop.run_in_executor(None, kernel_sum) for _ in range(4)]
+            carried = [loop.run_in_executor(None, lm.carry_config(kernel_sum)) for _ in range(4)]
+            await asyncio.gather(*plain, *carried)
+        return len(spies["spy-a"].calls), len(carried)
+
+    ran_on_spy, carried = asyncio.run(main())
+    assert ran_on_spy == carried  # exactly the carried calls ran with the task's engine
