@@ -2,7 +2,9 @@
 
 from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from .free_barycenter import FreeBarycenterResult, free_support_barycenter
+from .grid_sinkhorn import solve_grid
 from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
+from .images_loss import ImagesLoss
 from .kernels import Kernel, cauchy, gaussian
 from .laguerre import LaguerreResult, anisotropic_cost, laguerre_cells
 from .lazy_plan import TransportPlan
@@ -19,6 +21,7 @@ __all__ = [
     "CGInfo",
     "ConvergenceWarning",
     "FreeBarycenterResult",
+    "ImagesLoss",
     "Kernel",
     "KernelNormLoss",
     "LaguerreResult",
@@ -45,4 +48,5 @@ __all__ = [
     "shoot",
     "shoot_with_adjoint",
     "sinkhorn",
+    "solve_grid",
 ]

@@ -40,46 +40,30 @@ Gradients of order two are not those of S.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat
-
-from lazymat import Pm, Vi, Vj
-
 from .cloud_solution import CloudSolution, unsort
-from .costs import Cost, evaluate_cost, ground_cost
-from .measures import Measures, check_measures
+from .costs import Cost, ground_cost
+from .measures import check_measures
 from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, multiscale_sinkhorn_loop
 from .ot_result import OTResult
 from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
-from .sinkhorn_loop import Transport, log_weights, sinkhorn_loop
+from .sinkhorn_loop import Problem, Transport, sinkhorn_loop
 
 
-def _mass_term(xp: Any, t: Transport, f: Any, g: Any, eps: float) -> Any:
-    """eps <a x b, exp((f + g - C)/eps)> with f, g constant and a, b, x, y live: (B,)."""
-    stop = t.stop
-    log_a, log_b = log_weights(xp, t.a), log_weights(xp, t.b)
-    y = t.x if t.symmetric else t.y
-    inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype, device=array_api_compat.device(f))
-    u = log_a + stop(f) / eps
-    v = log_b + stop(g) / eps
-    c = evaluate_cost(t.cost, Vi(t.x), Vj(y))
-    lse = (Vj(xp.reshape(v, (*v.shape, 1))) - c * Pm(inv_eps)).logsumexp(axis=1, ranges=t.ranges)
-    return eps * xp.sum(xp.exp(u + xp.reshape(lse, u.shape)), axis=-1)
-
-
-def _value(
+def ot_value(
     xp: Any,
     penalty: Penalty,
     eps: float,
-    m: Measures,
-    problems: list[Transport],
+    a: Any,
+    b: Any,
+    problems: Sequence[Problem],
     pots: list[tuple[Any, ...]],
     debias: bool,
 ) -> Any:
-    """The divergence (or OT value) of the module docstring, shape (B,)."""
-    a, b = m.a, m.b
+    """The divergence (or OT value) of the module docstring, shape (B,), for weights a, b (B, N)."""
     f, g = pots[0]
     if isinstance(penalty, Balanced):
         if not debias:
@@ -107,10 +91,10 @@ def _value(
     # total variation: dual objectives at constant potentials (envelope theorem)
     stop = problems[0].stop
 
-    def dual(t: Transport, u: Any, v: Any) -> Any:
+    def dual(t: Problem, u: Any, v: Any) -> Any:
         # -phi*(-f) = min(f, rho) = f: the TV updates keep the potentials in [-rho, rho]
         w_a, w_b = t.a, (t.a if t.symmetric else t.b)
-        return xp.sum(w_a * stop(u), axis=-1) + xp.sum(w_b * stop(v), axis=-1) - _mass_term(xp, t, u, v, eps)
+        return xp.sum(w_a * stop(u), axis=-1) + xp.sum(w_b * stop(v), axis=-1) - t.mass_term(u, v, eps)
 
     d_ab = dual(problems[0], f, g)
     if not debias:
@@ -219,7 +203,7 @@ def sinkhorn(
             problems += [Transport(m.x, m.x, m.a, m.a, True, c), Transport(m.y, m.y, m.b, m.b, True, c)]
         outcome = sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
     pots = [t.extrapolate(q, eps, pen) for t, q in zip(problems, outcome.potentials, strict=True)]
-    value = _value(xp, pen, eps, solved, problems, pots, debias)
+    value = ot_value(xp, pen, eps, solved.a, solved.b, problems, pots, debias)
     if perm is not None:  # potentials back to the caller's order
         side_of = [(0, 1), (0,), (1,)]
         pots = [

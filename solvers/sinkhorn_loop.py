@@ -26,9 +26,9 @@ with 1/eps passed as a parameter ``Pm`` so that every iteration reuses one formu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import array_api_compat
 
@@ -61,6 +61,24 @@ def softmin(
     inv_eps = xp.asarray([1.0 / eps], dtype=h.dtype, device=array_api_compat.device(h))
     lse = (wrap(xp.reshape(h, (*h.shape, 1))) - cost * Pm(inv_eps)).logsumexp(axis=axis, ranges=ranges)
     return -eps * xp.reshape(lse, tuple(lse.shape[:-1]))
+
+
+class Problem(Protocol):
+    """What the loop (and the value of :mod:`.sinkhorn`) needs of one OT problem: weights
+    (B, N) and the updates. :class:`Transport` (point clouds) and the grids' problems
+    (:mod:`.grid_sinkhorn`) are two."""
+
+    xp: Any
+    a: Any
+    b: Any
+    symmetric: bool
+    stop: Callable[[Any], Any]
+
+    def zeros(self) -> tuple[Any, ...]: ...
+
+    def sinkhorn_step(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]: ...
+
+    def mass_term(self, f: Any, g: Any, eps: float) -> Any: ...
 
 
 @dataclass
@@ -106,6 +124,18 @@ class Transport:
             return (ft,)
         gt = penalty.update(xp, softmin(xp, self.matrix, self.log_a + f / eps, eps, 0, r), eps)
         return ft, gt
+
+    def mass_term(self, f: Any, g: Any, eps: float) -> Any:
+        """eps <a x b, exp((f + g - C)/eps)> with f, g constant and a, b, x, y live: (B,)."""
+        xp, stop = self.xp, self.stop
+        log_a, log_b = log_weights(xp, self.a), log_weights(xp, self.b)
+        y = self.x if self.symmetric else self.y
+        inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype, device=array_api_compat.device(f))
+        u = log_a + stop(f) / eps
+        v = log_b + stop(g) / eps
+        c = evaluate_cost(self.cost, Vi(self.x), Vj(y))
+        lse = (Vj(xp.reshape(v, (*v.shape, 1))) - c * Pm(inv_eps)).logsumexp(axis=1, ranges=self.ranges)
+        return eps * xp.sum(xp.exp(u + xp.reshape(lse, u.shape)), axis=-1)
 
     def extrapolate(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
         """One last update, differentiable with respect to the points and nothing else.
@@ -156,7 +186,7 @@ def _sup_change(xp: Any, old: list[tuple[Any, ...]], new: list[tuple[Any, ...]])
 
 
 def sinkhorn_loop(
-    problems: list[Transport],
+    problems: Sequence[Problem],
     eps_list: list[float],
     penalty: Penalty,
     *,
