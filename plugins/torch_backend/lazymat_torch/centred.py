@@ -20,14 +20,15 @@ rounding of ``a - c`` and ``b - c`` (``u |a - c|`` each) moves the distance by a
 :mod:`lazymat_torch.lse_gemm`). The ``|t_j|`` part is a relative error of the shift, which
 the exact evaluation makes too; ``|s| e_i`` is the GEMM's own.
 
-Where the GEMM stands: a folded exponential's argument ``s d + t`` (the Gaussian kernel,
-the softmin; s a constant or a parameter's value) takes the GEMM for row i while
-``|s| e_i <= 64 sqrt(u)`` (:func:`exponent_tolerance`: 1.6e-2 in float32, 6.7e-7 in
-float64), the kernel's scale being ``1 / |s|``: the GEMM then moves every exponential by
-that fraction at most. A bare squared distance, whose scale the node cannot know (what
-reads it may be any function), keeps the GEMM value of a pair while ``e_i <= sqrt(u)``
-times that value (:func:`relative_tolerance`: 2.4e-4 in float32, 1.1e-8 in float64), and
-its other pairs (the near ones, where the expansion cancels) are evaluated exactly. Rows
+Where the GEMM stands, with :func:`tolerance` ``= 64 sqrt(u)`` (1.6e-2 in float32, 6.7e-7
+in float64): a folded exponential's argument ``s d + t`` (the Gaussian kernel, the
+softmin; s a constant or a parameter's value) takes the GEMM for row i while
+``|s| e_i <= tolerance``, the kernel's scale being ``1 / |s|``: the GEMM then moves every
+exponential by that fraction at most. A bare squared distance, whose scale the node
+cannot know (what reads it may be any function), keeps the GEMM value of a pair while
+``e_i <= tolerance`` times that value, and its other pairs (the near ones, where the
+expansion cancels) are evaluated exactly: a pass of row minima finds the rows that hold
+any. Rows
 or columns with a non-finite coordinate are always evaluated exactly (their GEMM would mix
 ``inf - inf``), so that +inf in x_i and -inf in y_j give what the exact evaluation gives.
 The bound is a worst case (every rounding with the same sign); typical errors are orders
@@ -41,7 +42,7 @@ from typing import Any
 
 import torch
 
-#: the GEMM's bound on an exponent may reach this times sqrt(unit roundoff)
+#: the GEMM's bound may reach this times sqrt(unit roundoff) of the kernel's scale
 TOLERANCE_FACTOR = 64.0
 
 
@@ -56,15 +57,10 @@ def gamma(n: int, dtype: torch.dtype) -> float:
     return nu / (1.0 - nu) if nu < 0.5 else math.inf
 
 
-def exponent_tolerance(dtype: torch.dtype) -> float:
-    """The largest error of the GEMM in an exponential's argument: a fraction of the
-    kernel's scale (``64 sqrt(u)``, see the module)."""
+def tolerance(dtype: torch.dtype) -> float:
+    """The largest error of the GEMM, as a fraction of the kernel's scale or of a bare
+    distance (``64 sqrt(u)``, see the module)."""
     return TOLERANCE_FACTOR * math.sqrt(unit_roundoff(dtype))
-
-
-def relative_tolerance(dtype: torch.dtype) -> float:
-    """The largest error of the GEMM relative to a bare squared distance (``sqrt(u)``)."""
-    return math.sqrt(unit_roundoff(dtype))
 
 
 def gemm_error(radius: Any, dim: int, dtype: torch.dtype) -> Any:

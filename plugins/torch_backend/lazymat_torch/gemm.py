@@ -47,7 +47,7 @@ from lazymat.plugin import (
     substitute,
 )
 
-from .centred import CentredPair, exact_sqdist, exponent_tolerance, relative_tolerance
+from .centred import CentredPair, exact_sqdist, tolerance
 
 #: the side of a node: the indices its value depends on ("i", "j"); parameters add none
 Side = frozenset[str]
@@ -147,11 +147,15 @@ class GemmOperands:
         return g
 
     def _redo_pairs(self, g: Any, i0: int, cols: Any) -> None:
-        """Replace the GEMM values under their row's threshold (NaN included) by exact ones."""
-        low = (g >= self.threshold[i0 : i0 + g.shape[1], None]).logical_not_()
-        batch, row, col = low.nonzero().unbind(-1)
-        if row.numel() == 0:
+        """Replace the GEMM values under their row's threshold (NaN included) by exact ones:
+        the rows whose minimum is under it first (a cheap pass), then their pairs."""
+        thr = self.threshold[i0 : i0 + g.shape[1]]
+        rows = (g.amin(-1) >= thr).logical_not_().any(0).nonzero()[:, 0]
+        if rows.numel() == 0:
             return
+        low = (g[:, rows] >= thr[rows, None]).logical_not_()
+        batch, pos, col = low.nonzero().unbind(-1)
+        row = rows[pos]
         a, b = self.pair.a, self.pair.b
         a_rows = a[batch if a.shape[0] > 1 else 0, row + i0]
         b_rows = b[batch if b.shape[0] > 1 else 0, _column_ids(cols, col)]
@@ -169,8 +173,8 @@ class SqDistGemm(Node):
     The GEMM runs on augmented rows of centred points, [a, |a|^2, 1] . [-2b, 1, |b|^2], so
     that the tile comes out complete from one matrix product. The node's scale is unknown
     (what reads it may be any function), so each pair keeps the GEMM value only where the
-    rounding bound is at most ``relative_tolerance`` of it; the others (near pairs, where
-    the expansion cancels, and negative values among them) take the exact difference.
+    rounding bound is at most ``tolerance`` of it; the others (near pairs, where the
+    expansion cancels, and negative values among them) take the exact difference.
     """
 
     arity = 2
@@ -183,7 +187,7 @@ class SqDistGemm(Node):
         pair = CentredPair(_rows(a), _cols(b))
         b_sq = (pair.b_c * pair.b_c).sum(-1, keepdim=True)
         b_aug = torch.cat((-2.0 * pair.b_c, torch.ones_like(b_sq), b_sq), dim=-1)
-        threshold = (pair.error / relative_tolerance(a.dtype)).to(a.dtype)
+        threshold = (pair.error / tolerance(a.dtype)).to(a.dtype)
         operands = (augmented_rows(pair.a_c), b_aug)
         return GemmOperands(pair, operands, (1.0, 0.0), pair.bad_rows, threshold)
 
@@ -196,7 +200,7 @@ class ExpArgGemm(Node):
     The scale and shift ride on the augmented rows of centred points, [a, |a|^2, 1] .
     [-2 s b, s, s |b|^2 + t] (s = scale * factor), which saves the passes of the scalar
     steps over the tile. The kernel's scale is ``1 / |s|``: rows whose rounding bound times
-    ``|s|`` exceeds ``exponent_tolerance`` take the exact difference (:mod:`lazymat_torch.centred`).
+    ``|s|`` exceeds ``tolerance`` take the exact difference (:mod:`lazymat_torch.centred`).
     There is no clamp: exp is smooth, and a distance that rounding takes a few ulps below
     zero moves the exponential as little as any other rounding of the GEMM.
     """
@@ -222,7 +226,7 @@ class ExpArgGemm(Node):
             shift = float(shift.reshape(()))
         scale = self.scale * factor.reshape(-1, 1, 1)  # (B|1, 1, 1)
         operands = self.augmented(pair.a_c, pair.b_c, shift, scale)
-        loose = ~(float(scale.abs().max()) * pair.error <= exponent_tolerance(a.dtype))
+        loose = ~(float(scale.abs().max()) * pair.error <= tolerance(a.dtype))
         return GemmOperands(pair, operands, (scale, shift), pair.bad_rows | loose)
 
     def augmented(self, a: Any, b: Any, shift: Any, scale: Any) -> tuple[Any, Any]:

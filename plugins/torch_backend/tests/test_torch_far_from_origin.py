@@ -110,14 +110,15 @@ def test_wide_clouds_take_the_exact_difference(
 
 def test_near_pairs_of_a_bare_distance_are_exact(exact_calls: dict[str, list[int]]) -> None:
     """A rational kernel 1 / (|x - y|^2 + 1e-4) of clouds spread over 10^2, with near pairs:
-    the node's scale is unknown, so the pairs whose GEMM value is below its bound / sqrt(u)
-    take the exact difference (the GEMM would be off by ~u * 10^4 = 6e-4 >> 1e-4)."""
+    the node's scale is unknown, so the pairs whose GEMM value is below its bound / tolerance
+    take the exact difference (the GEMM would be off by ~u * 10^4 = 6e-4 >> 1e-4); the
+    others keep a GEMM value within 64 sqrt(u) = 1.6e-2 of their own (a worst case)."""
     x, y, cx, cy = _clouds(200, 220, 50.0, torch.float32, spread=30.0)
     y[:100] = x[:100] + 0.01
     cy[:100] = y[:100].double().numpy() - 50.0
     got = (1.0 / (lm.Vi(x).sqdist(lm.Vj(y)) + 1e-4)).sum(axis=1, engine="torch-tiled")
     ref = (1.0 / (_sqdist(cx, cy) + 1e-4)).sum(1)
-    np.testing.assert_allclose(got[:, 0].double().numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(got[:, 0].double().numpy(), ref, rtol=1e-3)
     assert 100 <= sum(exact_calls["pairs"]) < 200 * 220 / 10 and exact_calls["blocks"] == []
 
 
