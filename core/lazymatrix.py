@@ -9,6 +9,7 @@ that library's autodiff when it has one.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from .backend import Backend
 from .block_sparse import BlockSparsity
 from .dispatch import reduce, select_backend
 from .ir import functions as fn
+from .ir import special as sp
 from .ir import vector as vec
 from .ir.algebra import add, div, mul, neg, sub, sum_dim
 from .ir.leaves import Const, Var
@@ -184,11 +186,20 @@ class LazyMatrix:
         """Dot product of the inner vectors: ``x_i | y_j``."""
         return self._combine((o,), vec.dot)
 
-    def __getitem__(self, key: int | slice) -> Any:
-        """Slice of the inner vector: ``K[0]``, ``K[1:3]``."""
+    def __getitem__(self, key: int | slice | tuple[Any, ...]) -> Any:
+        """Slice of the inner vector: ``K[0]``, ``K[1:3]``, and KeOps' ``K[..., 0]``, ``K[:, :, 1:3]``."""
+        if isinstance(key, tuple):
+            *lead, last = key if key else (None,)
+            if not key or any(k is not Ellipsis and k != slice(None) for k in lead):
+                raise IndexError(
+                    f"index only the inner dimension: K[k], K[a:b], K[..., k] or K[:, :, a:b], got {key!r}"
+                )
+            key = last
         d = self.formula.dim
-        if isinstance(key, int):
+        if isinstance(key, int) and not isinstance(key, bool):
             k = key + d if key < 0 else key
+            if not 0 <= k < d:
+                raise IndexError(f"index {key} is out of range for a formula of inner dimension {d}")
             return self._unary(lambda a: vec.elem(a, k))
         if isinstance(key, slice):
             start, stop, step = key.indices(d)
@@ -221,6 +232,57 @@ class LazyMatrix:
 
     def abs(self) -> Any:
         return self._unary(fn.Abs)
+
+    def atan(self) -> Any:
+        return self._unary(sp.Atan)
+
+    def asin(self) -> Any:
+        return self._unary(sp.Asin)
+
+    def acos(self) -> Any:
+        return self._unary(sp.Acos)
+
+    def sinxdivx(self) -> Any:
+        """sin(x) / x, 1 at 0."""
+        return self._unary(sp.SinXDivX)
+
+    def sinc(self) -> Any:
+        """The normalised sinc, sin(pi x) / (pi x), as numpy's and torch's."""
+        return self._unary(lambda a: sp.SinXDivX(mul(Const(math.pi), a)))
+
+    def xlogx(self) -> Any:
+        """x log(x), 0 at 0."""
+        return self._unary(sp.XLogX)
+
+    def floor(self) -> Any:
+        return self._unary(sp.Floor)
+
+    def round(self, decimals: int = 0) -> Any:
+        """Rounded to ``decimals`` decimal places, halves away from zero (KeOps' ``Round``)."""
+        return self._unary(lambda a: sp.round_to(a, int(decimals)))
+
+    def mod(self, modulus: Any, offset: Any = 0.0) -> Any:
+        """x - modulus * floor((x - offset) / modulus): in [offset, offset + modulus) (KeOps' ``Mod``)."""
+        return self._combine((modulus, offset), sp.mod)
+
+    # comparisons: 1.0 where they hold, else 0.0
+    def equal(self, other: Any) -> Any:
+        return self._combine((other,), sp.Equal)
+
+    def not_equal(self, other: Any) -> Any:
+        return self._combine((other,), sp.NotEqual)
+
+    def less(self, other: Any) -> Any:
+        return self._combine((other,), sp.LessThan)
+
+    def less_equal(self, other: Any) -> Any:
+        return self._combine((other,), sp.LessOrEqual)
+
+    def greater(self, other: Any) -> Any:
+        return self._combine((other,), lambda a, b: sp.LessThan(b, a))
+
+    def greater_equal(self, other: Any) -> Any:
+        return self._combine((other,), lambda a, b: sp.LessOrEqual(b, a))
 
     def sign(self) -> Any:
         return self._unary(fn.Sign)

@@ -31,7 +31,8 @@ maxima in brackets):
   sqrt(2)), f = m - 1 exact, log(1 + f) = f - f**2/2 + s (f**2/2 + R(s**2)) with s =
   f / (2 + f) and R the atanh series (to s**9 in float32, s**21 in float64).
 
-The other functions map to libm (``sin``, ``cos``, ``tanh``, ``atan2``, ``pow``; their
+The other functions map to libm (``sin``, ``cos``, ``tanh``, ``atan2``, ``pow``, ``atan``,
+``asin``, ``acos``, ``floor``, ``round``; their
 ``f`` variants in float32), which is correctly rounded or within 1-2 ulp but not
 vectorised by the compiler: formulas using them run scalar inner loops.
 """
@@ -166,6 +167,11 @@ _LIBM = {
     "cos": ("x",),
     "tanh": ("x",),
     "atan2": ("y", "x"),
+    "atan": ("x",),
+    "asin": ("x",),
+    "acos": ("x",),
+    "floor": ("x",),
+    "round": ("x",),
     "pow": ("x", "p"),
 }
 

@@ -147,6 +147,23 @@ OPS: dict[str, tuple[Callable[..., Any], Dense]] = {
             + x.sum(-1, keepdims=True) ** 2
         ),
     ),
+    "atan_asin_acos_sinxdivx_xlogx_floor_round_comparisons": (
+        lambda X, Y, P: (
+            (X - Y)
+            .atan()
+            .concat((X * Y).tanh().asin() + (X - Y).tanh().acos())
+            .concat((X * Y * 3.0).sinxdivx() + (X * X + Y * Y).xlogx())
+            .concat((X * 2.0 + Y).floor() + (X * 3.0 - Y).round())
+            .concat(X.less(Y) + X.less_equal(Y * P) * 2.0 + X.equal(X[0]) * 4.0 + X.not_equal(Y[1]) * 8.0)
+        ),
+        lambda x, y, p: cat(
+            np.arctan(x - y),
+            np.arcsin(np.tanh(x * y)) + np.arccos(np.tanh(x - y)),
+            np.sinc(x * y * 3.0 / np.pi) + (x * x + y * y) * np.log(x * x + y * y),
+            np.floor(x * 2.0 + y) + np.sign(x * 3.0 - y) * np.floor(np.abs(x * 3.0 - y) + 0.5),
+            (x < y) + (x <= y * p) * 2.0 + (x == x[..., :1]) * 4.0 + (x != y[..., 1:2]) * 8.0,
+        ),
+    ),
     "one_hot": (
         lambda X, Y, P: (X[0] * 2.0 + Y[1]).one_hot(5) * Y[2],
         lambda x, y, p: (np.rint(x[..., :1] * 2.0 + y[..., 1:2]) == np.arange(5)) * y[..., 2:3],

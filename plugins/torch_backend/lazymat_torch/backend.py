@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lazymat.plugin import Backend
+from lazymat.plugin import Backend, ReductionCall
 
 
 class TorchBackend(Backend):
@@ -72,6 +72,13 @@ class TorchBackend(Backend):
         from .autograd import apply_custom_vjp
 
         return apply_custom_vjp(forward, backward, inputs)
+
+    def apply_reduction(self, call: ReductionCall, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The reduction as one node of torch's graphs: reverse and forward mode, ``torch.func``
+        transforms and ``vmap`` (see ``lazymat_torch.autograd``)."""
+        from .autograd import apply_reduction
+
+        return apply_reduction(call, args)
 
     # -- description ------------------------------------------------------------------------
     def devices(self) -> list[str]:
