@@ -8,7 +8,7 @@ L = I - D^{-1/2} W D^{-1/2}. Its smallest eigenvectors are the largest of
     A v = s * (W @ (s * v)) - s^2 * v,      s = d^{-1/2}  (the W_ii = k(x_i, x_i) term removed),
 
 a ``scipy.sparse.linalg.LinearOperator`` whose products are lazymat reductions
-(``lazymat.aslinearoperator`` of the symbolic matrix s_i W_ij s_j): ARPACK's ``eigsh``
+(``lazymat.solvers.aslinearoperator`` of the symbolic matrix s_i W_ij s_j): ARPACK's ``eigsh``
 (``which="LA"``) or ``lobpcg`` find them in O(N) memory. As in scikit-learn, the
 embedding is D^{-1/2} times the eigenvectors, each with the sign that makes its largest
 entry positive, ordered by increasing Laplacian eigenvalue 1 - mu; the first (constant)
@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 
 import lazymat
 from lazymat.lazymatrix import LazyMatrix
+from lazymat.solvers import aslinearoperator as as_operator
 
 from .kernels import kernel_formula
 from .kmeans import KMeans, _rng
@@ -90,7 +91,7 @@ def normalized_affinity(
         )
     s = 1.0 / np.sqrt(degree)
     scaled = W * lazymat.Vi(s) * lazymat.Vj(s)
-    return lazymat.aslinearoperator(scaled) - aslinearoperator(diags(s * s * loops)), degree
+    return as_operator(scaled) - aslinearoperator(diags(s * s * loops)), degree
 
 
 def _knn_affinity(x: np.ndarray, n_neighbors: int) -> tuple[Any, np.ndarray]:
