@@ -20,6 +20,7 @@ wide for shared memory, and when NVRTC cannot be loaded.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from typing import Any
 
@@ -127,6 +128,11 @@ class CupyNvrtcEngine(GeneratedKernelEngine):
         return found
 
     def kernel(self, kspec: KernelSpec, device: int) -> Any:
+        # cupy caches binaries on disk by source hash and checks each file's own SHA-1 only:
+        # a binary swapped for another valid lazymat kernel would load. Naming the entry point
+        # after the source makes such a binary lack the function, so loading fails loudly
+        # (and dispatch falls back to the next engine with a warning) instead of running
+        # another formula.
         """The compiled kernel (a ``cupy.RawKernel``) on CUDA device ``device``."""
         key = (kspec, device)
         with self._lock:
@@ -138,9 +144,10 @@ class CupyNvrtcEngine(GeneratedKernelEngine):
         skeleton = self.skeleton(kspec)
         if isinstance(skeleton, str):
             raise ValueError(skeleton)
+        entry = entry_point(skeleton)
         with cupy.cuda.Device(device):
-            module = cupy.RawModule(code=skeleton.source(), options=OPTIONS)
-            fn = module.get_function(ENTRY_POINT)
+            module = cupy.RawModule(code=skeleton.source(entry), options=OPTIONS)
+            fn = module.get_function(entry)
         with self._lock:
             self._kernels[key] = fn
         return fn
@@ -165,3 +172,9 @@ class CupyNvrtcEngine(GeneratedKernelEngine):
             if launch.nb > 0:
                 self.kernel(skeleton.spec, device)(launch.grid, launch.block, launch.params)
         return launch.outputs
+
+
+def entry_point(skeleton: CudaSkeleton) -> str:
+    """The kernel's entry point, named after its source (see ``CupyNvrtcEngine.kernel``)."""
+    digest = hashlib.sha256(skeleton.kernel(ENTRY_POINT).encode()).hexdigest()[:20]
+    return f"{ENTRY_POINT}_{digest}"

@@ -154,3 +154,16 @@ def test_generated_cuda_compiles_with_nvrtc(dtype: str) -> None:
         nvrtc.destroyProgram(prog)
     assert b".entry lm_reduce(" in ptx
     assert all(f".entry lm_reduce_{n}(".encode() in ptx for n in range(1, count))
+
+
+def test_entry_points_are_named_after_their_source() -> None:
+    """A cached binary of another kernel lacks this kernel's entry point (cupy checks only
+    each file's own hash): the names differ per formula and appear in their own source only."""
+    from lazymat_cupy.engine import entry_point
+
+    skeletons = [CudaSkeleton(spec) for spec in kernel_specs("float32")[:6]]
+    names = [entry_point(s) for s in skeletons]
+    assert len(set(names)) == len(names)
+    for s, name in zip(skeletons, names, strict=True):
+        assert f" {name}(" in s.source(name)
+        assert all(other not in s.source(name) for other in names if other != name)
