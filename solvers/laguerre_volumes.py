@@ -355,6 +355,28 @@ def _vertex_rows(domain: Domain, rows: Any, labels: Any, gaps: Any, diffs: Any) 
     )
 
 
+def _reaching(xp: Any, labels: Any, gaps: Any, diffs: Any, reach: Any) -> tuple[Any, Any, Any]:
+    """The candidates (P, K) of vertex pixels cut to those whose regions reach them (the best
+    first): the others take no share anywhere in the pixel, so leaving them out changes nothing.
+    Rows with fewer reaching candidates are padded with the best, at an infinite gap."""
+    k = int(labels.shape[1])
+    reach = xp.concat((xp.ones_like(reach[:, :1]), reach[:, 1:]), axis=1)
+    position = xp.arange(k, dtype=xp.int64, device=_device(labels))
+    order = xp.argsort(xp.where(reach, position, position + k), axis=1)
+    width = int(xp.max(xp.sum(xp.astype(reach, xp.int64), axis=1)))
+    order = order[:, :width]
+    keep = xp.take_along_axis(reach, order, axis=1)
+    d = int(diffs.shape[2])
+    gaps = xp.where(
+        keep,
+        xp.take_along_axis(gaps, order, axis=1),
+        xp.full(keep.shape, xp.inf, dtype=gaps.dtype, device=_device(gaps)),
+    )
+    diffs = xp.take_along_axis(diffs, xp.broadcast_to(order[:, :, None], (*order.shape, d)), axis=1)
+    diffs = xp.where(keep[:, :, None], diffs, xp.zeros_like(diffs))
+    return xp.take_along_axis(labels, order, axis=1), gaps, diffs
+
+
 def assign(domain: Domain, seeds: Any, f: Any, cost: Cost) -> Cells:
     """The cells of the dual weights ``f`` (N,): one K-min reduction over the seeds."""
     xp = domain.xp
@@ -374,8 +396,10 @@ def assign(domain: Domain, seeds: Any, f: Any, cost: Cost) -> Cells:
         )
         return Cells.from_rows(rows, n)
     diffs = xp.stack([xp.zeros_like(others[0]), *others], axis=1)  # (M, K, D)
-    # pixels that a third candidate's region reaches (its affine gap to the best goes below 0)
-    vertex = xp.any(gaps[:, 2:] < xp.sum(xp.abs(diffs[:, 2:, :]), axis=2) / 2, axis=1)
+    # a candidate's region reaches the pixel where its affine gap to the best goes below 0;
+    # pixels that a third candidate reaches are split into sub-boxes
+    reach = gaps < xp.sum(xp.abs(diffs), axis=2) / 2
+    vertex = xp.any(reach[:, 2:], axis=1)
     if k < n and bool(xp.any(gaps[:, -1] < xp.sum(xp.abs(diffs[:, -1, :]), axis=1) / 2)):
         logger.debug("some pixels meet %d cells or more: the volumes may jump there", k)
     plain, split = xp.nonzero(~vertex)[0], xp.nonzero(vertex)[0]
@@ -398,6 +422,10 @@ def assign(domain: Domain, seeds: Any, f: Any, cost: Cost) -> Cells:
     for start in range(0, int(split.shape[0]), VERTEX_CHUNK):
         chunk = split[start : start + VERTEX_CHUNK]
         pieces.append(
-            _vertex_rows(domain, chunk, *(xp.take(v, chunk, axis=0) for v in (indices, gaps, diffs)))
+            _vertex_rows(
+                domain,
+                chunk,
+                *_reaching(xp, *(xp.take(v, chunk, axis=0) for v in (indices, gaps, diffs, reach))),
+            )
         )
     return Cells.from_rows([xp.concat([piece[j] for piece in pieces], axis=0) for j in range(6)], n)
