@@ -29,6 +29,7 @@ at once. The result carries no gradient (the inputs' graph is cut).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ import array_api_compat
 
 import lazymat
 
+from .conjugate_gradient import ConvergenceWarning
 from .measures import check_finite
 from .sinkhorn import sinkhorn
 
@@ -124,14 +126,23 @@ class _Clouds:
             ]
             values = xp.stack([r.value for r in results])[None, :]
             maps = xp.stack([r.barycentric_map() for r in results])[None, ...]
-            return values, maps
-        k, m = self.k, int(self.y.shape[2])
-        xs = xp.reshape(xp.broadcast_to(x[:, None, ...], (n_batch, k, n, d)), (n_batch * k, n, d))
-        bs = xp.reshape(xp.broadcast_to(b[:, None, :], (n_batch, k, n)), (n_batch * k, n))
-        ys = xp.reshape(self.y, (n_batch * k, m, d))
-        a = None if self.a is None else xp.reshape(self.a, (n_batch * k, m))
-        r = sinkhorn(xs, ys, bs, a, **options)
-        return xp.reshape(r.value, (n_batch, k)), xp.reshape(r.barycentric_map(), (n_batch, k, n, d))
+        else:
+            k, m = self.k, int(self.y.shape[2])
+            xs = xp.reshape(xp.broadcast_to(x[:, None, ...], (n_batch, k, n, d)), (n_batch * k, n, d))
+            bs = xp.reshape(xp.broadcast_to(b[:, None, :], (n_batch, k, n)), (n_batch * k, n))
+            ys = xp.reshape(self.y, (n_batch * k, m, d))
+            a = None if self.a is None else xp.reshape(self.a, (n_batch * k, m))
+            results = [sinkhorn(xs, ys, bs, a, **options)]
+            values = xp.reshape(results[0].value, (n_batch, k))
+            maps = xp.reshape(results[0].barycentric_map(), (n_batch, k, n, d))
+        if not all(r.converged for r in results):
+            warnings.warn(
+                f"a Sinkhorn solve stopped before its tolerance tol={options['tol']:g}: its plan, hence the "
+                "step, is inexact and the objective may not decrease (raise blur or tol)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return values, maps
 
 
 def free_support_barycenter(

@@ -35,10 +35,17 @@ Steps:
    min_i v_i) and |v - Vol(f + t d)| <= (1 - t/2) |v - Vol(f)|. Stop when
    max_i |Vol_i - v_i| / v_i <= tol.
 
-On a grid J is the (windowed) Jacobian of the fractional volumes: Newton converges in a
-handful of iterations. Volumes of point samples are step functions of f, whose resolution
-is the weight of a sample: the solver stops (with a :class:`ConvergenceWarning`) when no step
-improves them, and the model Jacobian uses boxes of side ``bandwidth`` around the samples.
+**The Newton model** is not an entropic Hessian at a small eps: it is the Jacobian of the
+volumes being solved for (:mod:`.laguerre_volumes`), read off the same K-min reduction that
+gives the volumes, so it costs no N x M reduction of its own; its products with vectors are
+O(number of neighbouring cell pairs) segment sums, and CG needs no lazymat reduction at all.
+On a grid J is the (windowed) Jacobian of the fractional volumes, a discretisation of the
+semi-discrete Hessian (a boundary integral; tested against finite differences of exact power
+cell areas): Newton converges quadratically, in 5-8 iterations from the Voronoi cells at
+10^3-10^4 cells. Volumes of point samples are step functions of f, whose resolution is the
+weight of a sample: there J is the same boundary integral estimated with boxes of side
+``bandwidth`` around the samples, and the solver stops (with a :class:`ConvergenceWarning`)
+when no step improves the volumes.
 The computations are in float64 (sums of up to 10^6 weights to 1e-4 of a cell); no autodiff.
 """
 

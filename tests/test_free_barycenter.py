@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import lazymat
+from lazymat.solvers.conjugate_gradient import ConvergenceWarning
 from lazymat.solvers.free_barycenter import free_support_barycenter
 
 ot = pytest.importorskip("ot")
@@ -106,6 +107,12 @@ def test_translated_copies_match_pot_exact_barycenter() -> None:
     assert np.allclose(np.sort(exact[:, 0]), np.sort((base + lambdas @ shifts)[:, 0]), atol=1e-9)
     r = free_support_barycenter(y, x0, lambdas=lambdas, blur=0.01, tol=1e-7, max_iter=20, stop=1e-14)
     assert np.max(np.abs(r.points - exact)) < 1e-4
+
+
+def test_inexact_sinkhorn_warns() -> None:
+    y, a, x0 = clouds(6, k=2, m=6, n=4)
+    with pytest.warns(ConvergenceWarning, match="Sinkhorn solve stopped"):
+        free_support_barycenter(y, x0, a, blur=0.01, tol=1e-300, max_iter=1)
 
 
 def test_bad_input() -> None:
