@@ -420,7 +420,7 @@ def assign(domain: Domain, seeds: Any, f: Any, cost: Cost) -> Cells:
         )
     ]
     for start in range(0, int(split.shape[0]), VERTEX_CHUNK):
-        chunk = split[start : start + VERTEX_CHUNK]
+        chunk = split[start : min(start + VERTEX_CHUNK, int(split.shape[0]))]
         pieces.append(
             _vertex_rows(
                 domain,

@@ -136,6 +136,20 @@ def test_volumes_and_centroids_match_exact_power_cells(backend: str) -> None:
     assert r.errors[-1] <= 1e-6 and r.errors[0] > 1e-2
 
 
+@pytest.mark.skipif("array_api_strict" not in lazymat.backends(), reason="array-api-strict is not installed")
+def test_array_api_only() -> None:
+    """On array-api-strict (the standard and nothing more): the exact power cells' areas."""
+    x, v = problem(9, 6)
+    r = laguerre_cells(
+        arr("array_api_strict", x),
+        arr("array_api_strict", v),
+        density=arr("array_api_strict", np.ones((64, 64))),
+        tol=1e-6,
+    )
+    areas, _ = exact_power_cells(x, npy(r.weights))
+    assert r.converged and np.max(np.abs(areas - v) / v) < 1e-4
+
+
 def test_uneven_density_fine_count() -> None:
     """A piecewise-constant density with a hole: the cells hold the volumes of its mass."""
     n = 128
