@@ -18,7 +18,7 @@ from .backend import Backend
 from .engine import Engine, EngineError, EngineWarning
 from .hookspecs import hookimpl
 from .ir.node import DimensionError
-from .keops_compat import LazyTensor
+from .keops.lazytensor import LazyTensor
 from .lazymatrix import LazyMatrix, Pm, Vi, Vj
 from .options import carry_config, config, set_backend
 from .plugin_manager import PluginWarning, get_registry

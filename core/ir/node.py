@@ -76,14 +76,9 @@ class Node:
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        if not isinstance(other, Node) or type(other) is not type(self):
+        if not isinstance(other, Node):
             return False
-        return (
-            self._hash == other._hash
-            and self.dim == other.dim
-            and self.static() == other.static()
-            and self.children == other.children
-        )
+        return _same_dag(self, other)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if hasattr(self, "_hash"):
@@ -144,6 +139,28 @@ class Node:
                 if child not in seen:
                     stack.append((child, False))
         return order
+
+
+def _same_dag(a: Node, b: Node) -> bool:
+    """Structural equality, walking each pair of shared sub-formulas once (a recursive
+    comparison of children would walk a DAG as a tree: exponential in its depth)."""
+    matched: set[tuple[int, int]] = set()
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if x is y or (id(x), id(y)) in matched:
+            continue
+        if (
+            type(x) is not type(y)
+            or x._hash != y._hash
+            or x.dim != y.dim
+            or x.static() != y.static()
+            or len(x.children) != len(y.children)
+        ):
+            return False
+        matched.add((id(x), id(y)))
+        stack.extend(zip(x.children, y.children, strict=True))
+    return True
 
 
 def broadcast_dim(op: str, a: Node, b: Node) -> int:
