@@ -312,7 +312,7 @@ class LazyTensor(LazyMatrix):
         b = other if not isinstance(other, LazyMatrix) else next(iter(other.bindings.values()))
         tol = kw.pop("eps", 1e-6)
         Options.from_keywords("LazyTensor.solve", {k: v for k, v in kw.items() if k in _OPTION_KEYWORDS})
-        return LazyMatrix.solve(self._plain(), b, alpha=alpha, tol=tol)
+        return LazyMatrix.solve(_shared_points(self._plain()), b, alpha=alpha, tol=tol)
 
     # -- KeOps' operations ------------------------------------------------------------------
     def __eq__(self, other: Any) -> Any:  # type: ignore[override]
@@ -592,6 +592,32 @@ def _plain(w: Any) -> LazyMatrix:
     """A weight as a plain LazyMatrix: a LazyTensor's, or a KeOps-shaped array's."""
     w = w if isinstance(w, LazyMatrix) else LazyTensor(w)
     return LazyMatrix._new(w.formula, w.bindings, w.backend)
+
+
+def _same_memory(a: Any, b: Any) -> bool:
+    """True when two arrays are views of the same memory with the same layout."""
+    if a is b:
+        return True
+    if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        return False
+    if hasattr(a, "data_ptr") and hasattr(b, "data_ptr"):  # torch
+        return bool(a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
+    if hasattr(a, "__array_interface__") and hasattr(b, "__array_interface__"):  # numpy
+        return bool(
+            a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.strides == b.strides
+        )
+    return False
+
+
+def _shared_points(K: LazyMatrix) -> LazyMatrix:
+    """K with the j-side views of the i-side arrays (``x[:, None]`` and ``x[None]`` reshaped) bound
+    to the same array objects: the solvers recognise a symmetric matrix by array identity."""
+    i_arrays = [a for v, a in K.bindings.items() if v.cat == "i"]
+    bindings = {
+        v: next((b for b in i_arrays if _same_memory(a, b)), a) if v.cat == "j" else a
+        for v, a in K.bindings.items()
+    }
+    return LazyMatrix._new(K.formula, bindings, K.backend)
 
 
 def _is_complex_operand(o: Any) -> bool:
