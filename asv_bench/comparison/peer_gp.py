@@ -4,10 +4,13 @@
 log-likelihood of a GPyTorch ``ExactGP`` (constant mean, ``ScaleKernel(RBF)`` with ARD
 lengthscales, Gaussian likelihood) and its backward pass (the gradient in every
 hyperparameter), on N points in the unit cube, D = 3, float32 (torch's default dtype).
-Every contender runs GPyTorch's iterative inference, ``max_cholesky_size(0)``: conjugate
-gradients and stochastic Lanczos quadrature with GPyTorch's default tolerances, the
-pivoted-Cholesky preconditioner from N = 2000 on, and the same probe vectors (the torch
-generator is seeded before each step), so all compute the same estimate. The kernels:
+Every contender runs GPyTorch's iterative inference (``max_cholesky_size`` set below every
+size here): conjugate gradients and stochastic Lanczos quadrature with GPyTorch's default
+tolerances, the pivoted-Cholesky preconditioner from N = 2000 on, and the same probe
+vectors (the torch generator is seeded before each step), so all compute the same
+estimate. (``max_cholesky_size(0)`` would break GPyTorch's KeOps kernel: it then makes
+KeOps LazyTensors of the single rows the preconditioner reads, which cannot be made dense.)
+The kernels:
 
 - ours: ``lazymat.ml.gpytorch.RBFKernel``, its matrix products lazymat reductions (the
   default engine on CPU torch tensors, native-cpu, and torch-tiled);
@@ -33,6 +36,8 @@ import numpy as np
 from .harness import Case, Contender, Result, Task
 from .peer_reductions import need
 
+#: GPyTorch factors matrices up to this size by Cholesky; every size here is above it
+CHOLESKY_BELOW = 250
 #: GPyTorch's dense path holds about this many N x N float32 buffers during a step (measured)
 DENSE_BUFFERS = 6
 
@@ -74,7 +79,7 @@ def _training_step(make_kernel: Callable[[], Any], engine: str | None = None) ->
         def step() -> Any:
             model.zero_grad()
             torch.manual_seed(0)  # the same probe vectors for every contender
-            with gpytorch.settings.max_cholesky_size(0), lm.config(engine=engine):
+            with gpytorch.settings.max_cholesky_size(CHOLESKY_BELOW), lm.config(engine=engine):
                 loss = -mll(model(x), y)
                 loss.backward()
             grads = [p.grad.reshape(-1) for _, p in sorted(model.named_parameters())]
