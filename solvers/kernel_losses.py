@@ -7,7 +7,9 @@ with k(x, y) = exp(-|x - y|^2 / (2 blur^2)) ("gaussian"), exp(-|x - y| / blur)
 ("laplacian"), -|x - y| ("energy" distance), or any symmetric kernel given as a callable
 (Vi(x), Vj(y)) -> LazyMatrix. Each matrix-vector product is a sum reduction of a
 LazyMatrix; the gradients (with respect to the points and the weights, in both slots of
-K_xx and K_yy) come from the backend's autodiff through the reductions.
+K_xx and K_yy) come from the backend's autodiff through the reductions, or, without
+autodiff (numpy, cupy), from :func:`kernel_loss_gradients`: dL/da = K_xx a - K_xy b,
+dL/db = K_yy b - K_yx a, and the points' gradients as symbolic VJPs of the same reductions.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import lazymat
 from lazymat import LazyMatrix, Vi, Vj
 
 from .costs import KERNELS
@@ -37,13 +40,25 @@ def make_kernel(name: str, blur: float, kernel: Kernel | None = None) -> Kernel:
     return lambda x, y: base(x, y, blur)
 
 
-def _apply(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any) -> Any:
-    """sum_j k(x_i, y_j) w_j for clouds (B, N, D), (B, M, D) and weights (B, M): (B, N)."""
+def _product(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any) -> LazyMatrix:
+    """k(x_i, y_j) w_j as a LazyMatrix, for clouds (B, N, D), (B, M, D) and weights (B, M)."""
     k = kernel(Vi(x), Vj(y))
     if not isinstance(k, LazyMatrix) or k.dim != 1:
         raise TypeError("kernel(x, y) must return a scalar LazyMatrix (inner dimension 1)")
-    out = (k * Vj(xp.reshape(w, (*w.shape, 1)))).sum(axis=1)
+    return k * Vj(xp.reshape(w, (*w.shape, 1)))
+
+
+def _apply(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any) -> Any:
+    """sum_j k(x_i, y_j) w_j: (B, N)."""
+    out = _product(xp, kernel, x, y, w).sum(axis=1)
     return xp.reshape(out, tuple(out.shape[:-1]))
+
+
+def _points_vjp(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any, cot: Any) -> tuple[Any, ...]:
+    """Gradients of sum_i cot_i sum_j k(x_i, y_j) w_j in x and y (one array: in x, both slots)."""
+    col = xp.reshape(cot, (*cot.shape, 1))
+    wrt = [x] if x is y else [x, y]
+    return lazymat.vjp(_product(xp, kernel, x, y, w), col, reduction="sum", axis=1, wrt=wrt)
 
 
 def kernel_loss(m: Measures, kernel: Kernel, potentials: bool = False) -> Any:
@@ -60,3 +75,18 @@ def kernel_loss(m: Measures, kernel: Kernel, potentials: bool = False) -> Any:
         a_y = _apply(xp, kernel, m.y, m.x, m.a)
         return a_x - b_x, b_y - a_y
     return 0.5 * xp.sum(m.a * a_x, axis=-1) + 0.5 * xp.sum(m.b * b_y, axis=-1) - xp.sum(m.a * b_x, axis=-1)
+
+
+def kernel_loss_gradients(m: Measures, kernel: Kernel) -> tuple[Any, Any, Any, Any, Any]:
+    """(L, dL/da, dL/dx, dL/db, dL/dy) without autodiff (any backend), batched layout."""
+    xp = m.xp
+    stop = lazymat.backend_for(m.x).stop_gradient
+    x, y, a, b = (stop(v) for v in (m.x, m.y, m.a, m.b))
+    y_other = xp.asarray(y, copy=True)  # the cross term's y, a distinct array for the VJP
+    a_x, b_y = _apply(xp, kernel, x, x, a), _apply(xp, kernel, y, y, b)
+    b_x, a_y = _apply(xp, kernel, x, y, b), _apply(xp, kernel, y, x, a)
+    value = 0.5 * xp.sum(a * a_x, axis=-1) + 0.5 * xp.sum(b * b_y, axis=-1) - xp.sum(a * b_x, axis=-1)
+    (gx,) = _points_vjp(xp, kernel, x, x, a, 0.5 * a)
+    (gy,) = _points_vjp(xp, kernel, y, y, b, 0.5 * b)
+    cross_x, cross_y = _points_vjp(xp, kernel, x, y_other, b, -a)
+    return value, a_x - b_x, gx + cross_x, b_y - a_y, gy + cross_y

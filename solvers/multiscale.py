@@ -64,15 +64,63 @@ MIN_POINTS_PER_CLUSTER = 8
 MAX_BLOCK_PAIRS = 2e7
 
 
+def positive_scalar(name: str, v: Any) -> float | None:
+    """``v`` as a float: a Python number, or a 0-d (or one-element) real array or tensor of
+    any library (GeomLoss's examples pass ``cluster_scale`` as a 0-d torch tensor); None stays None."""
+    if v is None:
+        return None
+    number: float | None = None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        number = float(v)
+    elif (
+        hasattr(v, "shape")
+        and math.prod(v.shape) == 1
+        and not any(kind in str(getattr(v, "dtype", "complex")) for kind in ("complex", "bool"))
+    ):
+        try:
+            number = float(_detached(v).reshape(()))
+        except TypeError as err:  # jax's ConcretizationTypeError
+            raise TypeError(f"{name} must have a value before the computation (jax.jit?)") from err
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise ValueError(
+            f"{name} must be a positive finite number (or a 0-d real array / tensor) or None, got {v!r}"
+        )
+    return number
+
+
+def host_labels(side: str, labels: Any, points: np.ndarray) -> np.ndarray | None:
+    """The cluster labels of cloud ``side`` as a numpy int array (N,): any library's
+    integer array of shape (N,) or (N, 1), or None."""
+    if labels is None:
+        return None
+    n = points.shape[0]
+    if not hasattr(labels, "shape") or tuple(labels.shape) not in ((n,), (n, 1)):
+        raise ValueError(
+            f"the cluster labels of {side} must be an integer array of shape ({n},) or ({n}, 1), one "
+            f"per point, got {type(labels).__name__} of shape {getattr(labels, 'shape', None)}"
+        )
+    try:
+        host = np.asarray(lazymat.backend_for(labels).to_numpy(labels))
+    except TypeError:  # an array of a library without a lazymat backend: numpy's view of it
+        host = np.asarray(labels)
+    if not np.issubdtype(host.dtype, np.integer):
+        raise TypeError(f"the cluster labels of {side} must be integers, got dtype {labels.dtype}")
+    return host.reshape(n).astype(np.int64)
+
+
+def _detached(v: Any) -> Any:
+    try:
+        return lazymat.backend_for(v).stop_gradient(v)
+    except TypeError:  # numpy scalars: no backend, and no gradient either
+        return v
+
+
 def check_multiscale_options(
-    cluster_scale: float | None, truncate: float | None, cluster_levels: int | None, cost: Cost | None
+    cluster_scale: Any, truncate: Any, cluster_levels: int | None, cost: Cost | None
 ) -> None:
     """Clear errors for options that define no multiscale scheme."""
-    for name, v in (("cluster_scale", cluster_scale), ("truncate", truncate)):
-        if v is None:
-            continue
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
+    positive_scalar("cluster_scale", cluster_scale)
+    positive_scalar("truncate", truncate)
     if cluster_levels is not None and (
         not isinstance(cluster_levels, int) or isinstance(cluster_levels, bool) or cluster_levels < 1
     ):
@@ -245,8 +293,13 @@ def multiscale_sinkhorn_loop(
     tol: float | None,
     max_iter: int | None,
     verbose: bool,
+    labels: tuple[np.ndarray | None, np.ndarray | None] | None = None,
 ) -> MultiscaleOutcome:
-    """The coarse-to-fine loop of the module docstring, up to (not including) the last extrapolation."""
+    """The coarse-to-fine loop of the module docstring, up to (not including) the last extrapolation.
+
+    ``labels``: the user's cluster labels of x and y (or None on a side: grid clusters), the
+    coarsest clusters of :func:`~.multiscale_clusters.cloud_hierarchy`.
+    """
     if m.x.shape[0] != 1:
         raise ValueError(
             "multiscale Sinkhorn sorts one pair of clouds by clusters: pass clouds (N, D) and (M, D), "
@@ -260,9 +313,15 @@ def multiscale_sinkhorn_loop(
         np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
     )
     d = x.shape[1]
-    coarsest = cluster_scale or default_cluster_scale(diameter, d, max(x.shape[0], y.shape[0]))
+    coarsest = positive_scalar("cluster_scale", cluster_scale) or default_cluster_scale(
+        diameter, d, max(x.shape[0], y.shape[0])
+    )
     scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels, truncate)
-    hx, hy = cloud_hierarchy(x, a, scales), cloud_hierarchy(y, b, scales)
+    truncate = positive_scalar("truncate", truncate)
+    label_x, label_y = (
+        host_labels(n, v, w) for n, v, w in zip("xy", labels or (None, None), (x, y), strict=True)
+    )
+    hx, hy = cloud_hierarchy(x, a, scales, label_x), cloud_hierarchy(y, b, scales, label_y)
     lv = _Levels(m, hx, hy, x_native.dtype)
     if verbose:
         sizes = ", ".join(f"{lx.size}x{ly.size}" for lx, ly in zip(hx.levels, hy.levels, strict=True))
@@ -274,8 +333,31 @@ def multiscale_sinkhorn_loop(
     pots: list[tuple[Any, ...]] | None = None
     ranges: list[Any] = [None, None, None]
     kept: list[Any] = [None, None, None]
+    jumped: list[Any] = [None, None, None]  # the kept pairs at the jump to the level
     clouds = (hx, hy)
     start, n_iter, last = 0, 0, len(eps_list) - 1
+
+    def retruncate(k: int, eps: float, only_if_gained: bool = False) -> bool:
+        """Re-test the level's pairs from those kept at its jump, with its potentials, at
+        ``eps`` (the kernel may widen again as the potentials move); True if a problem
+        gained pairs. ``only_if_gained``: change only such problems."""
+        assert pots is not None
+        gained = False
+        for s, (u, v) in enumerate(_SIDES[: len(pots)]):
+            f, g = (to_np(w) for w in (pots[s] * 2)[:2])
+            here = clouds[u].levels[k], clouds[v].levels[k]
+            parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+            tested = _shrink(jumped[s], f, g, here, parents, eps, truncate, p)
+            if _same_pairs(tested, kept[s]):
+                continue
+            grows = _gains(tested, kept[s], parents[1].size)
+            gained = gained or grows
+            if grows or not only_if_gained:
+                kept[s], ranges[s] = tested, block_structure(tested, *here)
+        if verbose:
+            print(f"level {k} for eps = {eps:.3e}: keeps {ranges[0].density():.2%}")
+        return gained
+
     for k, arrays in enumerate(lv.arrays):
         fine = k == len(scales)
         end = last if fine else jumps[k]
@@ -296,19 +378,25 @@ def multiscale_sinkhorn_loop(
             n_iter += out.n_iter
             pots = out.potentials
             if fine and final == last:
+                # converged (tol): the kept pairs must hold at the converged potentials too
+                while out.converged and k > 0 and retruncate(k, eps_list[last], only_if_gained=True):
+                    out = sinkhorn_loop(
+                        _problems(arrays, ranges, cost, debias),
+                        eps_list[last:],
+                        penalty,
+                        tol=tol,
+                        max_iter=None if max_iter is None else max(1, max_iter - n_iter),
+                        verbose=verbose,
+                        initial=pots,
+                    )
+                    n_iter += out.n_iter
+                    pots = out.potentials
+                problems = _problems(arrays, ranges, cost, debias)
                 result = LoopOutcome(out.potentials, n_iter, out.converged)
                 return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
             if k > 0 and final < end:
-                for s, (u, v) in enumerate(_SIDES[: len(problems)]):
-                    f, g = (to_np(w) for w in (pots[s] * 2)[:2])
-                    here = clouds[u].levels[k], clouds[v].levels[k]
-                    parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-                    shrunk = _shrink(kept[s], f, g, here, parents, eps_list[final + 1], truncate, p)
-                    if shrunk[0].shape[0] < kept[s][0].shape[0]:
-                        kept[s], ranges[s] = shrunk, block_structure(shrunk, *here)
+                retruncate(k, eps_list[final + 1])
                 problems = _problems(arrays, ranges, cost, debias)
-                if verbose:
-                    print(f"level {k} for eps = {eps_list[final + 1]:.3e}: keeps {ranges[0].density():.2%}")
         assert pots is not None
         eps, eps_next = eps_list[end], eps_list[end + 1]
         nxt = lv.arrays[k + 1]
@@ -319,9 +407,9 @@ def multiscale_sinkhorn_loop(
             f, g = (to_np(w) for w in (pots[s] * 2)[:2])
             if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
                 parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-                kept[s] = _shrink(kept[s], f, g, (rows, cols), parents, eps_next, truncate, p)
+                kept[s] = _shrink(jumped[s], f, g, (rows, cols), parents, eps_next, truncate, p)
             candidates = partial(candidate_pairs, kept[s], rows, cols)
-            kept[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
+            kept[s] = jumped[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
             ranges[s] = block_structure(kept[s], *finer)
             moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
             moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
@@ -342,6 +430,15 @@ def _problems(arrays: tuple[Any, ...], ranges: list[Any], cost: Cost, debias: bo
             Transport(y, y, b, b, True, cost, ranges[2]),
         ]
     return problems
+
+
+def _same_pairs(u: tuple[np.ndarray, np.ndarray], v: tuple[np.ndarray, np.ndarray]) -> bool:
+    return u[0].shape == v[0].shape and bool(np.array_equal(u[0], v[0]) and np.array_equal(u[1], v[1]))
+
+
+def _gains(new: tuple[np.ndarray, np.ndarray], old: tuple[np.ndarray, np.ndarray], n_cols: int) -> bool:
+    """Whether ``new`` holds a pair that ``old`` does not."""
+    return not bool(np.isin(new[0] * n_cols + new[1], old[0] * n_cols + old[1]).all())
 
 
 def _shrink(

@@ -60,17 +60,28 @@ class CloudHierarchy:
     levels: list[Level]
 
 
-def cloud_hierarchy(x: np.ndarray, w: np.ndarray, scales: list[float]) -> CloudHierarchy:
+def cloud_hierarchy(
+    x: np.ndarray, w: np.ndarray, scales: list[float], labels: np.ndarray | None = None
+) -> CloudHierarchy:
     """Nested grid clusters of x (N, D) with weights w (N,), voxel sizes ``scales`` (decreasing,
-    ratios powers of 2), then the points; see the module docstring."""
-    labels = [grid_cluster(x, s) for s in scales]  # one origin (x.min): nested cells
-    perm = np.lexsort(tuple(reversed(labels))) if labels else np.arange(x.shape[0])
+    ratios powers of 2), then the points; see the module docstring.
+
+    With the user's cluster ``labels`` (N,) (GeomLoss's six-argument call), the coarsest
+    level is one cluster per label (``scales[0]`` then only sets when the loop leaves it),
+    and level k > 0 splits each label's cluster by the grid cells of ``scales[k]``: still
+    nested, as a label's points share its cluster at every level.
+    """
+    keys = [grid_cluster(x, s) for s in scales]  # one origin (x.min): nested cells
+    if labels is not None and keys:
+        _, user = np.unique(labels, return_inverse=True)
+        keys = [user.reshape(-1)] + [_pair_keys(user.reshape(-1), k) for k in keys[1:]]
+    perm = np.lexsort(tuple(reversed(keys))) if keys else np.arange(x.shape[0])
     xs, ws = x[perm], w[perm]
     n = xs.shape[0]
     levels: list[Level] = []
     previous: np.ndarray | None = None
-    for lab in labels:
-        sorted_lab = lab[perm]
+    for key in keys:
+        sorted_lab = key[perm]
         starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_lab)) + 1, [n]))
         centroids, mass = cluster_centroids(xs, tuple(starts.tolist()), ws)
         spread = np.sqrt(((xs - np.repeat(centroids, np.diff(starts), axis=0)) ** 2).sum(axis=1))
@@ -82,6 +93,11 @@ def cloud_hierarchy(x: np.ndarray, w: np.ndarray, scales: list[float]) -> CloudH
     parents = None if previous is None else previous.copy()
     levels.append(Level(xs, ws, np.zeros(n), fine_starts, parents))
     return CloudHierarchy(perm, levels)
+
+
+def _pair_keys(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One integer key per distinct pair (first_i, second_i), in lexicographic order."""
+    return first * (int(second.max()) + 1) + second
 
 
 #: candidate pairs are tested about this many at a time, so that memory stays bounded (N = 10^6)

@@ -33,6 +33,10 @@ class Penalty:
         """The new potential from the soft-min ``ft`` at temperature ``eps``."""
         return ft
 
+    def slope(self, xp: Any, ft: Any, eps: float) -> Any:
+        """d update / d ft, elementwise (implicit-function gradients, :mod:`.hausdorff`)."""
+        return xp.ones_like(ft)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rho={self.rho})"
 
@@ -54,6 +58,9 @@ class KullbackLeibler(Penalty):
     def update(self, xp: Any, ft: Any, eps: float) -> Any:
         return self.damping(eps) * ft
 
+    def slope(self, xp: Any, ft: Any, eps: float) -> Any:
+        return xp.full_like(ft, self.damping(eps))
+
 
 class TotalVariation(Penalty):
     """D = rho |. - a|_1: mass is created or destroyed at a constant price rho per unit."""
@@ -64,6 +71,10 @@ class TotalVariation(Penalty):
     def update(self, xp: Any, ft: Any, eps: float) -> Any:
         assert self.rho is not None
         return xp.clip(ft, min=-self.rho, max=self.rho)
+
+    def slope(self, xp: Any, ft: Any, eps: float) -> Any:
+        assert self.rho is not None
+        return xp.astype(xp.abs(ft) < self.rho, ft.dtype)
 
 
 def make_penalty(reach: float | None, p: float, penalty: str) -> Penalty:

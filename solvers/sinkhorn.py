@@ -124,6 +124,7 @@ def sinkhorn(
     cluster_scale: float | None = None,
     truncate: float | None = DEFAULT_TRUNCATE,
     cluster_levels: int | None = None,
+    cluster_labels: tuple[Any, Any] | None = None,
 ) -> OTResult:
     """Sinkhorn divergence (or entropic OT) between sum_i a_i delta_{x_i} and sum_j b_j delta_{y_j}.
 
@@ -156,6 +157,8 @@ def sinkhorn(
         cluster_levels: multiscale: most cluster levels, voxel sizes cluster_scale / 2^k
             (None: as many as pay, see :func:`.multiscale.level_scales`; 1: GeomLoss's
             two scales).
+        cluster_labels: multiscale: integer labels (N,), (M,) of x's and y's coarsest
+            clusters (None on a side: grid clusters), as GeomLoss's ``L(l_x, a, x, l_y, b, y)``.
 
     Returns:
         an :class:`~.ot_result.OTResult` (value, potentials, plan, marginal errors, iterations).
@@ -169,6 +172,8 @@ def sinkhorn(
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if multiscale:
         check_multiscale_options(cluster_scale, truncate, cluster_levels, cost)
+    elif cluster_labels is not None:
+        raise ValueError("cluster_labels define the clusters of multiscale Sinkhorn: pass multiscale=True")
     pen = make_penalty(reach, p, penalty)
     c = ground_cost(p, cost)
     m = check_measures(x, y, a, b, balanced=isinstance(pen, Balanced))
@@ -192,6 +197,7 @@ def sinkhorn(
             truncate=truncate,
             cluster_scale=cluster_scale,
             cluster_levels=cluster_levels,
+            labels=cluster_labels,
             tol=tol,
             max_iter=max_iter,
             verbose=verbose,

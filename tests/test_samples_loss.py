@@ -216,9 +216,10 @@ def test_bad_options(kwargs, error, match):
 def test_bad_calls():
     a, x, b, y = problem(10)
     L = SamplesLoss("gaussian")
-    with pytest.raises(NotImplementedError, match="multiscale"):
-        L(None, a, x, None, b, y)
-    with pytest.raises(TypeError, match=r"\(x, y\) or \(a, x, b, y\)"):
+    assert L(None, a, x, None, b, y) == L(a, x, b, y)  # no labels: GeomLoss's four-argument call
+    with pytest.raises(NotImplementedError, match="multiscale Sinkhorn"):
+        L(np.zeros(len(x), dtype=int), a, x, None, b, y)
+    with pytest.raises(TypeError, match=r"\(x, y\), \(a, x, b, y\) or \(l_x, a, x, l_y, b, y\)"):
         L(x, y, a)
     with pytest.raises(ValueError, match="same space"):
         L(x, y[:, :2])
