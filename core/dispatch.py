@@ -34,6 +34,7 @@ from typing import Any
 
 from .autodiff import reduction_jvp, reduction_vjp
 from .backend import Backend
+from .call_cache import LRUCache
 from .engine import Engine, EngineError, EngineWarning
 from .options import engine_for, get_option
 from .plugin_manager import get_registry
@@ -134,9 +135,62 @@ def make_call(spec: ReductionSpec, backend: Backend, engine: str | None = None) 
 
 # -- engines ------------------------------------------------------------------------------
 
+#: the engines that support a request (registration order), per (request key, exclusions, engines)
+_SUPPORTING = LRUCache("engines", 4096)
+
 
 def _warn(message: str) -> None:
     warnings.warn(message, EngineWarning, stacklevel=4)
+
+
+def _broken(engine: Engine, exc: Exception) -> None:
+    _warn(
+        f"lazymat engine {engine.name!r}: its supports()/priority_for() raised "
+        f"{type(exc).__name__}: {exc}; it is skipped (fix the engine's plugin)"
+    )
+
+
+def _supporting(request: ReductionRequest, exclude: Iterable[str]) -> tuple[list[Engine], Any]:
+    """The registered engines that support ``request``, in registration order, and the cache key.
+
+    ``supports`` is asked once per request key (spec, backend, tile budget, argument
+    signatures; see :mod:`lazymat.call_cache`), the registry's engines and the exclusions.
+    An engine whose ``supports`` raises is left out with a warning: a broken engine must
+    not take the others down.
+    """
+    engines = tuple(get_registry().engines.values())
+    skip = frozenset(exclude)
+    key = None if request.key is None else (request.key, request.origin, skip, engines)
+    found = None if key is None else _SUPPORTING.get(key)
+    if found is not None:
+        return found, key
+    found = []
+    for engine in engines:
+        if engine.name in skip:
+            continue
+        try:
+            if engine.supports(request):
+                found.append(engine)
+        except Exception as exc:
+            _broken(engine, exc)
+    if key is not None:
+        _SUPPORTING.put(key, found)
+    return found, key
+
+
+def _ranked(request: ReductionRequest, exclude: Iterable[str]) -> tuple[list[Engine], Any]:
+    """:func:`ranked_engines` and the key of the cached ``supports`` verdicts."""
+    found, key = _supporting(request, exclude)
+    if len(found) < 2:
+        return found, key
+    ranked: list[tuple[int, int, Engine]] = []
+    for order, engine in enumerate(found):
+        try:
+            ranked.append((-engine.priority_for(request), order, engine))
+        except Exception as exc:
+            _broken(engine, exc)
+    ranked.sort(key=lambda t: t[:2])
+    return [engine for _, _, engine in ranked], key
 
 
 def ranked_engines(request: ReductionRequest, exclude: Iterable[str] = ()) -> list[Engine]:
@@ -145,20 +199,7 @@ def ranked_engines(request: ReductionRequest, exclude: Iterable[str] = ()) -> li
     An engine whose ``supports`` or ``priority_for`` raises is left out with a warning: a
     broken engine must not take the others down.
     """
-    skip = set(exclude)
-    ranked: list[tuple[int, int, Engine]] = []
-    for order, engine in enumerate(get_registry().engines.values()):
-        if engine.name in skip:
-            continue
-        try:
-            if engine.supports(request):
-                ranked.append((-engine.priority_for(request), order, engine))
-        except Exception as exc:
-            _warn(
-                f"lazymat engine {engine.name!r}: its supports()/priority_for() raised "
-                f"{type(exc).__name__}: {exc}; it is skipped (fix the engine's plugin)"
-            )
-    return [engine for _, _, engine in sorted(ranked, key=lambda t: t[:2])]
+    return _ranked(request, exclude)[0]
 
 
 def _why_not(engine: Engine, request: ReductionRequest) -> str | None:
@@ -171,14 +212,23 @@ def _why_not(engine: Engine, request: ReductionRequest) -> str | None:
         return f"its supports() raised {type(exc).__name__}: {exc}"
 
 
+#: a forced engine that supports a request, per (request key, engine)
+_FORCED = LRUCache("forced engines", 1024)
+
+
 def select_engine(request: ReductionRequest, explicit: str | None = None) -> Engine:
     """The engine that :func:`run_request` tries first for ``request``."""
     name = engine_for(request.backend.name, explicit)
     if name is not None:
         engine = get_registry().engine(name)
+        key = None if request.key is None else (request.key, request.origin, engine)
+        if key is not None and _FORCED.get(key) is not None:
+            return engine
         problem = _why_not(engine, request)
         if problem is not None:
             raise ValueError(f"engine {name!r} was requested but cannot run it: {problem}")
+        if key is not None:
+            _FORCED.put(key, engine)
         return engine
     ranked = ranked_engines(request)
     if not ranked:
@@ -211,29 +261,34 @@ def run_request(
     This is also the entry of an engine that delegates: an engine that splits a request
     into blocks (``request.block(...)``) runs each with ``run_request(block, exclude=[self.name])``.
     Config's forced engine does not apply here; pass ``engine`` to force one.
+
+    An engine that fails is asked ``supports`` again at the next request of the same key
+    (its verdict is dropped from the cache): it may decline from then on.
     """
     if engine is not None:
         chosen = select_engine(request, engine)
         try:
             return _global_indices(request, request.backend.run_engine(chosen, request))
         except Exception as exc:
+            _FORCED.pop((request.key, request.origin, chosen))
             raise EngineError(
                 f"engine {chosen.name!r} failed on a {request.spec.reduction} reduction: {exc}"
             ) from exc
-    ranked = ranked_engines(request, exclude)
+    ranked, key = _ranked(request, exclude)
     if not ranked:
         select_engine(request)  # raises the "no engine" error
-    strict = bool(get_option("strict_engines"))
     failures: list[str] = []
     for k, chosen in enumerate(ranked):
         try:
             return _global_indices(request, request.backend.run_engine(chosen, request))
         except Exception as exc:
+            if key is not None:
+                _SUPPORTING.pop(key)
             failure = (
                 f"engine {chosen.name!r} failed on a {request.spec.reduction} reduction: "
                 f"{type(exc).__name__}: {exc}"
             )
-            if strict or k + 1 == len(ranked):
+            if get_option("strict_engines") or k + 1 == len(ranked):
                 earlier = f" (after: {'; '.join(failures)})" if failures else ""
                 raise EngineError(failure + earlier) from exc
             failures.append(failure)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .backend import Backend
 from .block_sparse import BlockSparsity
+from .call_cache import LRUCache
 from .dispatch import reduce, select_backend
 from .ir import functions as fn
 from .ir import special as sp
@@ -26,6 +27,7 @@ from .ir.algebra import add, div, mul, neg, sub, sum_dim
 from .ir.leaves import Const, Var
 from .ir.node import DimensionError, Node
 from .ir.transform import renumber, substitute, transpose, transpose_var, variables
+from .options import get_option
 from .plugin_manager import get_registry
 from .reductions import get_reduction
 from .request import ReductionSpec
@@ -33,13 +35,28 @@ from .request import ReductionSpec
 _ids = itertools.count()
 
 
+#: (registry, array type, dtype) -> (backend, namespace) of arrays that passed ``check_dtype``
+_KINDS = LRUCache("array kinds", 256)
+
+
+def _kind(x: Any) -> tuple[Backend, Any]:
+    """The backend and namespace of ``x``, its dtype checked (once per type and dtype)."""
+    registry = get_registry()
+    key = (registry, type(x), getattr(x, "dtype", None))
+    found = _KINDS.get(key)
+    if found is None:
+        backend = registry.backend_for(x)
+        backend.check_dtype(x)
+        found = (backend, backend.namespace(x))
+        _KINDS.put(key, found)
+    return found  # type: ignore[no-any-return]
+
+
 def _wrap(x: Any, cat: str) -> LazyMatrix:
     if isinstance(x, np.generic):  # a numpy scalar (x.sum(), a[0]): a 0-d numpy array
         x = np.asarray(x)
-    backend = get_registry().backend_for(x)
-    backend.check_dtype(x)
+    backend, xp = _kind(x)
     shape = tuple(x.shape)
-    xp = backend.namespace(x)
     if cat == "p":
         if len(shape) == 0:
             x = xp.reshape(x, (1,))
@@ -98,6 +115,61 @@ def _check_sides(order: list[Var], bindings: dict[Var, Any]) -> None:
             )
 
 
+#: canonical specs of LazyMatrix reductions, by formula structure (see ``_structure``)
+_PREPARED = LRUCache("prepared", 2048)
+
+
+def _structure(formula: Node, bindings: dict[Var, Any]) -> tuple[tuple[Any, ...], list[Var]]:
+    """The formula's structure as a flat, hashable key, and its variables in canonical order.
+
+    Each distinct node is one entry (its type, static fields, inner dimension and the
+    positions of its children), children first, left first, as ``Node.walk`` orders
+    them; a variable is entered by its canonical number instead of its process-unique
+    id. Variables bound to one array in one category (the same array wrapped twice) share
+    a number, as :meth:`LazyMatrix.prepare` merges them. Bindings the formula does not
+    read (simplified away) follow, by category and dimension. Two formulas with equal keys
+    have the same canonical spec; the order lists this formula's variables by canonical
+    number, then the unread ones.
+    """
+    entries: list[tuple[Any, ...]] = []
+    position: dict[Any, int] = {}
+    numbers: dict[tuple[int, str], int] = {}
+    order: list[Var] = []
+    seen: set[Var] = set()
+
+    def enter(node: Node, children: list[int]) -> int:
+        if type(node) is Var:
+            seen.add(node)
+            alias = (id(bindings[node]), node.cat)
+            number = numbers.get(alias)
+            if number is None:
+                number = numbers[alias] = len(order)
+                order.append(node)
+            entry: tuple[Any, ...] = (Var, number, node.cat, node.dim)
+        else:
+            entry = (type(node), node.static(), node.dim, *children)
+        entries.append(entry)
+        return len(entries) - 1
+
+    def visit(node: Node) -> int:
+        p = position.get(id(node))
+        if p is None:
+            p = position[id(node)] = enter(node, [visit(c) for c in node.children])
+        return p
+
+    try:
+        visit(formula)
+    except RecursionError:  # a formula deeper than Python's stack: the same entries, walked
+        for table in (entries, position, numbers, order):
+            table.clear()
+        for node in formula.walk():
+            position[node] = enter(node, [position[c] for c in node.children])
+    unread = [v for v in bindings if v not in seen] if len(bindings) > len(seen) else []
+    if unread:
+        entries.append(tuple((v.cat, v.dim) for v in unread))
+    return tuple(entries), order + unread
+
+
 class LazyMatrix:
     """A symbolic N-by-M matrix (of vectors of dimension ``dim``), never stored."""
 
@@ -138,8 +210,10 @@ class LazyMatrix:
         bindings: dict[Var, Any] = {}
         for o in operands:
             bindings.update(o.bindings)
-        if backend is not None:
-            devices = {backend.device_name(a) for a in bindings.values()}
+        bound = [o.bindings for o in operands if o.bindings]
+        if backend is not None and len(bound) > 1:
+            # each operand's arrays share one device already: compare one array of each
+            devices = {backend.device_name(next(iter(b.values()))) for b in bound}
             if len(devices) > 1:
                 raise ValueError(f"arrays on different devices in one formula: {sorted(devices)}")
         return type(self)._new(build(*(o.formula for o in operands)), bindings, backend)
@@ -393,12 +467,29 @@ class LazyMatrix:
         """The canonical spec (a j-reduction, variables renumbered) and its arrays.
 
         ``ranges`` (a :class:`~lazymat.block_sparse.BlockSparsity` of this N-by-M matrix)
-        restricts the reduction to chosen block pairs, whatever the axis.
+        restricts the reduction to chosen block pairs, whatever the axis. The spec is
+        computed once per formula structure (:func:`_structure`) and reused from then on.
         """
         if axis not in (0, 1):
             raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")
         if get_reduction(reduction).uses_k:
             _check_k(reduction, k)
+        shape, order = _structure(self.formula, self.bindings)
+        key = (shape, reduction, axis, k, ranges)
+        spec = _PREPARED.get(key)
+        if spec is None:
+            spec, canonical = self._prepare(reduction, axis, k, ranges)
+            if canonical != order:  # never expected: then the structure key is not trusted
+                return spec, [self.bindings[v] for v in canonical]
+            _PREPARED.put(key, spec)
+        elif axis == 0:
+            _check_sides(order, self.bindings)  # the transposed request would name the other side
+        return spec, [self.bindings[v] for v in order]
+
+    def _prepare(
+        self, reduction: str, axis: int, k: int, ranges: BlockSparsity | None
+    ) -> tuple[ReductionSpec, list[Var]]:
+        """:meth:`prepare` computed from the formula (no cache): the spec and the variable order."""
         formula = self.formula
         # one variable per (array, category): the same array wrapped twice is one input
         first: dict[tuple[int, str], Var] = {}
@@ -418,8 +509,7 @@ class LazyMatrix:
             formula = transpose(formula)
             signature = tuple(transpose_var(v) for v in signature)
             ranges = None if ranges is None else ranges.transpose()
-        spec = ReductionSpec(formula, reduction, k, signature, ranges)
-        return spec, [self.bindings[v] for v in order]
+        return ReductionSpec(formula, reduction, k, signature, ranges), order
 
     def reduce(
         self,
@@ -437,7 +527,10 @@ class LazyMatrix:
         :class:`~lazymat.block_sparse.BlockSparsity` (given for the N-by-M matrix).
         """
         spec, args = self.prepare(reduction, axis, k, ranges)
-        chosen = select_backend(args, backend)
+        if backend is None and self.backend is not None and get_option("backend") is None:
+            chosen = self.backend  # every binding is of this backend (checked as the formula grew)
+        else:
+            chosen = select_backend(args, backend)
         return reduce(spec, args, backend=chosen, engine=engine)
 
     def sum(self, axis: int = 1, **kw: Any) -> Any:

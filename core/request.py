@@ -19,11 +19,13 @@ into indices of the whole matrix using ``origin``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .block_sparse import BlockSparsity
+from .call_cache import LRUCache
 from .ir.leaves import Var
 from .ir.node import DimensionError, Node
 from .ir.transform import variables
@@ -66,12 +68,22 @@ class ReductionSpec:
     def kind(self) -> Reduction:
         return get_reduction(self.reduction)
 
-    @property
+    @cached_property
     def variables(self) -> list[Var]:
-        """Variables sorted by index (index k is bound to args[k])."""
+        """Variables sorted by index (index k is bound to args[k]); computed once per spec."""
         if self.signature:
             return list(self.signature)
         return sorted(variables(self.formula), key=lambda v: v.index)
+
+    @cached_property
+    def nodes(self) -> list[Node]:
+        """The formula's distinct nodes, children first (``Node.walk``), computed once per spec."""
+        return self.formula.walk()
+
+    @cached_property
+    def used(self) -> frozenset[int]:
+        """Indices of the variables the formula reads (the others only fix sizes)."""
+        return frozenset(v.index for v in self.nodes if isinstance(v, Var))
 
     @property
     def out_dim(self) -> int:
@@ -95,6 +107,9 @@ class ReductionRequest:
     ranges: Any = None
     #: (row, column) of the whole matrix where this request's block starts (see the module doc)
     origin: tuple[int, int] = (0, 0)
+    #: what the checks of :func:`build_request` depend on: spec, backend, tile budget and the
+    #: arrays' signatures (type, shape, dtype, device); dispatch caches the engine choice on it
+    key: Hashable = field(default=None, compare=False, repr=False)
 
     def block(
         self, rows: tuple[int, int], cols: tuple[int, int], reduction: str | None = None
@@ -169,10 +184,53 @@ def _batch_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(out)
 
 
+#: checked facts of a request (dtype, device, batch, N, M, namespace) by request key
+_FACTS = LRUCache("requests", 4096)
+
+
+def request_key(spec: ReductionSpec, args: Sequence[Any], backend: Backend, tile_bytes: int) -> Hashable:
+    """What the checks of a request depend on: the spec, the backend, the tile budget and each
+    array's (type, shape, dtype, device); None when an argument is not an array at all."""
+    try:
+        device = backend.device
+        return (spec, backend, tile_bytes, tuple((type(a), a.shape, a.dtype, device(a)) for a in args))
+    except Exception:  # not an array: the checks below say what was expected
+        return None
+
+
 def build_request(
     spec: ReductionSpec, args: Sequence[Any], backend: Backend, tile_bytes: int
 ) -> ReductionRequest:
-    """Check the arrays against the spec and gather sizes; clear errors for bad input."""
+    """Check the arrays against the spec and gather sizes; clear errors for bad input.
+
+    The checks run once per request key (:func:`request_key`): arrays of the same
+    signatures as an earlier request of the same spec pass them by construction.
+    """
+    key = request_key(spec, args, backend, tile_bytes)
+    facts = None if key is None else _FACTS.get(key)
+    if facts is None:
+        facts = _check(spec, args, backend)
+        if key is not None:
+            _FACTS.put(key, facts)
+    dtype, dev, batch, n, m, xp = facts
+    return ReductionRequest(
+        spec=spec,
+        args=tuple(args),
+        backend=backend,
+        xp=xp,
+        dtype=dtype,
+        device=dev,
+        batch=batch,
+        n=n,
+        m=m,
+        tile_bytes=tile_bytes,
+        ranges=spec.ranges,
+        key=key,
+    )
+
+
+def _check(spec: ReductionSpec, args: Sequence[Any], backend: Backend) -> tuple[Any, ...]:
+    """(dtype, device, batch shape, N, M, namespace) of a request, or a clear error."""
     vars_ = spec.variables
     if len(vars_) != len(args) or any(v.index != k for k, v in enumerate(vars_)):
         raise ValueError(
@@ -236,16 +294,4 @@ def build_request(
         )
     xp = backend.namespace(args[0])
     check_namespace(backend.name, xp)
-    return ReductionRequest(
-        spec=spec,
-        args=tuple(args),
-        backend=backend,
-        xp=xp,
-        dtype=dtype,
-        device=dev,
-        batch=_batch_shape(batches),
-        n=n,
-        m=m,
-        tile_bytes=tile_bytes,
-        ranges=spec.ranges,
-    )
+    return dtype, dev, _batch_shape(batches), n, m, xp

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +27,10 @@ from scipy.special import logsumexp
 import lazymat as lm
 import lazymat.testing
 from lazymat.block_sparse import BlockSparsity
-from lazymat.dispatch import ReductionCall, select_engine
 from lazymat.builtin_engines import native_build
 from lazymat.builtin_engines.native_build import find_compiler
-from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K
+from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, MAX_K, NativeCpuEngine
+from lazymat.dispatch import ReductionCall
 from lazymat.plugin_manager import get_registry
 from lazymat.request import ReductionSpec, build_request
 from lazymat.testing.clustered import check_clustered, check_clustered_batches, clustered_problem
@@ -154,23 +155,48 @@ def test_index_match_with_integer_arrays() -> None:
         close(got, dense.sum(1), "float64", f"IndexMatch {name}")
 
 
-def test_dispatch_sends_only_large_requests_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small reductions run elsewhere (a compile would cost more), by size alone."""
+def test_small_requests_come_here_once_their_kernel_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small reduction never waits for a compile: it ranks below the other engines until its
+    kernel is loaded (built in the background), here from then on; a large one comes at once."""
     be = get_registry().backend("numpy")
     x, y, _ = data(40, 50, seed=13)
-    spec, args = (-lm.Vi(x).sqdist(lm.Vj(y))).exp().prepare("sum", 1)
-    small = build_request(spec, args, be, 2**20)
-    K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
-    K.sum(axis=1, engine=ENGINE)  # compiled now: the choice still does not change
-    assert select_engine(small).name != ENGINE
+    K = (-1.8125 * lm.Vi(x).sqdist(lm.Vj(y))).exp()
+    small = build_request(*K.prepare("sum", 1), be, 2**20)
     big_y = np.zeros((COMPILE_MIN_PAIRS // 40 + 1, 3))
-    spec_big, args_big = (-lm.Vi(x).sqdist(lm.Vj(big_y))).exp().prepare("sum", 1)
-    assert select_engine(build_request(spec_big, args_big, be, 2**20)).name == ENGINE
-    monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "0")
-    assert select_engine(small).name == ENGINE
+    big = build_request(*(-1.8125 * lm.Vi(x).sqdist(lm.Vj(big_y))).exp().prepare("sum", 1), be, 2**20)
+    engine = NativeCpuEngine()  # nothing loaded yet
+    assert engine.priority_for(big) == engine.priority
+    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
+    assert engine.priority_for(small) < 0 and not engine._pending  # no build started
+    monkeypatch.delenv("LAZYMAT_NATIVE_BACKGROUND")
+    assert engine.priority_for(small) < 0  # starts the build
+    deadline = time.monotonic() + 300
+    while engine.priority_for(small) < 0:
+        assert time.monotonic() < deadline, "the background build did not finish"
+        time.sleep(0.05)
+    assert engine.priority_for(small) == engine.priority
+    (got,) = engine.run(small)
+    dense = np.exp(-1.8125 * ((x[:, None] - y[None]) ** 2).sum(-1)).sum(1, keepdims=True)
+    close(got, dense, "float64", "small request, kernel built in the background")
     monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "lots")
     with pytest.raises(ValueError, match="LAZYMAT_NATIVE_MIN_PAIRS must be a whole number"):
-        select_engine(small)
+        engine.priority_for(small)
+
+
+def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits() -> None:
+    """The compile threshold counts visited pairs, not N*M."""
+    be = get_registry().backend("numpy")
+    x, y, _ = data(2 * COMPILE_MIN_PAIRS // 64, 64, seed=14)
+    K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
+    n = x.shape[0]
+    few = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0,), ()))  # n/2 pairs visited
+    many = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0, 1), (0, 1)))  # all n * 64
+    engine = NativeCpuEngine()  # nothing loaded: the size alone decides
+    for ranges, chosen in ((None, True), (few, False), (many, True)):
+        spec, args = K.prepare("sum", 1, ranges=ranges)
+        request = build_request(spec, args, be, 2**20)
+        assert (engine.priority_for(request) == engine.priority) is chosen, ranges
+        assert engine._pairs(request) == (n // 2 if ranges is few else n * 64)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -186,19 +212,6 @@ def test_block_sparse_with_batch_dimensions() -> None:
     """One structure for every batch element: (2, N, 3) points, each its own dense masked sum."""
     problem = clustered_problem(300, 200, seed=22, voxel=0.3, radius=0.45)
     check_clustered_batches(ENGINE, problem)
-
-
-def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits() -> None:
-    """The compile threshold counts visited pairs, not N*M."""
-    be = get_registry().backend("numpy")
-    x, y, _ = data(2 * COMPILE_MIN_PAIRS // 64, 64, seed=14)
-    K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
-    n = x.shape[0]
-    few = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0,), ()))  # n/2 pairs visited
-    many = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0, 1), (0, 1)))  # all n * 64
-    for ranges, chosen in ((None, True), (few, False), (many, True)):
-        spec, args = K.prepare("sum", 1, ranges=ranges)
-        assert (select_engine(build_request(spec, args, be, 2**20)).name == ENGINE) is chosen, ranges
 
 
 def test_float32_sums_stay_accurate_over_long_rows() -> None:

@@ -1,8 +1,9 @@
 """Compiling generated C kernels with the system compiler, and the on-disk kernel cache.
 
 The compiler is ``$LAZYMAT_CC`` (a command, arguments allowed, e.g. ``"ccache gcc"``) or
-the first of ``cc``, ``gcc``, ``clang`` on the PATH. It is probed once per process with a
-tiny OpenMP program; flags fall back from ``-march=native -fopenmp`` to portable code and
+the first of ``cc``, ``gcc``, ``clang`` on the PATH (looked up once per value of ``PATH``
+and ``LAZYMAT_CC``: engines ask for the compiler at every request). It is probed once per
+process with a tiny OpenMP program; flags fall back from ``-march=native -fopenmp`` to portable code and
 to ``-fopenmp-simd`` (vectorised, single-threaded) when OpenMP is missing. No fast-math:
 only ``-fno-math-errno -fno-trapping-math``, which keep NaN/inf semantics (they only
 drop errno updates and floating-point exception flags) and let sqrt/rint vectorise.
@@ -107,10 +108,19 @@ _fallback_dir: list[Path] = []  # where kernels go when the cache directory cann
 
 
 def _candidates() -> list[tuple[str, ...]]:
+    """The compiler commands to try: ``$LAZYMAT_CC``, else cc, gcc, clang found on the PATH
+    (looked up once per value of the two variables: ``shutil.which`` stats every PATH entry)."""
     env = os.environ.get("LAZYMAT_CC")
     if env:
         return [tuple(shlex.split(env))]
-    return [(name,) for name in ("cc", "gcc", "clang") if shutil.which(name)]
+    path = os.environ.get("PATH")
+    found = _on_path.get(path)
+    if found is None:
+        found = _on_path[path] = [(name,) for name in ("cc", "gcc", "clang") if shutil.which(name)]
+    return found
+
+
+_on_path: dict[str | None, list[tuple[str, ...]]] = {}
 
 
 def _cpu_fingerprint() -> str:

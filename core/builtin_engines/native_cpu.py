@@ -12,11 +12,21 @@ numpy, torch, jax, ...); arrays are copied only when they are not C-contiguous. 
 are numpy arrays handed to the request's namespace with ``from_dlpack``.
 
 Compiling a new kernel takes a fraction of a second, more than a small reduction costs on
-any engine: when dispatch chooses (no engine forced), reductions of fewer than
-``COMPILE_MIN_PAIRS`` pairs (batch included; ``$LAZYMAT_NATIVE_MIN_PAIRS`` overrides it)
-rank this engine below the others (``priority_for``); a block-sparse reduction counts the
-pairs it visits. The rule depends on the sizes only, so one request always goes to one
-engine. Forcing ``native-cpu`` runs any size.
+any engine, so a small call never waits for a compile: when dispatch chooses (no engine
+forced), a reduction of fewer than ``COMPILE_MIN_PAIRS`` pairs (batch included;
+``$LAZYMAT_NATIVE_MIN_PAIRS`` overrides it; a block-sparse reduction counts the pairs it
+visits) whose kernel is not loaded yet ranks this engine below the others
+(``priority_for``) and has its kernel built in a background thread; once it is loaded,
+small requests of that kernel come here too (a compiled kernel beats every other CPU
+engine from 10 x 10 pairs up: ``BENCHMARKS.md``, "sizes"). The first calls of a new
+formula at small sizes therefore run on another engine, and the later ones here, with
+results equal to rounding. ``LAZYMAT_NATIVE_BACKGROUND=0`` turns the background builds off
+(small requests then come here only for kernels compiled otherwise). Forcing
+``native-cpu`` runs any size, compiling first.
+
+Per call, what depends on the request's key only (kernel, layout of each argument, batch
+offsets, block-sparsity chunks) is prepared once; a call lays out the j-variables, allocates
+the outputs and enters the kernel through ctypes with its argument types set once.
 
 Block-sparse reductions (``ranges``) run on a "ranged" kernel, compiled once per formula,
 reduction family and dtype like the dense one: the structure is passed at run time as
@@ -32,21 +42,25 @@ and when no C compiler works — then with a one-time warning that says how to e
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import os
+import queue
 import threading
+import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..call_cache import LRUCache
 from ..codegen.batch import batch_offsets
 from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..codegen.ranges import row_chunks, visited_pairs
-from ..ir.leaves import Var
 from ..request import ReductionRequest
 from .generated import GeneratedKernelEngine
 from .native_build import Compiler, build, find_compiler
@@ -64,6 +78,7 @@ _TOO_SMALL = -1
 _INDEX_DTYPES = ("int64", "int32", "uint32", "int16", "int8", "uint8", "uint16")
 
 _Kernel = Callable[..., None]
+_log = logging.getLogger("lazymat.native_cpu")
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -85,6 +100,11 @@ class NativeCpuEngine(GeneratedKernelEngine):
         self._tile_rows: dict[KernelSpec, int] = {}
         self._lock = threading.Lock()
         self._warned = False
+        #: kernels being built in the background
+        self._pending: set[KernelSpec] = set()
+        #: request key -> kernel spec, and -> what a call needs besides the data
+        self._specs = LRUCache("native-cpu kernel specs", 1024)
+        self._launches = LRUCache("native-cpu launches", 1024)
 
     # -- can it run? ----------------------------------------------------------------------
     @staticmethod
@@ -129,7 +149,9 @@ class NativeCpuEngine(GeneratedKernelEngine):
             )
 
     def priority_for(self, request: ReductionRequest) -> int:
-        """``priority``, or below every other engine for requests too small to pay a compile."""
+        """``priority`` for requests large enough to pay a compile, and for smaller ones whose
+        kernel is compiled already; below every other engine otherwise (the kernel is then
+        compiled in the background, for the next calls)."""
         env = os.environ.get("LAZYMAT_NATIVE_MIN_PAIRS")
         try:
             threshold = COMPILE_MIN_PAIRS if env is None else int(env)
@@ -137,7 +159,9 @@ class NativeCpuEngine(GeneratedKernelEngine):
             raise ValueError(
                 f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}"
             ) from None
-        return self.priority if self._pairs(request) >= threshold else _TOO_SMALL
+        if self._pairs(request) >= threshold or self._compiled(request):
+            return self.priority
+        return _TOO_SMALL
 
     @staticmethod
     def _pairs(request: ReductionRequest) -> int:
@@ -147,6 +171,42 @@ class NativeCpuEngine(GeneratedKernelEngine):
         return visited_pairs(request.ranges.intervals) * math.prod(request.batch)
 
     # -- compile --------------------------------------------------------------------------
+    def _kernel_spec(self, request: ReductionRequest) -> KernelSpec:
+        """The kernel of a request (once per request key: its spec, dtypes and index arrays)."""
+        kspec = None if request.key is None else self._specs.get(request.key)
+        if kspec is None:
+            integer = frozenset(
+                k for k, a in enumerate(request.args) if _dtype_name(a.dtype) in _INDEX_DTYPES
+            )
+            kspec = KernelSpec.for_request(request, _dtype_name(request.dtype), integer)
+            if request.key is not None:
+                self._specs.put(request.key, kspec)
+        return kspec
+
+    def _compiled(self, request: ReductionRequest) -> bool:
+        """Whether the request's kernel is loaded; if not, it is built in the background
+        (once), so that the next requests of small sizes find it ready."""
+        kspec = self._kernel_spec(request)
+        with self._lock:
+            if kspec in self._kernels:
+                return True
+            if kspec in self._pending or _background_off():
+                return False
+            self._pending.add(kspec)
+        _builder.submit(self, kspec)
+        return False
+
+    def _build_in_background(self, kspec: KernelSpec) -> None:
+        """Build one kernel off the caller's thread; a failure only means it is not ready
+        (a request that needs it compiles it in its own thread and reports the error)."""
+        try:
+            self.kernel(kspec)
+        except Exception as exc:
+            _log.info("native-cpu: background build of a kernel failed: %s", exc)
+        finally:
+            with self._lock:
+                self._pending.discard(kspec)
+
     def kernel(self, spec: KernelSpec) -> _Kernel:
         """The compiled entry point of a kernel (generated, compiled or loaded once)."""
         with self._lock:
@@ -157,53 +217,46 @@ class NativeCpuEngine(GeneratedKernelEngine):
         if not isinstance(compiler, Compiler):
             raise RuntimeError(f"native-cpu has no usable C compiler: {compiler}")
         skeleton = CpuSkeleton(spec)
+        start = time.perf_counter()
         lib = build(skeleton.source(), compiler)
+        _log.debug("native-cpu: kernel ready in %.2f s (%s)", time.perf_counter() - start, spec.family)
         fn = getattr(lib, ENTRY_POINT)
         fn.restype = None
         fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
         if spec.ranged:  # nchunks, chunks, j_starts, j_ends, pairs
             fn.argtypes += [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
         with self._lock:
-            self._kernels[spec] = fn
             self._tile_rows[spec] = skeleton.tile_rows
+            self._kernels[spec] = fn
         return fn
 
     # -- run ------------------------------------------------------------------------------
-    def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+    def _launch(self, request: ReductionRequest, host: list[np.ndarray]) -> _Launch:
+        """What a call of the request's kernel needs besides the data (once per request key)."""
+        launch = None if request.key is None else self._launches.get(request.key)
+        if launch is not None:
+            return launch
         spec = request.spec
-        family = FAMILIES[spec.reduction]
-        dtype = _dtype_name(request.dtype)
-        variables = tuple(spec.variables)
-        host = [self._host_view(request, a) for a in request.args]
-        integer = frozenset(k for k, h in enumerate(host) if h.dtype.kind in "iu")
-        kspec = KernelSpec.for_request(request, dtype, integer)
+        kspec = self._kernel_spec(request)
         fn = self.kernel(kspec)
         block = block_size(kspec)
-
-        used = {v.index for v in spec.formula.walk() if isinstance(v, Var)}
-        keep: list[np.ndarray] = []  # arrays that must live until the call returns
-        ptrs: list[int | None] = []
-        offs: list[int | None] = []
-        for k, (v, h) in enumerate(zip(variables, host, strict=True)):
+        used = spec.used
+        layouts = []
+        for k, (v, h) in enumerate(zip(spec.variables, host, strict=True)):
             if k not in used:
-                ptrs.append(None)
-                offs.append(None)
                 continue
-            data, off = self._layout(
-                v, h, request.batch, np.int64 if k in integer else np.dtype(dtype), block
-            )
-            keep += [data, off]
-            ptrs.append(data.ctypes.data)
-            offs.append(off.ctypes.data)
-
-        shape = (*request.batch, request.n, kspec.out_dim)
-        values = np.empty(shape, dtype=dtype)
-        outs = [values]
-        if len(FAMILY_OUTPUTS[family]) > 1:
-            outs.append(np.empty(shape, dtype=np.int64))
-        nb = math.prod(request.batch)
-        void_array = ctypes.c_void_p * max(1, len(ptrs))
+            dtype = np.dtype(np.int64) if k in kspec.integer else np.dtype(kspec.dtype)
+            if v.cat == "j":  # blocks of (d, JB), zero-padded: (.., ceil(M/JB), d, JB)
+                m, d = h.shape[-2:]
+                shape = (*h.shape[:-2], -(-m // block), d, block)
+                lead = 3
+            else:
+                shape = h.shape
+                lead = 1 if v.cat == "p" else 2
+            where = batch_offsets(request.batch, tuple(shape[:-lead]), math.prod(shape[-lead:]))
+            layouts.append(_Layout(k, v.cat == "j", dtype, where))
         ranged: tuple[Any, ...] = ()
+        keep: tuple[np.ndarray, ...] = ()
         if request.ranges is not None:
             intervals = request.ranges.intervals
             chunks = row_chunks(intervals, self._tile_rows[kspec])
@@ -214,18 +267,58 @@ class NativeCpuEngine(GeneratedKernelEngine):
                 intervals.j_ends.ctypes.data,
                 self._pairs(request),
             )
-            keep.append(chunks)
-        fn(
-            nb,
+            keep = (chunks, intervals.j_starts, intervals.j_ends)
+        family = FAMILIES[spec.reduction]
+        kinds = FAMILY_OUTPUTS[family]
+        pointers = ctypes.c_void_p * max(1, len(spec.variables))
+        offsets: list[int | None] = [None] * len(spec.variables)
+        for layout in layouts:
+            offsets[layout.index] = layout.offsets.ctypes.data
+        launch = _Launch(
+            fn=fn,
+            block=block,
+            layouts=layouts,
+            slots=len(spec.variables),
+            rows=math.prod(request.batch),
+            pointers=pointers,
+            offsets=pointers(*offsets),
+            shape=(*request.batch, request.n, kspec.out_dim),
+            dtype=np.dtype(kspec.dtype),
+            kinds=kinds,
+            picks=tuple(kinds.index(kind) for kind in spec.kind.outputs),
+            ranged=ranged,
+            keep=keep,
+        )
+        if request.key is not None:
+            self._launches.put(request.key, launch)
+        return launch
+
+    def run(self, request: ReductionRequest) -> tuple[Any, ...]:
+        host = [self._host_view(request, a) for a in request.args]
+        launch = self._launch(request, host)
+        ptrs: list[int | None] = [None] * launch.slots
+        keep: list[np.ndarray] = []  # arrays that must live until the call returns
+        for layout in launch.layouts:
+            h = host[layout.index]
+            if layout.blocked:
+                data = _blocked(h, layout.dtype, launch.block)
+            else:
+                data = np.ascontiguousarray(h, dtype=layout.dtype)
+            keep.append(data)
+            ptrs[layout.index] = data.ctypes.data
+        outs = [np.empty(launch.shape, dtype=launch.dtype)]
+        if len(launch.kinds) > 1:
+            outs.append(np.empty(launch.shape, dtype=np.int64))
+        launch.fn(
+            launch.rows,
             request.n,
             request.m,
-            void_array(*ptrs),
-            void_array(*offs),
+            launch.pointers(*ptrs),
+            launch.offsets,
             (ctypes.c_void_p * len(outs))(*(o.ctypes.data for o in outs)),
-            *ranged,
+            *launch.ranged,
         )
-        by_kind = dict(zip(FAMILY_OUTPUTS[family], outs, strict=True))
-        return tuple(self._to_backend(request, by_kind[kind]) for kind in spec.kind.outputs)
+        return tuple(self._to_backend(request, outs[k]) for k in launch.picks)
 
     @staticmethod
     def _host_view(request: ReductionRequest, a: Any) -> np.ndarray:
@@ -235,29 +328,6 @@ class NativeCpuEngine(GeneratedKernelEngine):
         return np.from_dlpack(request.backend.stop_gradient(a))
 
     @staticmethod
-    def _layout(
-        v: Var, h: np.ndarray, batch: tuple[int, ...], dtype: Any, block: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The kernel's layout of one argument and its batch offsets (see CpuSkeleton)."""
-        if v.cat == "j":  # blocks of (d, JB), zero-padded: (.., ceil(M/JB), d, JB)
-            m, d = h.shape[-2:]
-            nblk = -(-m // block)
-            data = np.zeros((*h.shape[:-2], nblk, d, block), dtype=dtype)
-            full = m // block
-            if full:
-                blocks = h[..., : full * block, :].reshape(*h.shape[:-2], full, block, d)
-                data[..., :full, :, :] = np.swapaxes(blocks, -1, -2)
-            if m > full * block:
-                tail = np.swapaxes(h[..., full * block :, :], -1, -2)
-                data[..., full, :, : m - full * block] = tail
-            lead = 3
-        else:
-            data = np.ascontiguousarray(h, dtype=dtype)
-            lead = 1 if v.cat == "p" else 2
-        stride = math.prod(data.shape[-lead:])
-        return data, batch_offsets(batch, tuple(data.shape[:-lead]), stride)
-
-    @staticmethod
     def _to_backend(request: ReductionRequest, out: np.ndarray) -> Any:
         if request.backend.recognizes(out):
             return out
@@ -265,3 +335,80 @@ class NativeCpuEngine(GeneratedKernelEngine):
         if from_dlpack is not None:
             return from_dlpack(out)
         return request.backend.from_numpy(out, request.device)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one argument reaches the kernel: position, j-blocked or as is, dtype, batch offsets."""
+
+    index: int
+    blocked: bool
+    dtype: np.dtype[Any]
+    offsets: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """A compiled kernel and the shapes of one request key: all a call needs but the data."""
+
+    fn: _Kernel
+    block: int
+    #: every argument that the formula reads (the others only fix sizes)
+    layouts: list[_Layout]
+    slots: int
+    #: batch elements (the kernel's ``nb``)
+    rows: int
+    #: the ctypes array type of the kernel's pointer arguments, and its batch offsets' pointers
+    pointers: Any
+    offsets: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    kinds: tuple[str, ...]
+    #: positions in the kernel's outputs of the reduction's outputs
+    picks: tuple[int, ...]
+    ranged: tuple[Any, ...]
+    #: the block-sparsity arrays whose addresses ``ranged`` holds
+    keep: tuple[np.ndarray, ...]
+
+
+def _blocked(h: np.ndarray, dtype: np.dtype[Any], block: int) -> np.ndarray:
+    """A j-variable (..., M, d) in the kernel's layout: blocks of (d, JB), zero-padded."""
+    m, d = h.shape[-2:]
+    full = m // block
+    data = np.zeros((*h.shape[:-2], -(-m // block), d, block), dtype=dtype)
+    if full:
+        blocks = h[..., : full * block, :].reshape(*h.shape[:-2], full, block, d)
+        data[..., :full, :, :] = np.swapaxes(blocks, -1, -2)
+    if m > full * block:
+        data[..., full, :, : m - full * block] = np.swapaxes(h[..., full * block :, :], -1, -2)
+    return data
+
+
+class _Builder:
+    """One daemon thread that compiles the kernels of small requests in the background."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[NativeCpuEngine, KernelSpec]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, engine: NativeCpuEngine, kspec: KernelSpec) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="lazymat-native-build", daemon=True)
+                self._thread.start()
+        self._queue.put((engine, kspec))
+
+    def _work(self) -> None:
+        while True:
+            engine, kspec = self._queue.get()
+            engine._build_in_background(kspec)
+
+
+_builder = _Builder()
+
+
+def _background_off() -> bool:
+    """``LAZYMAT_NATIVE_BACKGROUND=0``: small requests never start a build (they keep to the
+    other engines unless their kernel was compiled by a larger request or a forced call)."""
+    return os.environ.get("LAZYMAT_NATIVE_BACKGROUND", "1").strip().lower() in ("0", "false", "no", "off")

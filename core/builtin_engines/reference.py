@@ -5,6 +5,10 @@ yardstick of the conformance suite. Tiles are sized from a memory budget
 (``tile_bytes``): a tile of Ti x Tj pairs holds every intermediate of the formula, so
 peak memory is O(N + M + tile_bytes), never O(N*M). Output tiles are concatenated rather
 than written in place, so the code also runs under jax tracing.
+
+The formula is evaluated by its :class:`~lazymat.small_problems.Program`, built once per
+formula: a problem that fits one tile (the small sizes) costs its namespace operations
+and little else.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from typing import Any
 
 from ..engine import Engine
 from ..ir.leaves import Var
-from ..ir.transform import evaluate
 from ..request import ReductionRequest
+from ..small_problems import program_for
 
 
 class TileContext:
@@ -44,7 +48,7 @@ class TileContext:
 
 def formula_width(request: ReductionRequest) -> int:
     """Sum of the inner dimensions of every distinct sub-formula: floats held per pair."""
-    return sum(node.dim for node in request.spec.formula.walk())
+    return program_for(request.spec.formula).width
 
 
 def tile_sizes(request: ReductionRequest, itemsize: int) -> tuple[int, int]:
@@ -74,6 +78,7 @@ class ReferenceEngine(Engine):
         spec = request.spec
         red = spec.kind
         formula = spec.formula
+        program = program_for(formula)
         ctx = TileContext(request)
         itemsize = xp.finfo(request.dtype).bits // 8
         ti, tj = tile_sizes(request, itemsize)
@@ -86,7 +91,7 @@ class ReferenceEngine(Engine):
                 for c, d in columns:
                     for j0 in range(c, d, tj):
                         ctx.j0, ctx.j1 = j0, min(d, j0 + tj)
-                        vals = evaluate(formula, ctx)
+                        vals = program(ctx)
                         shape = (*request.batch, ctx.i1 - i0, ctx.j1 - j0, formula.dim)
                         state = red.merge(xp, state, xp.broadcast_to(vals, shape), j0)
                 out_tiles.append(red.finalize(xp, state))
