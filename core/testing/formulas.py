@@ -75,6 +75,10 @@ _UNARY: list[Callable[[LazyMatrix], LazyMatrix]] = [
     lambda a: a.abs(),
     lambda a: a**3,
     lambda a: (a * a + 1.0) ** 1.5,
+    lambda a: a.atan(),
+    lambda a: a.tanh().asin(),
+    lambda a: a.sinxdivx(),
+    lambda a: (a * a + 1.0).xlogx(),
 ]
 _BINARY: list[Callable[[LazyMatrix, LazyMatrix], LazyMatrix]] = [
     lambda a, b: a + b,
