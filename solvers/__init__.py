@@ -2,6 +2,7 @@
 
 from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from .free_barycenter import FreeBarycenterResult, free_support_barycenter
+from .grid_barycenter import GridBarycenter, barycenter_grid
 from .grid_sinkhorn import solve_grid
 from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
 from .images_loss import ImagesLoss
@@ -20,6 +21,7 @@ from .sinkhorn import sinkhorn
 __all__ = [
     "CGInfo",
     "ConvergenceWarning",
+    "GridBarycenter",
     "FreeBarycenterResult",
     "ImagesLoss",
     "Kernel",
@@ -33,6 +35,7 @@ __all__ = [
     "TransportPlan",
     "anisotropic_cost",
     "aslinearoperator",
+    "barycenter_grid",
     "cauchy",
     "cg",
     "flow",

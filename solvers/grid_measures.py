@@ -62,19 +62,28 @@ class GridMeasures:
 
     def diameter(self) -> float:
         """The diagonal of the grid's bounding box (0 for a single cell)."""
-        xp = self.xp
-        corners = xp.stack([xp.stack([xp.min(t), xp.max(t)]) for t in self.axes], axis=1)
-        return max_diameter(xp, corners, corners)
+        return axes_diameter(self.xp, self.axes)
 
     def spacing(self) -> float | None:
         """The smallest distance between neighbouring cells along an axis (None: one cell per axis)."""
-        gaps = [float(self.xp.min(t[1:] - t[:-1])) for t in self.axes if t.shape[0] > 1]
-        return min(gaps) if gaps else None
+        return axes_spacing(self.xp, self.axes)
 
     def scale(self) -> float | None:
         """The largest distance between neighbouring cells along an axis: the pyramid level's cell size."""
         gaps = [float(self.xp.max(t[1:] - t[:-1])) for t in self.axes if t.shape[0] > 1]
         return max(gaps) if gaps else None
+
+
+def axes_diameter(xp: Any, axes: Sequence[Any]) -> float:
+    """The diagonal of the bounding box of the grid ``axes`` (0 for a single cell)."""
+    corners = xp.stack([xp.stack([xp.min(t), xp.max(t)]) for t in axes], axis=1)
+    return max_diameter(xp, corners, corners)
+
+
+def axes_spacing(xp: Any, axes: Sequence[Any]) -> float | None:
+    """The smallest distance between neighbouring cells along an axis (None: one cell per axis)."""
+    gaps = [float(xp.min(t[1:] - t[:-1])) for t in axes if t.shape[0] > 1]
+    return min(gaps) if gaps else None
 
 
 def grid_points(xp: Any, axes: Sequence[Any]) -> Any:
@@ -83,7 +92,8 @@ def grid_points(xp: Any, axes: Sequence[Any]) -> Any:
     return xp.stack([xp.reshape(c, (-1,)) for c in mesh], axis=1)
 
 
-def _is_pair(v: Any) -> bool:
+def is_interval(v: Any) -> bool:
+    """Whether ``v`` is a pair (lo, hi) of numbers (an axis given by its bounds)."""
     return (
         isinstance(v, (tuple, list))
         and len(v) == 2
@@ -96,7 +106,7 @@ def grid_axes(axes: Any, shape: tuple[int, ...], like: Any) -> tuple[Any, ...]:
     xp = array_api_compat.array_namespace(like)
     device, dtype = array_api_compat.device(like), like.dtype
     dims = len(shape)
-    if axes is None or _is_pair(axes):
+    if axes is None or is_interval(axes):
         entries: list[Any] = [axes or (0.0, 1.0)] * dims
     elif isinstance(axes, (tuple, list)) and len(axes) == dims:
         entries = list(axes)
@@ -107,7 +117,7 @@ def grid_axes(axes: Any, shape: tuple[int, ...], like: Any) -> tuple[Any, ...]:
         )
     out = []
     for d, (n, entry) in enumerate(zip(shape, entries, strict=True)):
-        if _is_pair(entry):
+        if is_interval(entry):
             lo, hi = (float(c) for c in entry)
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
                 raise ValueError(f"axes[{d}] = {entry!r}: expected finite bounds lo < hi")
@@ -129,19 +139,24 @@ def grid_axes(axes: Any, shape: tuple[int, ...], like: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _check_density(name: str, v: Any, dims: int | None) -> int:
-    """The grid dimension D of ``v`` (unbatched: D = v.ndim, batched: v.ndim - 1)."""
+def check_grid_shape(name: str, v: Any, dims: int | None, stacked: bool = False) -> int:
+    """The grid dimension D of ``v``: (n_1, ..., n_D) or a batch (B, n_1, ..., n_D).
+
+    ``stacked``: K densities per batch, (K, n_1, ..., n_D) or (B, K, n_1, ..., n_D).
+    ``dims`` None: unbatched, D = v.ndim (minus one when stacked).
+    """
     if not hasattr(v, "shape") or not hasattr(v, "dtype"):
         raise TypeError(f"'{name}' must be an array of masses on a grid, got {type(v)}")
-    nd = len(v.shape)
+    nd = len(v.shape) - int(stacked)
     if dims is None:
         dims = nd
     if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
         raise ValueError(f"dim (the grid's dimension) must be a positive integer, got {dims!r}")
     if nd not in (dims, dims + 1):
         cells = ", ".join(f"n_{d + 1}" for d in range(dims)) if dims <= 3 else f"n_1, ..., n_{dims}"
+        one, lead = ("K, ", "B, K") if stacked else ("", "B")
         raise ValueError(
-            f"'{name}' must have shape ({cells}) or (B, {cells}) for a grid of dimension {dims}, "
+            f"'{name}' must have shape ({one}{cells}) or ({lead}, {cells}) for a grid of dimension {dims}, "
             f"got {_describe(v)}"
         )
     if any(s == 0 for s in v.shape):
@@ -170,10 +185,10 @@ def check_grid_measures(
     ``dim``: the grid's dimension D (default: ``len(axes)`` if axes lists the axes, else
     a.ndim, i.e. unbatched). With ``balanced=True`` the total masses must agree per batch.
     """
-    if dim is None and isinstance(axes, (tuple, list)) and not _is_pair(axes):
+    if dim is None and isinstance(axes, (tuple, list)) and not is_interval(axes):
         dim = len(axes)
-    dims = _check_density("a", a, dim)
-    _check_density("b", b, dims)
+    dims = check_grid_shape("a", a, dim)
+    check_grid_shape("b", b, dims)
     if lazymat.backend_for(a).name != lazymat.backend_for(b).name:
         raise TypeError(f"a and b come from different array libraries: {_describe(a)} and {_describe(b)}")
     if tuple(a.shape) != tuple(b.shape):
