@@ -184,7 +184,7 @@ class LazyTensor(LazyMatrix):
         ranges = kw.pop("ranges", self.ranges)
         out = kw.pop("out", None)
         options = Options.from_keywords(f"LazyTensor.{op}", kw)
-        w = None if weight is None else _plain(weight)
+        w = None if weight is None else _as_matrix(weight)
         with config(engine=engine) if engine is not None else nullcontext():
             return reduce(self._plain(), op, axis, k=k, weight=w, ranges=ranges, options=options, out=out)
 
@@ -588,7 +588,7 @@ def _promote(x: LazyTensor) -> ComplexLazyTensor:
     return ComplexLazyTensor._wrap(x, cp.real(x.formula))
 
 
-def _plain(w: Any) -> LazyMatrix:
+def _as_matrix(w: Any) -> LazyMatrix:
     """A weight as a plain LazyMatrix: a LazyTensor's, or a KeOps-shaped array's."""
     w = w if isinstance(w, LazyMatrix) else LazyTensor(w)
     return LazyMatrix._new(w.formula, w.bindings, w.backend)
