@@ -22,6 +22,9 @@ evaluation, derivative and spellings; an engine handles or declines each (the co
 suite walks them all). An engine may split a request: ``request.block(rows, cols,
 reduction=kind.partial)``, :func:`run_request` on each block (``exclude`` itself), then
 ``kind.merge_partials`` and ``kind.from_partial`` on the results (:class:`Reduction`).
+An engine that ships blocks to other processes (a cluster) sends each the block's spec
+(``spec.block(rows, cols, reduction)``) and its chunks, and :func:`build_block` makes the
+block's request there.
 
 **Engines that generate code** (C, CUDA, ...) reuse lazymat's code generator: the
 expression emitter (:class:`FormulaEmitter`, :class:`Names`), the maths prelude
@@ -74,7 +77,7 @@ from .ir.vector import Concat, IndexMatch, MatVecMult, OneHot, Slice, TensorProd
 from .namespace import REQUIRED_FUNCTIONS, missing_functions
 from .reductions import REDUCTIONS, Reduction, get_reduction
 from .registry import Registry
-from .request import ReductionRequest, ReductionSpec, build_request
+from .request import ReductionRequest, ReductionSpec, build_block, build_request
 
 __all__ = [
     "FAMILIES",
@@ -134,6 +137,7 @@ __all__ = [
     "VecMatMult",
     "add",
     "batch_offsets",
+    "build_block",
     "build_request",
     "depends_on",
     "div",

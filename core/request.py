@@ -14,7 +14,9 @@ Splitting: :meth:`ReductionRequest.block` gives the request of a block of rows a
 and merges their partial results with ``Reduction.merge_partials``). An engine never has to
 know where its block lies: indices inside a request always start at 0 (``block`` shifts the
 index selectors of ``IndexMatch``), and ``run_request`` turns the block's output indices
-into indices of the whole matrix using ``origin``.
+into indices of the whole matrix using ``origin``. A cluster, whose workers receive only
+their block's chunks, builds the same request from arrays already cut: the block's spec
+(:meth:`ReductionSpec.block`, block-sparsity cut to the block) and :func:`build_block`.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ class ReductionSpec:
     def out_dim(self) -> int:
         return self.kind.out_dim(self.formula.dim, self.k)
 
+    def block(
+        self, rows: tuple[int, int], cols: tuple[int, int], reduction: str | None = None
+    ) -> ReductionSpec:
+        """The spec of the block ``rows`` x ``cols`` of this spec's matrix: ``reduction`` in
+        place of the reduction (a block of some of the columns computes the kind's ``partial``)
+        and the block-sparsity cut to the block (None stays None)."""
+        ranges = None if self.ranges is None else self.ranges.submatrix(rows, cols)
+        return ReductionSpec(self.formula, reduction or self.reduction, self.k, self.signature, ranges)
+
 
 @dataclass(frozen=True, eq=False)
 class ReductionRequest:
@@ -123,21 +134,13 @@ class ReductionRequest:
         (i0, i1), (j0, j1) = rows, cols
         if not (0 <= i0 < i1 <= self.n and 0 <= j0 < j1 <= self.m):
             raise ValueError(f"block rows {rows}, columns {cols} outside a {self.n} x {self.m} request")
-        xp, spec = self.xp, self.spec
-        shifts = _selector_shifts(spec.formula, (self.origin[0] + i0, self.origin[1] + j0))
-        args = []
-        for v, a in zip(spec.variables, self.args, strict=True):
-            if v.cat == "i":
-                a = a[..., i0:i1, :]
-            elif v.cat == "j":
-                a = a[..., j0:j1, :]
-            if shifts.get(v.index):
-                a = a - xp.asarray(shifts[v.index], dtype=a.dtype, device=self.device)
-            args.append(a)
-        ranges = None if spec.ranges is None else spec.ranges.submatrix(rows, cols)
-        sub = ReductionSpec(spec.formula, reduction or spec.reduction, spec.k, spec.signature, ranges)
-        block = build_request(sub, args, self.backend, self.tile_bytes)
-        return replace(block, origin=(self.origin[0] + i0, self.origin[1] + j0))
+        cut = {"i": slice(i0, i1), "j": slice(j0, j1)}
+        args = [
+            a[..., cut[v.cat], :] if v.cat in cut else a
+            for v, a in zip(self.spec.variables, self.args, strict=True)
+        ]
+        spec = self.spec.block(rows, cols, reduction)
+        return build_block(spec, args, self.backend, self.tile_bytes, (i0, j0), self.origin)
 
     def on_host(self, arrays: Sequence[Any]) -> ReductionRequest:
         """The same request over numpy arrays (host copies or views of ``args``, same order).
@@ -150,17 +153,43 @@ class ReductionRequest:
         return replace(request, origin=self.origin)
 
 
-def _selector_shifts(formula: Node, origin: tuple[int, int]) -> dict[int, int]:
+def build_block(
+    spec: ReductionSpec,
+    arrays: Sequence[Any],
+    backend: Backend,
+    tile_bytes: int,
+    offset: tuple[int, int],
+    origin: tuple[int, int] = (0, 0),
+) -> ReductionRequest:
+    """The request of a block, from its arrays already cut (variable k is ``arrays[k]``).
+
+    The block starts at row and column ``offset`` of the request it was cut from, which
+    itself starts at ``origin`` of the whole matrix; ``spec`` is the block's own
+    (:meth:`ReductionSpec.block`). The index selectors of ``IndexMatch`` are shifted by
+    ``offset`` (indices inside a request start at 0) and the block's origin is
+    ``origin + offset``. :meth:`ReductionRequest.block` cuts and calls it; a cluster's worker,
+    which receives its block's chunks only, calls it directly.
+    """
+    shifts = _selector_shifts(spec.formula, offset)
+    args = list(arrays)
+    for k, shift in shifts.items():
+        a = args[k]
+        args[k] = a - backend.namespace(a).asarray(shift, dtype=a.dtype, device=backend.device(a))
+    request = build_request(spec, args, backend, tile_bytes)
+    return replace(request, origin=(origin[0] + offset[0], origin[1] + offset[1]))
+
+
+def _selector_shifts(formula: Node, offset: tuple[int, int]) -> dict[int, int]:
     """Variable index -> the offset to subtract from its array so that the ``IndexMatch``
     nodes of ``formula`` compare it with block-local indices (rows i0.., columns j0..)."""
     shifts: dict[int, int] = {}
     for node in formula.walk():
         if not isinstance(node, IndexMatch):
             continue
-        offset = origin[0] if node.axis == "i" else origin[1]
+        shift = offset[0] if node.axis == "i" else offset[1]
         for sel in node.children[0].walk():
             if isinstance(sel, Var):
-                if shifts.setdefault(sel.index, offset) != offset:
+                if shifts.setdefault(sel.index, shift) != shift:
                     raise NotImplementedError(
                         f"variable {sel!r} selects both rows and columns: its block cannot be cut"
                     )
