@@ -144,7 +144,7 @@ def gp_task(quick: bool) -> Task:
         weight=1.0,
         description=(
             "float32, N points uniform in the unit cube, lengthscales (0.3, 0.4, 0.5), noise 0.05; "
-            "GPyTorch's CG inference on every side (max_cholesky_size(0), default tolerances, "
+            "GPyTorch's CG inference on every side (max_cholesky_size below N, default tolerances, "
             "the same seeded probe vectors); compared by the MLL and its gradients."
         ),
     )
