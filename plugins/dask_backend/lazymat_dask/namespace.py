@@ -1,0 +1,48 @@
+"""The array-API namespace of dask arrays: array-api-compat's, and what it lacks.
+
+lazymat's contract (``lazymat.plugin.REQUIRED_FUNCTIONS``) names ``take_along_axis`` (the
+min/argmin and K-min merges, the solvers' gathers), which array-api-compat's dask
+namespace does not provide (1.16). It is written here with dask: the gathered axis
+becomes one chunk and every block runs its chunks' own ``take_along_axis``, so a gather
+never crosses blocks. Every other name is array-api-compat's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import array_api_compat.dask.array as _compat
+import dask.array as da
+
+
+def __getattr__(name: str) -> Any:
+    return getattr(_compat, name)  # AttributeError: not provided
+
+
+def _take_block(a: Any, indices: Any, axis: int) -> Any:
+    return array_api_compat.array_namespace(a, indices).take_along_axis(a, indices, axis=axis)
+
+
+def take_along_axis(x: da.Array, indices: da.Array, /, *, axis: int = -1) -> da.Array:
+    """The values of ``x`` at ``indices`` along ``axis`` (the other axes broadcast)."""
+    if x.ndim != indices.ndim:
+        raise ValueError(f"take_along_axis needs arrays of one rank, got {x.ndim} and {indices.ndim}")
+    axis = axis % x.ndim
+    common = [max(a, b) for a, b in zip(x.shape, indices.shape, strict=True)]
+
+    def broadcast(a: da.Array) -> da.Array:
+        return da.broadcast_to(a, tuple(a.shape[k] if k == axis else s for k, s in enumerate(common)))
+
+    x, indices = broadcast(x), broadcast(indices)
+    x = x.rechunk({axis: -1})
+    indices = indices.rechunk(tuple(-1 if k == axis else c for k, c in enumerate(x.chunks)))
+    return da.map_blocks(
+        _take_block,
+        x,
+        indices,
+        axis=axis,
+        dtype=x.dtype,
+        chunks=indices.chunks,
+        meta=x._meta,
+    )

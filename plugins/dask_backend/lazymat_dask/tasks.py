@@ -1,0 +1,82 @@
+"""What the workers run: one block of a reduction, the merge of two partial results, the end.
+
+These are the callables of the task graph (:mod:`lazymat_dask.graph`); dask pickles them
+with their parameters and calls them on the chunks, on whichever worker it chooses.
+
+- :class:`RunBlock` builds the block's request from its chunks (``lazymat.plugin.build_block``:
+  the block's spec, index selectors shifted to the block) and runs it with
+  ``run_request``: the worker's own registry picks the best engine for the chunks' library
+  (native-cpu for numpy, torch-tiled, cupy-nvrtc on GPU workers), unless one is forced.
+- :class:`MergePartials` merges the partial outputs of two column ranges
+  (``Reduction.merge_partials``: sums add, log-sum-exps combine their (max, sum) pairs,
+  min/argmin and K-min keep the better candidates, ties to the lower index).
+- :class:`Finish` takes the reduction's own outputs out of the merged partial ones.
+
+Every task is a pure function of its inputs, and the graph fixes which two results each
+merge combines: a retried task (a lost worker) recomputes the same bits, and the order in
+which tasks complete never changes the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import array_api_compat
+
+from lazymat.plugin import Backend, ReductionSpec, build_block, get_reduction, run_request
+
+#: one backend object per name in a worker process: requests of one key then share the
+#: engines' cached verdicts (an unpickled backend is a new object each time)
+_LOCAL_BACKENDS: dict[str, Backend] = {}
+
+
+class RunBlock:
+    """Reduce one block: ``spec`` (cut to the block) on its chunks, at ``offset`` of the request."""
+
+    def __init__(
+        self,
+        spec: ReductionSpec,
+        backend: Backend,
+        tile_bytes: int,
+        offset: tuple[int, int],
+        engine: str | None,
+        exclude: tuple[str, ...],
+    ) -> None:
+        self.spec, self.backend, self.tile_bytes = spec, backend, tile_bytes
+        self.offset, self.engine, self.exclude = offset, engine, exclude
+
+    def __call__(self, *chunks: Sequence[Any]) -> tuple[Any, ...]:
+        """One list of chunks per variable (several for a column range that spans chunks)."""
+        backend = _LOCAL_BACKENDS.setdefault(self.backend.name, self.backend)
+        arrays = [parts[0] if len(parts) == 1 else _concat(parts) for parts in chunks]
+        request = build_block(self.spec, arrays, backend, self.tile_bytes, self.offset)
+        return tuple(run_request(request, self.engine, exclude=self.exclude))
+
+    def __repr__(self) -> str:
+        return f"RunBlock({self.spec.reduction} at {self.offset})"
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    return array_api_compat.array_namespace(*parts).concat(list(parts), axis=-2)
+
+
+class MergePartials:
+    """Merge the outputs of the ``partial`` reduction over two column ranges."""
+
+    def __init__(self, partial: str) -> None:
+        self.partial = partial
+
+    def __call__(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        xp = array_api_compat.array_namespace(*a, *b)
+        return tuple(get_reduction(self.partial).merge_partials(xp, a, b))
+
+
+class Finish:
+    """The outputs of ``reduction`` from the merged outputs of its partial reduction."""
+
+    def __init__(self, reduction: str) -> None:
+        self.reduction = reduction
+
+    def __call__(self, merged: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(get_reduction(self.reduction).from_partial(merged))
