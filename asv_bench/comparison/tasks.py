@@ -20,7 +20,18 @@ from .peer_fused_c import fused_c_kernel
 from .peer_reductions import dense_jnp, dense_torch, ott_softmin, pykeops
 from .peer_solvers import geomloss, ott_sinkhorn, pot, pykeops_solve, scipy_cg
 
-NAMES = ("kernel", "softmin", "knn", "sinkhorn", "multiscale", "cg", "shooting", "ml_knn", "ml_kmeans")
+NAMES = (
+    "kernel",
+    "softmin",
+    "knn",
+    "sinkhorn",
+    "multiscale",
+    "cg",
+    "shooting",
+    "ml_knn",
+    "ml_kmeans",
+    "ml_gp",
+)
 
 
 def rel_array(a: Result, b: Result, data: dict[str, Any]) -> float:
@@ -170,6 +181,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_shooting import shooting_task
 
         return shooting_task(quick)
+    if name == "ml_gp":
+        from .peer_gp import gp_task
+
+        return gp_task(quick)
     if name in ("ml_knn", "ml_kmeans"):
         from .peer_ml import ml_task
 
