@@ -24,7 +24,8 @@ reduction=kind.partial)``, :func:`run_request` on each block (``exclude`` itself
 ``kind.merge_partials`` and ``kind.from_partial`` on the results (:class:`Reduction`).
 An engine that ships blocks to other processes (a cluster) sends each the block's spec
 (``spec.block(rows, cols, reduction)``) and its chunks, and :func:`build_block` makes the
-block's request there.
+block's request there; :func:`engine_by_priority` chooses its engine the same way in every
+process (a retried block gives the same bits).
 
 **Engines that generate code** (C, CUDA, ...) reuse lazymat's code generator: the
 expression emitter (:class:`FormulaEmitter`, :class:`Names`), the maths prelude
@@ -34,6 +35,8 @@ row chunks, and :class:`GeneratedKernelEngine` (one ``problem`` check for ``supp
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from .backend import Backend
 from .block_sparse import BlockIntervals, BlockSparsity
@@ -75,6 +78,7 @@ from .ir.node import DimensionError, Node
 from .ir.transform import evaluate, substitute, transpose, variables, vjp
 from .ir.vector import Concat, IndexMatch, MatVecMult, OneHot, Slice, TensorProd, VecMatMult, dot
 from .namespace import REQUIRED_FUNCTIONS, missing_functions
+from .plugin_manager import get_registry
 from .reductions import REDUCTIONS, Reduction, get_reduction
 from .registry import Registry
 from .request import ReductionRequest, ReductionSpec, build_block, build_request
@@ -143,6 +147,7 @@ __all__ = [
     "div",
     "dot",
     "emit_formula",
+    "engine_by_priority",
     "evaluate",
     "formula_problem",
     "formula_width",
@@ -167,3 +172,30 @@ __all__ = [
     "visited_columns",
     "vjp",
 ]
+
+
+def engine_by_priority(request: ReductionRequest, exclude: Iterable[str] = ()) -> Engine:
+    """The supporting engine of highest declared ``priority`` (ties: registration order).
+
+    Unlike dispatch's choice, which asks ``priority_for`` (native-cpu ranks a small request
+    by whether its kernel happens to be compiled yet in this process), it depends only on
+    the request and the installed engines: every process of one installation makes it the
+    same. A cluster runs each block on it, so that a block run again on another worker (a
+    lost worker, a retried task) gives the same bits.
+    """
+    skip = frozenset(exclude)
+    best: Engine | None = None
+    for engine in get_registry().engines.values():
+        if engine.name in skip or (best is not None and engine.priority <= best.priority):
+            continue
+        try:
+            if engine.supports(request):
+                best = engine
+        except Exception:  # a broken engine is not a choice (dispatch warns about it)
+            continue
+    if best is None:
+        raise ValueError(
+            f"no installed engine supports this {request.spec.reduction} reduction of "
+            f"{request.backend.name} arrays on {request.device}"
+        )
+    return best

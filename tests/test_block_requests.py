@@ -53,7 +53,9 @@ def test_build_block_from_cut_arrays_is_the_block(name: str) -> None:
 def test_spec_block_cuts_the_sparsity_and_replaces_the_reduction() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((37, 2)), rng.standard_normal((29, 2))
-    sparsity = lp.BlockSparsity((0, 1, 9, 20, 26, 37), (0, 4, 5, 17, 29), ((0, 2), (), (1, 2, 3), (3,), (0, 1)))
+    sparsity = lp.BlockSparsity(
+        (0, 1, 9, 20, 26, 37), (0, 4, 5, 17, 29), ((0, 2), (), (1, 2, 3), (3,), (0, 1))
+    )
     formula = lp.Exp(lp.neg(lp.sum_dim(lp.Square(lp.sub(lp.Var(0, "i", 2), lp.Var(1, "j", 2))))))
     spec = lp.ReductionSpec(formula, "lse", ranges=sparsity)
     rows, cols = (5, 30), (3, 20)
@@ -68,3 +70,25 @@ def test_spec_block_cuts_the_sparsity_and_replaces_the_reduction() -> None:
         ref = np.log(np.where(mask, np.exp(values), 0.0).sum(axis=1))
     np.testing.assert_allclose(got[:, 0], ref, rtol=1e-13, atol=0)
     assert np.isneginf(ref).any() and np.isfinite(ref).any(), "the block must hold visited and empty rows"
+
+
+def test_engine_by_priority_does_not_depend_on_the_process_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small request whose native kernel was never built: dispatch sends it elsewhere (the
+    kernel is built in the background for later), engine_by_priority names native-cpu, the
+    engine of highest declared priority that supports it, as it would in any process."""
+    native = get_registry().engine("native-cpu")
+    scale = float(np.random.default_rng().integers(1, 10**9))  # a formula no process compiled yet
+    formula = lp.Exp(
+        lp.mul(lp.Const(-1.0 / scale), lp.sum_dim(lp.Square(lp.sub(lp.Var(0, "i", 3), lp.Var(1, "j", 3)))))
+    )
+    rng = np.random.default_rng(2)
+    request = lp.build_request(
+        lp.ReductionSpec(formula, "sum"), [rng.random((5, 3)), rng.random((4, 3))], NUMPY, 2**20
+    )
+    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
+    if not native.supports(request):
+        assert lp.engine_by_priority(request).name == "reference"
+        return
+    assert lp.select_engine(request).name == "reference"
+    assert lp.engine_by_priority(request).name == "native-cpu"
+    assert lp.engine_by_priority(request, exclude=["native-cpu"]).name == "reference"

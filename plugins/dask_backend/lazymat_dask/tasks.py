@@ -4,9 +4,14 @@ These are the callables of the task graph (:mod:`lazymat_dask.graph`); dask pick
 with their parameters and calls them on the chunks, on whichever worker it chooses.
 
 - :class:`RunBlock` builds the block's request from its chunks (``lazymat.plugin.build_block``:
-  the block's spec, index selectors shifted to the block) and runs it with
-  ``run_request``: the worker's own registry picks the best engine for the chunks' library
-  (native-cpu for numpy, torch-tiled, cupy-nvrtc on GPU workers), unless one is forced.
+  the block's spec, index selectors shifted to the block) and runs it on the worker's
+  engine of highest declared priority for the chunks' library (``engine_by_priority``, from
+  the worker's own registry: native-cpu for numpy, torch-tiled for torch, cupy-nvrtc on GPU
+  workers), unless ``worker_engine`` forces one. Not dispatch's choice: that one may depend
+  on what the process did before (native-cpu takes a small request only once its kernel is
+  built), and a block retried on another worker must run on the same engine to give the
+  same bits. If that engine fails, the block falls back to dispatch's choice, with a warning
+  in the worker's log (``lazymat.dask``).
 - :class:`MergePartials` merges the partial outputs of two column ranges
   (``Reduction.merge_partials``: sums add, log-sum-exps combine their (max, sum) pairs,
   min/argmin and K-min keep the better candidates, ties to the lower index).
@@ -19,12 +24,23 @@ which tasks complete never changes the answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
 
-from lazymat.plugin import Backend, ReductionSpec, build_block, get_reduction, run_request
+from lazymat.plugin import (
+    Backend,
+    EngineError,
+    ReductionSpec,
+    build_block,
+    engine_by_priority,
+    get_reduction,
+    run_request,
+)
+
+_log = logging.getLogger("lazymat.dask")
 
 #: one backend object per name in a worker process: requests of one key then share the
 #: engines' cached verdicts (an unpickled backend is a new object each time)
@@ -51,7 +67,14 @@ class RunBlock:
         backend = _LOCAL_BACKENDS.setdefault(self.backend.name, self.backend)
         arrays = [parts[0] if len(parts) == 1 else _concat(parts) for parts in chunks]
         request = build_block(self.spec, arrays, backend, self.tile_bytes, self.offset)
-        return tuple(run_request(request, self.engine, exclude=self.exclude))
+        if self.engine is not None:
+            return tuple(run_request(request, self.engine))
+        engine = engine_by_priority(request, self.exclude).name
+        try:
+            return tuple(run_request(request, engine))
+        except EngineError as exc:
+            _log.warning("block at %s: %s; dispatch chooses another engine", self.offset, exc)
+            return tuple(run_request(request, exclude=(*self.exclude, engine)))
 
     def __repr__(self) -> str:
         return f"RunBlock({self.spec.reduction} at {self.offset})"
