@@ -72,17 +72,17 @@ def _wrap(x: Any, cat: str) -> LazyMatrix:
 
 
 def Vi(x: Any) -> LazyMatrix:  # noqa: N802 - KeOps' names
-    """An i-indexed variable: ``x`` of shape (N,), (N, D) or (*batch, N, D)."""
+    """An i-indexed variable: ``x`` of shape ``(N,)``, ``(N, D)`` or ``(*batch, N, D)``."""
     return _wrap(x, "i")
 
 
 def Vj(y: Any) -> LazyMatrix:  # noqa: N802
-    """A j-indexed variable: ``y`` of shape (M,), (M, D) or (*batch, M, D)."""
+    """A j-indexed variable: ``y`` of shape ``(M,)``, ``(M, D)`` or ``(*batch, M, D)``."""
     return _wrap(y, "j")
 
 
 def Pm(p: Any) -> LazyMatrix:  # noqa: N802
-    """A parameter shared by every pair: shape (), (D,) or (*batch, D); a numpy scalar is a
+    """A parameter shared by every pair: shape ``()``, ``(D,)`` or ``(*batch, D)``; a numpy scalar is a
     0-d array (``Vi`` and ``Vj`` refuse both: they need one row per point)."""
     return _wrap(p, "p")
 
@@ -468,7 +468,7 @@ class LazyMatrix:
 
         ``ranges`` (a :class:`~lazymat.block_sparse.BlockSparsity` of this N-by-M matrix)
         restricts the reduction to chosen block pairs, whatever the axis. The spec is
-        computed once per formula structure (:func:`_structure`) and reused from then on.
+        computed once per formula structure (``_structure``) and reused from then on.
         """
         if axis not in (0, 1):
             raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")

@@ -232,7 +232,7 @@ def build_request(
 ) -> ReductionRequest:
     """Check the arrays against the spec and gather sizes; clear errors for bad input.
 
-    The checks run once per request key (:func:`request_key`): arrays of the same
+    The checks run once per request key (``request_key``): arrays of the same
     signatures as an earlier request of the same spec pass them by construction.
     """
     key = request_key(spec, args, backend, tile_bytes)

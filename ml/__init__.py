@@ -6,7 +6,7 @@ never N-by-M arrays. scikit-learn's conventions (``fit``, ``predict``, ``transfo
 ``get_params``) make them drop into ``sklearn.pipeline.Pipeline``; scikit-learn (and SciPy)
 are dependencies of this subpackage only (``pip install lazymat[ml]``).
 
-Names load on first use (``lazymat.ml.KMeans`` imports :mod:`lazymat.ml.kmeans` then), so
+Names load on first use (``lazymat.ml.KMeans`` imports ``lazymat.ml.kmeans`` then), so
 that a submodule such as ``lazymat.ml.gpytorch`` does not import scikit-learn.
 """
 

@@ -120,12 +120,12 @@ HYPERBOLIC_METRICS: dict[str, Metric] = {
 
 
 def poincare_distance(x: Any, y: Any | None = None) -> LazyMatrix:
-    """Symbolic Poincare-ball distances between points ``x`` and ``y`` (|x|, |y| < 1)."""
+    """Symbolic Poincare-ball distances between points ``x`` and ``y`` (``|x|, |y| < 1``)."""
     return HYPERBOLIC_METRICS["poincare"].pairwise(x, y)
 
 
 def lorentz_distance(x: Any, y: Any | None = None) -> LazyMatrix:
-    """Symbolic distances between points of the hyperboloid -x_0^2 + |x_1:|^2 = -1, x_0 > 0."""
+    """Symbolic distances between points of the hyperboloid ``-x_0^2 + |x_1:|^2 = -1, x_0 > 0``."""
     return HYPERBOLIC_METRICS["lorentz"].pairwise(x, y)
 
 
@@ -135,7 +135,7 @@ def halfspace_distance(x: Any, y: Any | None = None) -> LazyMatrix:
 
 
 def poincare_to_lorentz(x: Any) -> Any:
-    """Points of the Poincare ball mapped onto the hyperboloid: (1 + |x|^2, 2 x) / (1 - |x|^2)."""
+    """Points of the Poincare ball mapped onto the hyperboloid: ``(1 + |x|^2, 2 x) / (1 - |x|^2)``."""
     xp = lazymat.backend_for(x).namespace(x)
     p = _poincare_prepare(xp, x, "x")
     factor = p[:, -1:]

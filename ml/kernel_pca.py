@@ -95,6 +95,7 @@ class KernelPCA(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit on ``X`` and return its projections on the components, (N, n_components)."""
         self.fit(X)
         return self.eigenvectors_ * np.sqrt(self.eigenvalues_)
 

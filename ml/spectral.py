@@ -120,8 +120,8 @@ def spectral_embedding(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embedding (N, n_components), Laplacian eigenvalues): see the module docstring.
 
-    ``affinity``: "rbf" (exp(-gamma |x - y|^2), gamma = 1 / D by default), "laplacian",
-    another kernel of :mod:`lazymat.ml.kernels`, a formula (x_i, x_j) -> LazyMatrix, or
+    ``affinity``: "rbf" (``exp(-gamma |x - y|^2)``, gamma = 1 / D by default), "laplacian",
+    another kernel of ``lazymat.ml.kernels``, a formula (x_i, x_j) -> LazyMatrix, or
     "nearest_neighbors" (``n_neighbors``, default max(N / 10, 1)).
     """
     x = np.asarray(host(as_points(X, "X")[0]), dtype=np.float64)

@@ -165,13 +165,13 @@ def cg(
     """Solve (alpha I + A) x = b by (preconditioned) conjugate gradient; returns (x, info).
 
     ``A``: a square symmetric scalar LazyMatrix (same points on both sides, see
-    :mod:`lazymat.solvers.kernel_operator`) or a callable ``v -> A v`` on (*batch, N, E) arrays.
-    ``b``: shape (N,), (N, E) or (*batch, N, E). ``alpha``: a number or a 0-d array (>= 0;
-    differentiable). ``tol``: relative residual ||b - (alpha I + A) x|| <= tol ||b|| for every
-    column. ``maxiter``: defaults to 10 N. ``precond``: None, "jacobi", "nystrom" (rank 200,
-    randomly pivoted Cholesky; uniform landmarks for a batched matrix; see
-    :mod:`lazymat.solvers.preconditioners`) or a callable
-    ``r -> z``. ``callback(x)`` runs after every iteration (forward pass only).
+    :class:`~lazymat.solvers.kernel_operator.KernelOperator`) or a callable ``v -> A v`` on
+    ``(*batch, N, E)`` arrays. ``b``: shape ``(N,)``, ``(N, E)`` or ``(*batch, N, E)``.
+    ``alpha``: a number or a 0-d array (>= 0; differentiable). ``tol``: relative residual
+    ``||b - (alpha I + A) x|| <= tol ||b||`` for every column. ``maxiter``: defaults to 10 N.
+    ``precond``: None, "jacobi", "nystrom" (rank 200, randomly pivoted Cholesky; uniform
+    landmarks for a batched matrix; see :func:`nystrom`) or a callable ``r -> z``.
+    ``callback(x)`` runs after every iteration (forward pass only).
 
     Warns :class:`ConvergenceWarning` when the tolerance is not reached. Differentiable with
     respect to ``b``, ``alpha`` and the kernel's arrays (module doc).

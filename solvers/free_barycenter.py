@@ -49,7 +49,7 @@ class FreeBarycenterResult:
     """What :func:`free_support_barycenter` returns.
 
     ``points`` (N, D) or (B, N, D); ``objective`` E at the starting points and after each
-    step (arrays of shape () or (B,)); ``displacement`` sum_i |x_i^new - x_i|^2 of each step;
+    step (arrays of shape () or (B,)); ``displacement`` ``sum_i |x_i^new - x_i|^2`` of each step;
     ``n_iter`` steps; ``converged`` whether the last displacement is below ``stop``.
     """
 
@@ -167,11 +167,11 @@ def free_support_barycenter(
         lambdas: the barycentric coordinates (K,) or (B, K), nonnegative, summing to 1;
             uniform by default.
         b: the barycenter's weights (N,) or (B, N), positive, summing to 1; uniform by default.
-        blur: eps = blur^2 of the entropic OT problems (cost |x - y|^2 / 2).
+        blur: eps = blur^2 of the entropic OT problems (cost ``|x - y|^2 / 2``).
         scaling: the annealing ratio of each Sinkhorn solve.
         tol: each Sinkhorn solve iterates at the final eps until its potentials move by less.
         max_iter: most fixed-point steps.
-        stop: threshold of sum_i |x_i^new - x_i|^2 (per batch, largest over the batch).
+        stop: threshold of ``sum_i |x_i^new - x_i|^2`` (per batch, largest over the batch).
 
     Returns:
         a :class:`FreeBarycenterResult`.

@@ -178,7 +178,7 @@ def barycenter_grid(
         weights: barycentric weights lambda (K,) or (B, K) on the simplex (default: 1/K).
         dim: the grid's dimension D (default: ``len(axes)`` when axes lists the axes, else
             measures.ndim - 1: unbatched).
-        axes: the cells' coordinates (:mod:`.grid_measures`; default [0, 1)^D).
+        axes: the cells' coordinates (``lazymat.solvers.grid_measures``; default [0, 1)^D).
         blur: eps = blur**2 (default: the smallest distance between neighbouring cells).
         scaling: anneal from the grid's diameter down to blur by this ratio, one iteration
             per temperature (None: every iteration at blur**2, as POT).

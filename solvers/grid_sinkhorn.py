@@ -267,16 +267,16 @@ def solve_grid(
             of any array library with a lazymat backend (float32 or float64).
         dim: the grid's dimension D (default: ``len(axes)`` when axes lists the axes, else
             a.ndim: unbatched grids). Pass it for batches: ``dim=2`` with a of shape (B, n, n).
-        axes: the cells' coordinates (:mod:`.grid_measures`): None for [0, 1)^D, a pair
+        axes: the cells' coordinates (``lazymat.solvers.grid_measures``): None for [0, 1)^D, a pair
             (lo, hi) for every axis, or one pair or coordinate array per axis.
-        p: the cost's exponent: 2 only (|x - y|^2 / 2, the separable cost).
+        p: the cost's exponent: 2 only (``|x - y|^2 / 2``, the separable cost).
         blur: the target temperature's length scale, eps = blur**2 (default: the smallest
             distance between neighbouring cells).
-        reach, penalty: unbalanced transport, as :func:`~.sinkhorn.sinkhorn` (rho = reach**2,
+        reach, penalty: unbalanced transport, as :func:`~lazymat.solvers.sinkhorn` (rho = reach**2,
             "kl" or "tv"); None: balanced.
         diameter: start of the annealing (default: the grid's bounding-box diagonal, the
             point-cloud solver's default on the grid's points).
-        scaling, max_iter, tol, debias: as :func:`~.sinkhorn.sinkhorn`.
+        scaling, max_iter, tol, debias: as :func:`~lazymat.solvers.sinkhorn`.
         multiscale: anneal on a pyramid of coarser grids first (see the module docstring).
         verbose: log the temperatures (logger ``lazymat.solvers.grid_sinkhorn``, INFO).
 

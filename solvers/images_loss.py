@@ -27,10 +27,10 @@ class ImagesLoss:
 
     Args:
         loss: "sinkhorn", the (debiased) Sinkhorn divergence.
-        p: the cost's exponent, 2 (|x - y|^2 / 2, separable on grids).
+        p: the cost's exponent, 2 (``|x - y|^2 / 2``, separable on grids).
         blur: eps = blur**2 (default: the smallest cell size).
         reach: None (balanced) or the scale of the unbalanced penalty, rho = reach**2.
-        diameter, scaling, debias, verbose: as :func:`~.grid_sinkhorn.solve_grid`.
+        diameter, scaling, debias, verbose: as :func:`~lazymat.solvers.solve_grid`.
         potentials: return (F, G) shaped like the images instead of the value.
         dim: the grids' dimension (needed for batches: ``dim=2`` with images (B, n, n)).
         axes: the cells' coordinates (default: the unit cube [0, 1)^D).

@@ -162,7 +162,7 @@ class KernelOperator:
         return self._specs[cols]
 
     def matvec(self, v: Any) -> Any:
-        """K @ v for v of shape (*batch, N, E) (differentiable through the backend)."""
+        """K @ v for v of shape ``(*batch, N, E)`` (differentiable through the backend)."""
         spec = self._matvec_spec(int(v.shape[-1]))
         return reduce(spec, (*self.args, v), backend=self.backend)[0]
 
@@ -178,7 +178,7 @@ class KernelOperator:
         return list(grads[: len(self.args)])
 
     def diagonal(self) -> Any:
-        """The diagonal K_ii = F(x_i, x_i), shape (*batch, N, 1)."""
+        """The diagonal K_ii = F(x_i, x_i), shape ``(*batch, N, 1)``."""
         xp = self.xp
         to_i = {v: w for v, w in self.twin.items() if v.cat == "j"}
         diag = substitute(self.formula, lambda node: to_i.get(node) if isinstance(node, Var) else None)
@@ -189,7 +189,7 @@ class KernelOperator:
         return reduce(spec, args, backend=self.backend)[0]
 
     def columns(self, idx: Any, rows: Any = None) -> Any:
-        """The columns K[:, idx] (shape (*batch, N, len(idx))), or the block K[rows, idx]."""
+        """The columns ``K[:, idx]`` (shape ``(*batch, N, len(idx))``), or the block ``K[rows, idx]``."""
         xp = self.xp
         r = int(idx.shape[0])
         pairs = []

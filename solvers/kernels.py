@@ -29,7 +29,7 @@ _PROFILES: dict[str, Callable[[Any], Any]] = {
 
 
 class Kernel:
-    """k(x, y) = sum_t w_t phi_t(|x - y|^2 / s_t^2) (a constant term has no profile)."""
+    """``k(x, y) = sum_t w_t phi_t(|x - y|^2 / s_t^2)`` (a constant term has no profile)."""
 
     __slots__ = ("terms",)
 
@@ -73,10 +73,10 @@ class Kernel:
 
 
 def gaussian(scale: float) -> Kernel:
-    """exp(-|x - y|^2 / scale^2)."""
+    """``exp(-|x - y|^2 / scale^2)``."""
     return Kernel(((1.0, "gaussian", float(scale)),))
 
 
 def cauchy(scale: float) -> Kernel:
-    """1 / (1 + |x - y|^2 / scale^2)."""
+    """``1 / (1 + |x - y|^2 / scale^2)``."""
     return Kernel(((1.0, "cauchy", float(scale)),))

@@ -84,12 +84,12 @@ CG_TOL = 1e-6
 
 
 def squared_distance(x: LazyMatrix, y: LazyMatrix) -> Any:
-    """|x - y|^2, the cost of power diagrams (and POT's ``"sqeuclidean"``)."""
+    """``|x - y|^2``, the cost of power diagrams (and POT's ``"sqeuclidean"``)."""
     return x.sqdist(y)
 
 
 def anisotropic_cost(dim: int) -> Cost:
-    """The cost (y - x_i)^T M_i (y - x_i) = |A_i (y - x_i)|^2 with M_i = A_i^T A_i.
+    """The cost ``(y - x_i)^T M_i (y - x_i) = |A_i (y - x_i)|^2`` with ``M_i = A_i^T A_i``.
 
     Seeds are then rows [x_i, M_i] of length dim + dim^2 (M_i row-major).
     """
@@ -107,7 +107,7 @@ class LaguerreResult:
     """What :func:`laguerre_cells` returns.
 
     ``weights`` the dual weights f (N,), ``volumes`` their cells' volumes (N,), ``targets``
-    the prescribed ones, ``centroids`` (N, D); ``errors`` max_i |Vol_i - v_i| / v_i at the
+    the prescribed ones, ``centroids`` (N, D); ``errors`` ``max_i |Vol_i - v_i| / v_i`` at the
     start of Newton and after each iteration; ``n_iter`` Newton iterations, ``n_evaluations``
     volume evaluations (line search included), ``warm_start_iter`` Sinkhorn iterations of the
     warm start; ``converged`` whether ``errors[-1] <= tol``.
@@ -323,9 +323,9 @@ def laguerre_cells(
             (D pairs (low, high); default the unit cube). Pixels are split between cells.
         samples, sample_weights: the domain as weighted points instead (M, D), (M,).
         bandwidth: samples only: the box side of the volume Jacobian (see
-            :func:`sample_domain`).
-        cost: ``cost(Vi(seeds), Vj(y)) -> LazyMatrix``; default |x - y|^2.
-        tol: target max_i |Vol_i - v_i| / v_i.
+            ``lazymat.solvers.laguerre_volumes.sample_domain``).
+        cost: ``cost(Vi(seeds), Vj(y)) -> LazyMatrix``; default ``|x - y|^2``.
+        tol: target ``max_i |Vol_i - v_i| / v_i``.
         max_iter: most Newton iterations.
         init: starting dual weights (N,) (e.g. those of a previous, nearby problem).
         warm_start: start from the entropic warm start (step 2) when ``init`` is not given

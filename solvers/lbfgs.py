@@ -43,8 +43,8 @@ def lbfgs(
 ) -> tuple[Any, LBFGSInfo]:
     """Minimise f from x0; returns (x, info).
 
-    Stops when ||grad f|| <= gtol ||grad f(x0)|| (converged), when an iteration lowers f by
-    less than ftol max(1, |f|) (converged: no more progress), when the line search fails,
+    Stops when ``||grad f|| <= gtol ||grad f(x0)||`` (converged), when an iteration lowers f by
+    less than ``ftol max(1, |f|)`` (converged: no more progress), when the line search fails,
     or after ``maxiter`` iterations.
     """
     if maxiter < 0 or history < 1:

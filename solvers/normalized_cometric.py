@@ -59,8 +59,8 @@ class NormalizedKernel:
     """The cometric K_mu = diag(l) K diag(l) of a kernel (module doc); pass it wherever a
     kernel is expected by :func:`shoot`, :func:`flow` and :func:`hamiltonian`.
 
-    ``weights``: the measure mu carried by the points, shape (N,) or (*batch, N), positive
-    (default: uniform 1/N). ``tol``: on max_i |l_i (K(l mu))_i - 1| (raised to 100 machine
+    ``weights``: the measure mu carried by the points, shape ``(N,)`` or ``(*batch, N)``, positive
+    (default: uniform 1/N). ``tol``: on ``max_i |l_i (K(l mu))_i - 1|`` (raised to 100 machine
     epsilons in low precision), also the relative tolerance of the conjugate gradient solves.
     ``maxiter``: Sinkhorn iterations before giving up with an error.
     """
@@ -85,7 +85,7 @@ class NormalizedKernel:
         return f"normalized({self.kernel!r})"
 
     def measure(self, q: Any) -> Any:
-        """mu as an array of shape (*batch, N, 1) of q's library and dtype; clear errors."""
+        """mu as an array of shape ``(*batch, N, 1)`` of q's library and dtype; clear errors."""
         backend = lazymat.backend_for(q)
         xp = backend.namespace(q)
         n = int(q.shape[-2])

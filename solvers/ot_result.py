@@ -94,7 +94,7 @@ class OTResult:
 
     @functools.cached_property
     def marginal_errors(self) -> tuple[Any, Any]:
-        """(|pi 1 - a|_1, |pi^T 1 - b|_1), shape () or (B,).
+        """``(|pi 1 - a|_1, |pi^T 1 - b|_1)``, shape () or (B,).
 
         Zero at convergence for balanced transport; for unbalanced transport the
         marginals differ from a, b by design.
@@ -133,7 +133,7 @@ class OTResult:
         """(dS/dx, dS/dy), shaped like x and y, for array libraries without autodiff (clouds).
 
         The gradients that torch.autograd or jax.grad give for ``value`` (see
-        :mod:`.envelope`), from lazymat's symbolic VJPs; at convergence, the derivatives
+        ``lazymat.solvers.envelope``), from lazymat's symbolic VJPs; at convergence, the derivatives
         of the value (envelope theorem). Divided by the weights: the velocity field of a
         Wasserstein gradient flow.
         """

@@ -39,7 +39,7 @@ from .row_reduction import RowReduction
 
 
 class KernelNormLoss:
-    """1/2 |mu_x - mu_y|_k^2 between uniform measures on two clouds (a maximum mean discrepancy).
+    """``1/2 |mu_x - mu_y|_k^2`` between uniform measures on two clouds (a maximum mean discrepancy).
 
         L(x, y) = 1/(2N^2) sum_ij k(x_i, x_j) - 1/(NM) sum_ij k(x_i, y_j) + 1/(2M^2) sum_ij k(y_i, y_j)
 

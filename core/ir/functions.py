@@ -108,7 +108,7 @@ class Rsqrt(Unary):
 
 
 class Abs(Unary):
-    """|a|."""
+    """``|a|``."""
 
     array_api, c, keops = "abs", "lm_fabs({0})", "Abs({0})"
 

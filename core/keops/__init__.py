@@ -7,11 +7,11 @@ What ``pykeops.torch`` and ``pykeops.numpy`` offer is here, for the arrays of an
 library (torch, numpy, jax, cupy: the arrays say which), differentiable through that
 library's autodiff (torch autograd and ``torch.func``, jax transformations):
 
-- ``LazyTensor`` / ``ComplexLazyTensor``, ``Vi``, ``Vj``, ``Pm`` (:mod:`.lazytensor`);
-- ``Genred`` with KeOps' formula strings and aliases (:mod:`.formula`, :mod:`.genred`),
-  every KeOps reduction and call option (:mod:`.reductions`), ``generic_sum``,
+- ``LazyTensor`` / ``ComplexLazyTensor``, ``Vi``, ``Vj``, ``Pm`` (``lazymat.keops.lazytensor``);
+- ``Genred`` with KeOps' formula strings and aliases (``lazymat.keops.formula``, ``lazymat.keops.genred``),
+  every KeOps reduction and call option (``lazymat.keops.reductions``), ``generic_sum``,
   ``generic_logsumexp``, ``generic_argmin``, ``generic_argkmin``, ``KernelSolve``;
-- the legacy ``Kernel("gaussian(x,y)")`` and ``kernel_product`` (:mod:`.kernels`);
+- the legacy ``Kernel("gaussian(x,y)")`` and ``kernel_product`` (``lazymat.keops.kernels``);
 - ``cluster``: ``grid_cluster``, ``cluster_ranges_centroids``, ``sort_clusters``,
   ``from_matrix``, ... (:mod:`.cluster`); ``config.gpu_available``.
 

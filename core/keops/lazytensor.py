@@ -42,7 +42,8 @@ _OPTION_KEYWORDS = ("backend", "device_id", "sum_scheme", "dtype_acc", "use_doub
 
 
 class LazyTensor(LazyMatrix):
-    """``LazyTensor(x)`` with x of shape (*b, N, 1, D), (*b, 1, M, D), (*b, 1, 1, D), (D,) or a number."""
+    """``LazyTensor(x)`` with x of shape ``(*b, N, 1, D)``, ``(*b, 1, M, D)``, ``(*b, 1, 1, D)``, ``(D,)``
+    or a number."""
 
     __slots__ = ("ranges",)
     __array_ufunc__ = None  # numpy arrays defer to the reflected operators below
@@ -148,7 +149,7 @@ class LazyTensor(LazyMatrix):
 
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
-        """KeOps' shape: (*batch, N, M, D), without D when it is 1."""
+        """KeOps' shape: ``(*batch, N, M, D)``, without D when it is 1."""
         s = self._shape
         return s[:-1] if s[-1] == 1 else s
 

@@ -1,7 +1,7 @@
 """Dense float64 references for engine tests: reductions of a full grid, and comparisons.
 
 An engine's kernels are checked against numpy (and SciPy) on the dense values F of a
-formula over the whole (*batch, N, M, D) grid, computed independently of lazymat's engines:
+formula over the whole ``(*batch, N, M, D)`` grid, computed independently of lazymat's engines:
 :func:`dense_values` evaluates a formula with each operation's numpy twin (``Node.dense``)
 on the full grid (no tiles, no online merges, no engine), :func:`dense_reduce` reduces F
 with lazymat's semantics (ties to the lowest index, the first NaN wins, K-min in
@@ -45,7 +45,7 @@ K_REDUCTIONS = ("kmin", "argkmin", "kmin_argkmin")
 
 
 class Grid:
-    """The arrays of a formula's variables laid out on the (*batch, N|1, M|1, dim) grid.
+    """The arrays of a formula's variables laid out on the ``(*batch, N|1, M|1, dim)`` grid.
 
     What ``Node.dense`` twins read: ``var(v)`` is variable ``v``'s array (``arrays[v.index]``)
     with the axis of the other side (and both, for a parameter) inserted; ``index("i")`` and
@@ -71,10 +71,10 @@ class Grid:
 
 
 def dense_values(formula: Any, arrays: Sequence[Any], n: int, m: int) -> np.ndarray:
-    """F on the whole (*batch, N, M, dim) grid in float64, from the operations' numpy twins.
+    """F on the whole ``(*batch, N, M, dim)`` grid in float64, from the operations' numpy twins.
 
     ``arrays[k]`` is bound to variable k of ``formula`` (lazymat's request layout: i- and
-    j-variables (*batch, N|M, dim), parameters (*batch, dim)). Memory O(N M dim): tests only.
+    j-variables ``(*batch, N|M, dim)``, parameters ``(*batch, dim)``). Memory O(N M dim): tests only.
     """
     grid = Grid(arrays, n, m)
     values: dict[Any, np.ndarray] = {}
@@ -122,7 +122,7 @@ def _masked(F: np.ndarray, mask: np.ndarray, reduction: str) -> np.ndarray:
 
 
 def dense_reduce(F: np.ndarray, reduction: str, k: int = 0) -> tuple[np.ndarray, ...]:
-    """numpy/SciPy reductions over axis -2 of values F (*batch, N, M, D), lazymat's semantics."""
+    """numpy/SciPy reductions over axis -2 of values F ``(*batch, N, M, D)``, lazymat's semantics."""
     with np.errstate(all="ignore"):
         if reduction == "sum":
             return (F.sum(-2),)
@@ -190,7 +190,7 @@ def check_outputs(
 def gaussian_product_vjp(
     x: np.ndarray, y: np.ndarray, b: np.ndarray, cot: np.ndarray, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients in x, y and b of sum_i <cot_i, sum_j exp(-scale |x_i - y_j|^2) b_j> (b: (M, 1))."""
+    """Gradients in x, y and b of ``sum_i <cot_i, sum_j exp(-scale |x_i - y_j|^2) b_j>`` (b: (M, 1))."""
     d = x[:, None, :] - y[None, :, :]
     kernel = np.exp(-scale * np.sum(d**2, -1))  # (N, M)
     w = cot * kernel * b[:, 0][None, :]  # (N, M)

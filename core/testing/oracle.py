@@ -1,7 +1,7 @@
 """The conformance suite's oracle: dense float64 numpy, independent of every engine.
 
 Forward values come from :func:`lazymat.testing.dense.dense_reduction`: the formula
-evaluated on the whole (*batch, N, M) grid with each operation's numpy twin
+evaluated on the whole ``(*batch, N, M)`` grid with each operation's numpy twin
 (``Node.dense``), reduced by numpy/SciPy with lazymat's semantics. No tile, no online
 merge, no engine code runs, so an engine (the reference engine included) is compared with
 something it shares nothing with but the formula.
