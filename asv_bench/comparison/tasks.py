@@ -31,10 +31,7 @@ NAMES = (
     "ml_knn",
     "ml_kmeans",
     "ml_gp",
-    "geomloss_tutorials",
     "laguerre",
-    "grid",
-    "grid_barycenter",
 )
 
 
@@ -185,18 +182,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_shooting import shooting_task
 
         return shooting_task(quick)
-    if name in ("grid", "grid_barycenter"):
-        from .peer_grid import grid_barycenter_task, grid_task
-
-        return grid_task(quick) if name == "grid" else grid_barycenter_task(quick)
     if name == "laguerre":
         from .peer_laguerre import laguerre_task
 
         return laguerre_task(quick)
-    if name == "geomloss_tutorials":
-        from .peer_geomloss_tutorials import tutorials_task
-
-        return tutorials_task(quick)
     if name == "ml_gp":
         from .peer_gp import gp_task
 
