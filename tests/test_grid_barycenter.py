@@ -9,6 +9,9 @@ differences for the gradients.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -190,3 +193,21 @@ def test_bad_input_gets_clear_errors():
         barycenter_grid(A, backward_iterations=0)
     with pytest.raises(ValueError, match="no mass"):
         barycenter_grid(np.zeros_like(A))
+
+
+def test_barycenters_example_against_dense_bregman(tmp_path):
+    """examples/grid_barycenters.py: a 3 x 3 panel on 14 x 14 grids, each the dense fixed point."""
+    pytest.importorskip("matplotlib")
+    path = Path(__file__).resolve().parents[1] / "examples" / "grid_barycenters.py"
+    spec = importlib.util.spec_from_file_location("grid_barycenters", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "panel.png"
+    r = example.run(n=14, k=3, out=str(out), blur=0.08)
+    assert out.stat().st_size > 0 and r["converged"] and r["panel"].shape == (9, 14, 14)
+    np.testing.assert_allclose(r["weights"][4], [0.25] * 4)  # the centre: equal weights
+    pts = np.stack(np.meshgrid(*[(np.arange(14) + 0.5) / 14] * 2, indexing="ij"), -1).reshape(-1, 2)
+    for idx in (0, 4, 5):
+        ref = dense_barycenter(r["shapes"], r["weights"][idx], pts, 0.08**2, 3000)
+        assert np.abs(r["panel"][idx].ravel() - ref).sum() < 1e-4

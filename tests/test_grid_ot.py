@@ -9,7 +9,10 @@ finite differences of the value (gradients in the densities).
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -350,3 +353,34 @@ def test_bad_input_gets_clear_errors():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="different array libraries"):
         solve_grid(a, torch.tensor(b))
+
+
+def load_example(name: str) -> Any:
+    """``examples/<name>.py`` as a module."""
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in log")  # POT's log(0)
+def test_transport_example_against_pot(tmp_path):
+    """examples/grid_transport.py at n = 20: the entropic OT value and the map of POT's plan."""
+    ot = pytest.importorskip("ot")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "transport.png"
+    r = load_example("grid_transport").run(n=20, out=str(out))
+    assert out.stat().st_size > 0 and r["converged"]
+    a, b = r["a"].ravel(), r["b"].ravel()
+    x = points((20, 20))
+    C = ((x[:, None] - x[None]) ** 2).sum(-1) / 2
+    eps = (3.0 / 20) ** 2
+    P = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-12, numItermax=10**5)
+    kept = P > 0
+    value = (P * C).sum() + eps * (P[kept] * np.log(P[kept] / np.outer(a, b)[kept])).sum()
+    np.testing.assert_allclose(r["value"], value, rtol=1e-3)
+    inside = a > 0
+    moved = (P @ x)[inside] / a[inside, None]
+    np.testing.assert_allclose(r["map"].reshape(-1, 2)[inside], moved, atol=2e-3)

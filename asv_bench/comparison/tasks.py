@@ -32,6 +32,8 @@ NAMES = (
     "ml_kmeans",
     "ml_gp",
     "laguerre",
+    "grid",
+    "grid_barycenter",
 )
 
 
@@ -182,6 +184,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_shooting import shooting_task
 
         return shooting_task(quick)
+    if name in ("grid", "grid_barycenter"):
+        from .peer_grid import grid_barycenter_task, grid_task
+
+        return grid_task(quick) if name == "grid" else grid_barycenter_task(quick)
     if name == "laguerre":
         from .peer_laguerre import laguerre_task
 
