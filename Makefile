@@ -15,7 +15,7 @@ export KEOPS_CACHE_FOLDER ?= $(abspath $(VENV))/keops-cache
 PYTEST  := $(PY) -m pytest -q -n 2 --dist loadgroup --durations=20
 TESTS   := tests $(foreach p,$(PLUGINS),$(p)tests)
 
-.PHONY: demo test test-fast lint bench bench-peers clean
+.PHONY: demo test test-fast lint bench bench-peers docs clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -48,6 +48,16 @@ bench: $(STAMP)
 
 bench-peers: $(STAMP)
 	$(PY) asv_bench/peers.py --write BENCHMARKS.md
+
+# the documentation, docs/_build/html/index.html: Sphinx with the gallery, which runs every
+# example; any Sphinx warning (nitpicky references included) or example error fails it
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -27,7 +27,7 @@ hookimpl = pluggy.HookimplMarker("lazymat")
 
 @hookspec
 def lazymat_register_backends(registry: Registry) -> None:
-    """Add :class:`lazymat.Backend` instances with ``registry.add_backend(backend)``.
+    """Add :class:`lazymat.plugin.Backend` instances with ``registry.add_backend(backend)``.
 
     Keep this cheap: do not import the array library here; a backend recognises its
     arrays by their type's module name and imports the library on first real use.
@@ -46,7 +46,7 @@ def lazymat_register_solvers(registry: Registry) -> None:
 
 @hookspec
 def lazymat_register_engines(registry: Registry) -> None:
-    """Add :class:`lazymat.Engine` instances with ``registry.add_engine(engine)``.
+    """Add :class:`lazymat.plugin.Engine` instances with ``registry.add_engine(engine)``.
 
     An engine declares which requests it supports; dispatch runs the supporting engine of
     highest priority unless config forces one by name.

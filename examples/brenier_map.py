@@ -1,9 +1,13 @@
-"""The Brenier map of a 2-D transport, two ways: between point clouds and onto Laguerre cells.
+r"""The Brenier map of a 2-D transport
+==================================
+
+Two ways: between point clouds, and from a density onto Laguerre cells.
 
 1. **Clouds**: ``sinkhorn(x, y, debias=False, tol=...)`` solves the entropic transport between a
-   Gaussian blob and a crescent; ``OTResult.barycentric_map()`` sends each x_i to
-   sum_j pi_ij y_j / a_i (a reduction of the lazy plan), the estimate of the Brenier map
-   grad F(x_i) = x_i - grad f(x_i) (Feydy's thesis, section 3.4). Arrows x_i -> T(x_i).
+   Gaussian blob and a crescent; ``OTResult.barycentric_map()`` sends each :math:`x_i` to
+   :math:`\sum_j \pi_{ij} y_j / a_i` (a reduction of the lazy plan), the estimate of the Brenier
+   map :math:`\nabla F(x_i) = x_i - \nabla f(x_i)` (Feydy's thesis, section 3.4). Arrows
+   :math:`x_i \to T(x_i)`.
 2. **Semi-discrete**: ``laguerre_cells`` splits a density (a Gaussian blob on a grid) into the
    cells of the crescent's points, each holding the mass 1/M; the Brenier map sends the
    whole cell of y_j to y_j. Arrows from each cell's centroid to its point.
@@ -92,7 +96,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--m", type=int, default=150)
     parser.add_argument("--out", default="brenier_map.png")

@@ -1,4 +1,7 @@
-"""A Gaussian mixture fitted by EM with lazymat.ml, drawn as a density.
+"""A Gaussian mixture fitted by EM
+===============================
+
+With ``lazymat.ml``, drawn as a density.
 
 ``n`` points from a 2-D mixture of four anisotropic Gaussians; ``GaussianMixture``
 (full covariances) runs EM with log-sum-exp responsibilities (one reduction over the
@@ -74,7 +77,7 @@ def run(n: int = 5000, grid: int = 150, out: str | None = None, seed: int = 0) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--grid", type=int, default=150, help="side of the evaluation grid")
     ap.add_argument("--out", default=None, help="PNG of the densities")

@@ -1,6 +1,9 @@
-"""Gaussian-process regression with GPyTorch and a lazymat kernel: an exact GP in linear memory.
+r"""Gaussian-process regression with GPyTorch
+=========================================
 
-``n`` noisy samples of f(x) = sin(3x) + 0.3 sin(17x) on [0, 4]; a GPyTorch ``ExactGP`` with
+GPyTorch with a lazymat kernel: an exact GP in linear memory.
+
+``n`` noisy samples of :math:`f(x) = \sin 3x + 0.3 \sin 17x` on [0, 4]; a GPyTorch ``ExactGP`` with
 ``ScaleKernel(lazymat.ml.gpytorch.MaternKernel(nu=2.5))`` learns its lengthscale,
 outputscale and noise by Adam on the exact marginal log-likelihood, then predicts the
 mean (conjugate gradients to a 1e-4 residual, where GPyTorch's default is 1e-2) and a 95%
@@ -125,7 +128,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", default=None)

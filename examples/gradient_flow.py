@@ -1,12 +1,17 @@
-"""Sinkhorn gradient flow: a 2-D point cloud flows onto a target, on any lazymat backend.
+r"""Sinkhorn gradient flow
+======================
 
-Each point moves along the gradient of the Sinkhorn divergence S(x, y) to the target,
-divided by its weight 1/N (the Wasserstein gradient of S):
+A 2-D point cloud flows onto a target, on any lazymat backend.
 
-    x_i <- x_i - lr * N * dS/dx_i.
+Each point moves along the gradient of the Sinkhorn divergence :math:`S(x, y)` to the
+target, divided by its weight 1/N (the Wasserstein gradient of S):
 
-For the quadratic cost, -N dS/dx_i points from x_i to where the entropic transport plan
-sends it, so the cloud slides onto the target without the points collapsing. The gradient
+.. math::
+
+    x_i \leftarrow x_i - \mathrm{lr}\, N\, \partial S / \partial x_i.
+
+For the quadratic cost, :math:`-N \partial S / \partial x_i` points from x_i to where the entropic
+transport plan sends it, so the cloud slides onto the target without the points collapsing. The gradient
 comes from ``OTResult.gradients()`` (envelope theorem, lazymat's symbolic VJPs), so
 the flow runs on numpy; with torch or jax one would write ``torch.autograd.grad(r.value, x)``
 or ``jax.grad`` instead, with the same result.
@@ -91,7 +96,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", default="gradient_flow.png")

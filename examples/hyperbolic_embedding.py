@@ -1,14 +1,18 @@
-"""A hyperbolic embedding of tree-structured data: lazymat's Poincare k-NN fed to UMAP.
+r"""A hyperbolic embedding of tree-structured data
+==============================================
+
+lazymat's Poincare k-NN fed to UMAP.
 
 Points are sampled around the nodes of a random tree grown in the 5-D hyperbolic space
 (branching 3, depth ``depth``, edges of hyperbolic length 1.5, the exponential growth of
 the space holding the tree's) and drawn in the Poincare ball, where deep nodes lie close
-to the boundary (|x| up to 0.9991 at depth 5, 0.9998 at depth 6). ``lazymat.ml.knn(metric="poincare")``
-computes the exact hyperbolic k-NN, with the distance arcosh(1 + 2|x - y|^2 / ((1 - |x|^2)
-(1 - |y|^2))) in its stable form, as one K-min reduction; umap-learn takes it as
-``precomputed_knn`` and lays the graph out in the hyperboloid model, drawn here in the
-Poincare disk. The printed purity is the share of k-NN pairs whose points share their
-first-level branch (the tree's structure, as the k-NN graph sees it).
+to the boundary (:math:`|x|` up to 0.9991 at depth 5, 0.9998 at depth 6).
+``lazymat.ml.knn(metric="poincare")`` computes the exact hyperbolic k-NN, with the distance
+:math:`\operatorname{arcosh}(1 + 2|x - y|^2 / ((1 - |x|^2) (1 - |y|^2)))` in its stable
+form, as one K-min reduction; umap-learn takes it as ``precomputed_knn`` and lays the graph
+out in the hyperboloid model, drawn here in the Poincare disk. The printed purity is the
+share of k-NN pairs whose points share their first-level branch (the tree's structure, as
+the k-NN graph sees it).
 
 Run ``python examples/hyperbolic_embedding.py --depth 6 --out hyperbolic.png``
 (umap-learn compiles its numba code on first use: about a minute).
@@ -117,7 +121,7 @@ def run(depth: int = 5, per_node: int = 8, k: int = 15, out: str | None = None) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--depth", type=int, default=5, help="tree depth (3^depth leaves)")
     ap.add_argument("--per-node", type=int, default=8, help="points sampled around each node")
     ap.add_argument("--k", type=int, default=15)

@@ -1,4 +1,7 @@
-"""K-means on many points with lazymat.ml: Lloyd's iterations as argmin reductions.
+"""K-means on many points
+======================
+
+With ``lazymat.ml``: Lloyd's iterations as argmin reductions.
 
 ``n`` points drawn around ``k`` random centers in 2-D; ``KMeans`` (k-means++ seeding, then
 Lloyd) assigns every point with one argmin reduction per iteration and updates the
@@ -51,7 +54,7 @@ def run(n: int = 100_000, k: int = 50, out: str | None = None, seed: int = 0) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="points (default 10^5)")
     ap.add_argument("--large", action="store_true", help="10^6 points")
     ap.add_argument("--k", type=int, default=50, help="clusters")

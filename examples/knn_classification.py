@@ -1,4 +1,7 @@
-"""k-NN classification with lazymat.ml: decision regions of three interleaved classes.
+"""k-NN classification
+===================
+
+With ``lazymat.ml``: the decision regions of three interleaved classes.
 
 ``n`` training points of three classes (two moons and a blob, with label noise) and a
 ``grid`` x ``grid`` lattice of query points; ``KNeighborsClassifier`` (scikit-learn's
@@ -63,7 +66,7 @@ def run(n: int = 3000, grid: int = 150, k: int = 15, out: str | None = None, see
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--n", type=int, default=3000, help="training points")
     ap.add_argument("--grid", type=int, default=150, help="query lattice side")
     ap.add_argument("--k", type=int, default=15)

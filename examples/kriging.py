@@ -1,12 +1,17 @@
-"""Kriging (Gaussian-process regression) of a 2-D function from noisy samples, with lazymat.
+r"""Kriging of a 2-D function
+=========================
 
-n noisy samples y_i = f(x_i) + noise of f(x, y) = sin(3x) cos(2y) + x y / 2 on [0, 1]^2;
-the posterior mean at new points x* is
+Gaussian-process regression from noisy samples, with lazymat.
 
-    m(x*) = K(x*, X) (K(X, X) + sigma^2 I)^{-1} y,     k(x, x') = exp(-|x - x'|^2 / (2 l^2)),
+n noisy samples :math:`y_i = f(x_i) + \text{noise}` of :math:`f(x, y) = \sin 3x \cos 2y + xy/2`
+on :math:`[0, 1]^2`; the posterior mean at new points :math:`x_*` is
+
+.. math::
+
+    m(x_*) = K(x_*, X) (K(X, X) + \sigma^2 I)^{-1} y, \qquad k(x, x') = \exp(-|x - x'|^2 / 2 l^2),
 
 with the linear system solved by Nystrom-preconditioned conjugate gradient
-(``lazymat.solvers.cg``), every product K(X, X) @ v a lazymat reduction in O(n) memory.
+(``lazymat.solvers.cg``), every product ``K(X, X) @ v`` a lazymat reduction in O(n) memory.
 The target size is n = 10^5 (about 40 iterations; the matrix would take 80 GB as dense
 float64); the default n runs in well under a minute on the reference engine. Each
 iteration at n = 10^5 is 10^10 kernel evaluations: measured on the default backend
@@ -112,7 +117,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--out", default=None)
     parser.add_argument("--backend", default="numpy")

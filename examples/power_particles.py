@@ -1,4 +1,7 @@
-"""Power-diagram particle steps: every particle's cell keeps its volume, particles move to centroids.
+"""Power-diagram particle steps
+============================
+
+Every particle's cell keeps its volume; particles move to their cells' centroids.
 
 Incompressible particle methods (Gallouet & Merigot, "A Lagrangian scheme a la Brenier for the
 incompressible Euler equations", 2018) give each particle a Laguerre cell of prescribed volume
@@ -84,7 +87,7 @@ def run(n: int = 200, steps: int = 6, grid: int = 256, out: str = "power_particl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--grid", type=int, default=256)

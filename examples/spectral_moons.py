@@ -1,6 +1,9 @@
-"""Spectral clustering of two moons with lazymat.ml, against K-means on the raw points.
+r"""Spectral clustering of two moons
+================================
 
-The Gaussian affinity W_ij = exp(-gamma |x_i - x_j|^2) is a symbolic matrix; normalised,
+With ``lazymat.ml``, against K-means on the raw points.
+
+The Gaussian affinity :math:`W_{ij} = \exp(-\gamma |x_i - x_j|^2)` is a symbolic matrix; normalised,
 it is a SciPy LinearOperator whose products are lazymat reductions, and ARPACK finds its
 leading eigenvectors in O(N) memory (a dense W would take 8 N^2 bytes: 80 GB at N = 10^5).
 K-means on the rows of the spectral embedding separates the moons; K-means on the points
@@ -52,7 +55,7 @@ def run(n: int = 2000, gamma: float = 30.0, out: str | None = None, seed: int = 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--gamma", type=float, default=30.0, help="affinity exp(-gamma |x - y|^2)")
     ap.add_argument("--out", default=None, help="PNG of both clusterings")

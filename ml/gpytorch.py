@@ -57,7 +57,7 @@ def _kernel_matrix(
 
 
 class RBFKernel(gpytorch.kernels.RBFKernel):
-    """GPyTorch's RBF kernel exp(-|x - x'|^2_l / 2), matrices reduced by lazymat."""
+    """GPyTorch's RBF kernel ``exp(-|x - x'|^2_l / 2)``, matrices reduced by lazymat."""
 
     def forward(
         self,
@@ -94,7 +94,7 @@ class MaternKernel(gpytorch.kernels.MaternKernel):
 
 
 class PeriodicKernel(gpytorch.kernels.PeriodicKernel):
-    """GPyTorch's periodic kernel exp(-2 sum_d sin^2(pi (x_d - x'_d) / p_d) / l_d), reduced by lazymat."""
+    """GPyTorch's periodic kernel ``exp(-2 sum_d sin^2(pi (x_d - x'_d) / p_d) / l_d)``, reduced by lazymat."""
 
     def forward(
         self,

@@ -42,12 +42,13 @@ SQRT_FLOOR = 1e-30
 
 
 class Covariance:
-    """A covariance of scaled inputs, evaluated lazily (:meth:`lazy`) or entry by entry (:meth:`pairs`)."""
+    """A covariance of scaled inputs, evaluated lazily (:meth:`Covariance.lazy`) or entry by entry
+    (:meth:`Covariance.pairs`)."""
 
     name = ""
 
     def lazy(self, x1: torch.Tensor, x2: torch.Tensor, *params: torch.Tensor) -> LazyMatrix:
-        """k(x1_i, x2_j) as a LazyMatrix, for x1 (*batch, N, D), x2 (*batch, M, D)."""
+        """k(x1_i, x2_j) as a LazyMatrix, for x1 ``(*batch, N, D)``, x2 ``(*batch, M, D)``."""
         raise NotImplementedError
 
     def pairs(self, a: torch.Tensor, b: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
@@ -127,10 +128,10 @@ class Periodic(Covariance):
 
 
 class LazymatKernelOperator(LinearOperator):
-    """The (*batch, N, M) matrix k(x1_i, x2_j), never stored: products are lazymat reductions.
+    """The ``(*batch, N, M)`` matrix k(x1_i, x2_j), never stored: products are lazymat reductions.
 
-    ``x1`` (*batch, N, D) and ``x2`` (*batch, M, D) are the scaled inputs, ``params`` the
-    covariance's tensors (*batch, 1, D); batch shapes broadcast together.
+    ``x1`` ``(*batch, N, D)`` and ``x2`` ``(*batch, M, D)`` are the scaled inputs, ``params`` the
+    covariance's tensors ``(*batch, 1, D)``; batch shapes broadcast together.
     """
 
     def __init__(self, x1: torch.Tensor, x2: torch.Tensor, *params: torch.Tensor, covariance: Covariance):

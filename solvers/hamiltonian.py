@@ -37,16 +37,20 @@ differentiates generically.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lazymat
 from lazymat.lazymatrix import LazyMatrix, Vi, Vj
+from lazymat.progress import Progress
 
 from .measures import check_finite
 from .normalized_cometric import NormalizedField, NormalizedKernel
 from .row_reduction import RowReduction
+
+logger = logging.getLogger(__name__)
 
 KernelLike = Callable[[LazyMatrix, LazyMatrix], Any]
 State = tuple[Any, ...]
@@ -188,12 +192,25 @@ def hamiltonian(q: Any, p: Any, kernel: KernelLike) -> Any:
 
 
 def _integrate(
-    field: Callable[[State], State], y: State, steps: int, scheme: Scheme, keep: bool
+    field: Callable[[State], State],
+    y: State,
+    steps: int,
+    scheme: Scheme,
+    keep: bool,
+    progress: bool = False,
+    what: str = "shooting",
 ) -> tuple[list[State], list[list[State]]]:
     """States at t = 0, 1/steps, ..., 1 and (when ``keep``) every stage input."""
+    with Progress(logger, what, steps, progress=progress, unit="step") as report:
+        return _steps(field, y, steps, scheme, keep, report)
+
+
+def _steps(
+    field: Callable[[State], State], y: State, steps: int, scheme: Scheme, keep: bool, report: Progress
+) -> tuple[list[State], list[list[State]]]:
     h = 1.0 / steps
     states, stages = [y], []
-    for _ in range(steps):
+    for k in range(steps):
         ks: list[State] = []
         inputs: list[State] = []
         for row in scheme.a:
@@ -204,6 +221,7 @@ def _integrate(
         states.append(y)
         if keep:
             stages.append(inputs)
+        report.step(t=(k + 1) * h)
     return states, stages
 
 
@@ -214,12 +232,15 @@ def shoot(
     steps: int = 10,
     method: str = "euler",
     trajectory: bool = False,
+    progress: bool = False,
 ) -> tuple[Any, Any]:
     """Geodesic shooting from (q0, p0) to t = 1: returns (q1, p1), or the lists of all
-    states (steps + 1 of each) with ``trajectory=True``. Differentiable on torch and jax."""
+    states (steps + 1 of each) with ``trajectory=True``. Differentiable on torch and jax.
+    ``progress``: a progress bar (tqdm; else log lines) of the steps and the time left
+    (logger ``lazymat.solvers.hamiltonian``)."""
     check_state(q0, p0, steps)
     field = make_field(kernel, q0, p0)
-    states, _ = _integrate(field, (q0, p0), steps, _scheme(method), keep=False)
+    states, _ = _integrate(field, (q0, p0), steps, _scheme(method), keep=False, progress=progress)
     if trajectory:
         return [s[0] for s in states], [s[1] for s in states]
     return states[-1]
@@ -233,11 +254,13 @@ def flow(
     steps: int = 10,
     method: str = "euler",
     trajectory: bool = False,
+    progress: bool = False,
 ) -> Any:
     """Carry ``points`` (M, D) along the geodesic of (q0, p0): x' = sum_j k(x, q_j) p_j.
 
     Integrated jointly with the shooting, by the same scheme. Returns the points at t = 1
-    (or the list of steps + 1 positions with ``trajectory=True``).
+    (or the list of steps + 1 positions with ``trajectory=True``). ``progress`` as for
+    :func:`shoot`.
     """
     check_state(q0, p0, steps)
     if not hasattr(points, "shape") or len(points.shape) < 2 or points.shape[-1] != q0.shape[-1]:
@@ -255,21 +278,24 @@ def flow(
         dq, dp = field(y[:2])
         return (dq, dp, carry(y[2], y[0], y[1]))
 
-    states, _ = _integrate(augmented, (q0, p0, points), steps, _scheme(method), keep=False)
+    states, _ = _integrate(
+        augmented, (q0, p0, points), steps, _scheme(method), keep=False, progress=progress, what="flow"
+    )
     if trajectory:
         return [s[2] for s in states]
     return states[-1][2]
 
 
 def shoot_with_adjoint(
-    q0: Any, p0: Any, kernel: KernelLike, steps: int = 10, method: str = "euler"
+    q0: Any, p0: Any, kernel: KernelLike, steps: int = 10, method: str = "euler", progress: bool = False
 ) -> tuple[Any, Any, Callable[[Any, Any], tuple[Any, Any]]]:
     """(q1, p1, vjp): the shooting and the exact gradient of the discrete scheme.
 
     ``vjp(q1_bar, p1_bar)`` returns (q0_bar, p0_bar), the cotangents of the initial state,
     by the reverse sweep over the stored stage inputs (memory: steps x stages states).
     Works on every backend; on torch and jax, the backend autodiff of :func:`shoot` gives
-    the same numbers.
+    the same numbers. ``progress``: progress bars (or log lines) of the shooting and of each
+    reverse sweep.
     """
     check_state(q0, p0, steps)
     scheme = _scheme(method)
@@ -279,12 +305,15 @@ def shoot_with_adjoint(
             "with torch or jax instead"
         )
     field = HamiltonianField(kernel, q0, p0)
-    states, stages = _integrate(field, (q0, p0), steps, scheme, keep=True)
+    states, stages = _integrate(field, (q0, p0), steps, scheme, keep=True, progress=progress)
     h = 1.0 / steps
 
     def vjp(q1_bar: Any, p1_bar: Any) -> tuple[Any, Any]:
-        y_bar: State = (q1_bar, p1_bar)
-        for inputs in reversed(stages):
+        with Progress(logger, "adjoint sweep", steps, progress=progress, unit="step") as report:
+            return sweep((q1_bar, p1_bar), report)
+
+    def sweep(y_bar: State, report: Progress) -> tuple[Any, Any]:
+        for k, inputs in enumerate(reversed(stages)):
             k_bar = [_scale(y_bar, h, pair) for pair in scheme.b]
             total = y_bar
             for s in reversed(range(len(inputs))):
@@ -293,6 +322,7 @@ def shoot_with_adjoint(
                 for earlier, pair in enumerate(scheme.a[s]):
                     k_bar[earlier] = _add(k_bar[earlier], _scale(stage_bar, h, pair))
             y_bar = total
+            report.step(t=1.0 - (k + 1) * h)
         return y_bar[0], y_bar[1]
 
     q1, p1 = states[-1]

@@ -12,11 +12,16 @@ skipped, which keeps the inverse Hessian approximation positive definite.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import array_api_compat
+
+from lazymat.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,15 +45,33 @@ def lbfgs(
     ftol: float = 1e-10,
     max_backtracks: int = 30,
     callback: Callable[[Any], None] | None = None,
+    progress: bool = False,
 ) -> tuple[Any, LBFGSInfo]:
     """Minimise f from x0; returns (x, info).
 
     Stops when ``||grad f|| <= gtol ||grad f(x0)||`` (converged), when an iteration lowers f by
     less than ``ftol max(1, |f|)`` (converged: no more progress), when the line search fails,
-    or after ``maxiter`` iterations.
+    or after ``maxiter`` iterations. ``progress``: a progress bar (tqdm; else log lines) of the
+    iterations, the objective and the gradient's norm (logger ``lazymat.solvers.lbfgs``; the
+    time left is for ``maxiter`` iterations, an upper bound).
     """
     if maxiter < 0 or history < 1:
         raise ValueError(f"lbfgs needs maxiter >= 0 and history >= 1, got {maxiter} and {history}")
+    with Progress(logger, "L-BFGS", maxiter, progress=progress) as report:
+        return _minimise(value_and_grad, x0, maxiter, history, gtol, ftol, max_backtracks, callback, report)
+
+
+def _minimise(
+    value_and_grad: Callable[[Any], tuple[Any, Any]],
+    x0: Any,
+    maxiter: int,
+    history: int,
+    gtol: float,
+    ftol: float,
+    max_backtracks: int,
+    callback: Callable[[Any], None] | None,
+    report: Progress,
+) -> tuple[Any, LBFGSInfo]:
     xp = array_api_compat.array_namespace(x0)
 
     def dot(a: Any, b: Any) -> float:
@@ -107,6 +130,7 @@ def lbfgs(
         info.iterations = k + 1
         if callback is not None:
             callback(x)
+        report.step(objective=f, gradient=dot(g, g) ** 0.5)
         if decrease <= ftol * max(1.0, abs(f)):
             info.converged, info.message = True, "objective decrease below ftol"
             break

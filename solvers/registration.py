@@ -103,12 +103,15 @@ def register(
     gtol: float = 1e-6,
     value_and_grad: Callable[[Callable[[Any], Any]], Callable[[Any], tuple[Any, Any]]] | None = None,
     callback: Callable[[Any], None] | None = None,
+    progress: bool = False,
 ) -> RegistrationResult:
     """Minimise gamma * H(q0, p0) + loss(shoot(q0, p0).q, target) over p0 (module doc).
 
     ``source`` (N, D) and ``target`` (M, D) are arrays of one library; ``p0`` starts the
     search (zeros by default). Without ``value_and_grad``, ``loss`` must have a
-    ``value_and_grad(x, target)`` method (e.g. :class:`KernelNormLoss`).
+    ``value_and_grad(x, target)`` method (e.g. :class:`KernelNormLoss`). ``progress``: a
+    progress bar (tqdm; else log lines) of the L-BFGS iterations with the objective, its
+    gradient's norm and the time left (:func:`~lazymat.solvers.lbfgs`).
     """
     xp = lazymat.backend_for(source).namespace(source)
     start = xp.zeros_like(source) if p0 is None else p0
@@ -146,7 +149,7 @@ def register(
         return float(backend.stop_gradient(v))
 
     initial = number(loss(source, target))
-    p_opt, info = lbfgs(fun, start, maxiter=maxiter, gtol=gtol, callback=callback)
+    p_opt, info = lbfgs(fun, start, maxiter=maxiter, gtol=gtol, callback=callback, progress=progress)
     q1, _ = shoot(source, p_opt, kernel, steps, method)
     return RegistrationResult(
         momentum=p_opt,
