@@ -89,6 +89,16 @@ class Backend:
         """``x`` cut from the autodiff graph (identity for libraries without autodiff)."""
         return x
 
+    def materialize(self, *arrays: Any) -> tuple[Any, ...]:
+        """The iteration state of a solver loop, holding its values (once per iteration).
+
+        Eager libraries return the arrays unchanged (the default). A lazy one (dask)
+        computes them where they live and returns arrays that hold the values, so that a
+        loop whose convergence test reads numbers does not pile its iterations into one
+        graph computed again from the start at every test.
+        """
+        return arrays
+
     # -- autodiff -------------------------------------------------------------------------
     def custom_vjp(
         self,

@@ -83,10 +83,12 @@ def _iterate(
     callback: Callable[[Any], None] | None,
     xp: Any,
     info: CGInfo,
+    materialize: Callable[..., tuple[Any, ...]],
 ) -> Any:
     """Preconditioned CG on (*batch, N, E) arrays, one independent recursion per column.
 
-    Returns x and fills ``info``.
+    Returns x and fills ``info``. ``materialize`` is the backend's (``Backend.materialize``):
+    the state of each iteration holds its values before the next convergence test.
     """
 
     def dot(u: Any, v: Any) -> Any:
@@ -131,8 +133,7 @@ def _iterate(
         z = precond(r) if precond is not None else r
         rz_new = dot(r, z)
         beta = xp.where(active, rz_new / xp.where(active, rz, one), xp.zeros_like(rz))
-        p = z + beta * p
-        rz = rz_new
+        x, r, p, rz = materialize(x, r, z + beta * p, rz_new)
         info.iterations = k + 1
         if callback is not None:
             callback(x)
@@ -219,7 +220,7 @@ def cg(
     def solve(op_: KernelOperator | None, rhs: Any) -> Any:
         apply = op_.matvec if op_ is not None else user_op
         assert apply is not None
-        return _iterate(apply, rhs, alpha_value, X0, tol, maxiter, P, callback, xp, info)
+        return _iterate(apply, rhs, alpha_value, X0, tol, maxiter, P, callback, xp, info, backend.materialize)
 
     differentiable_alpha = not isinstance(alpha, (int, float))
     kernel_args = list(op.args) if op is not None else []

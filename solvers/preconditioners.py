@@ -113,8 +113,7 @@ def _rpcholesky(op: KernelOperator, rank: int, rng: np.random.Generator) -> Any:
         if not pivot > 0.0:
             break
         f = c / pivot**0.5
-        F = F + f[:, None] * xp.astype(slots == k, op.dtype)[None, :]
-        d = d - f * f
+        F, d = op.backend.materialize(F + f[:, None] * xp.astype(slots == k, op.dtype)[None, :], d - f * f)
         found = k + 1
     if not found:
         raise ValueError("the Nystrom preconditioner found a zero matrix (diagonal of K is zero)")

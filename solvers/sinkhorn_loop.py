@@ -201,13 +201,14 @@ def sinkhorn_loop(
     ``initial`` potentials (from a coarser scale, multiscale Sinkhorn) replace step 1.
     """
     xp = problems[0].xp
+    materialize = lazymat.backend_for(problems[0].a).materialize  # each iteration's potentials
     eps0 = eps_list[0]
     pots = [t.sinkhorn_step(t.zeros(), eps0, penalty) for t in problems] if initial is None else initial
 
     def averaged_step(eps: float) -> list[tuple[Any, ...]]:
         updates = [t.sinkhorn_step(p, eps, penalty) for t, p in zip(problems, pots, strict=True)]
         return [
-            tuple(0.5 * (o + n) for o, n in zip(p, u, strict=True))
+            materialize(*(0.5 * (o + n) for o, n in zip(p, u, strict=True)))
             for p, u in zip(pots, updates, strict=True)
         ]
 

@@ -90,7 +90,7 @@ class PersistedInputs:
                 out.append(found)
         persisted: dict[str, da.Array] = {}
         if missing:
-            persisted = dict(zip(missing, dask.persist(*missing.values()), strict=True))
+            persisted = dict(zip(missing, dask.persist(*missing.values(), optimize_graph=False), strict=True))
             with self._lock:
                 for name, p in persisted.items():
                     self._arrays[(name, scheduler)] = p

@@ -83,6 +83,19 @@ class DaskBackend(Backend):
 
         return np.asarray(self.chunk_backend(x).to_numpy(x.compute()))
 
+    def materialize(self, *arrays: Any) -> tuple[Any, ...]:
+        """A solver's iteration state persisted where it is computed (``dask.persist``): with
+        a ``distributed.Client`` the call returns at once and the values stay on the workers,
+        so the client holds keys only and the next iteration's graph starts from them."""
+        import dask
+
+        lazy = [k for k, a in enumerate(arrays) if self.recognizes(a)]
+        held = dask.persist(*(arrays[k] for k in lazy), optimize_graph=False)
+        out = list(arrays)
+        for k, a in zip(lazy, held, strict=True):
+            out[k] = a
+        return tuple(out)
+
     def version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -115,7 +128,7 @@ class DaskBackend(Backend):
             args = tuple(self._persisted(args))
         outputs = tuple(call.run(*args))
         if results == "persist":
-            return tuple(dask.persist(*outputs))
+            return tuple(dask.persist(*outputs, optimize_graph=False))
         if results == "compute":
             return tuple(dask.compute(*outputs))
         return outputs

@@ -4,7 +4,9 @@ lazymat's contract (``lazymat.plugin.REQUIRED_FUNCTIONS``) names ``take_along_ax
 min/argmin and K-min merges, the solvers' gathers), which array-api-compat's dask
 namespace does not provide (1.16). It is written here with dask: the gathered axis
 becomes one chunk and every block runs its chunks' own ``take_along_axis``, so a gather
-never crosses blocks. Every other name is array-api-compat's.
+never crosses blocks. ``linalg.eigh`` (the Nystrom preconditioner's small r x r
+eigendecomposition), also missing, runs the chunks' own ``eigh`` on the matrices made one
+chunk (``dask.array.apply_gufunc``). Every other name is array-api-compat's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import array_api_compat
 import array_api_compat.dask.array as _compat
+import array_api_compat.dask.array.linalg as _compat_linalg
 import dask.array as da
 
 
@@ -46,3 +49,25 @@ def take_along_axis(x: da.Array, indices: da.Array, /, *, axis: int = -1) -> da.
         chunks=indices.chunks,
         meta=x._meta,
     )
+
+
+def _eigh_block(a: Any) -> tuple[Any, Any]:
+    return tuple(array_api_compat.array_namespace(a).linalg.eigh(a))  # type: ignore[return-value]
+
+
+class _Linalg:
+    """array-api-compat's dask ``linalg`` and ``eigh``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_compat_linalg, name)
+
+    @staticmethod
+    def eigh(x: da.Array, /) -> Any:
+        """Eigenvalues (ascending) and eigenvectors of the symmetric matrices of ``x`` (..., n, n)."""
+        values, vectors = da.apply_gufunc(
+            _eigh_block, "(i,j)->(i),(i,j)", x, output_dtypes=(x.dtype, x.dtype), allow_rechunk=True
+        )
+        return _compat_linalg.EighResult(values, vectors)
+
+
+linalg = _Linalg()

@@ -40,6 +40,8 @@ from lazymat.plugin import (
     run_request,
 )
 
+from . import chunk_types  # noqa: F401  (registers torch chunks with dask, here and on workers)
+
 _log = logging.getLogger("lazymat.dask")
 
 #: one backend object per name in a worker process: requests of one key then share the
