@@ -25,6 +25,7 @@ read on the host, so ``cg`` runs eagerly: not inside ``jax.jit`` (differentiatin
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +33,13 @@ from typing import Any, TypeAlias
 
 import lazymat
 from lazymat.lazymatrix import LazyMatrix
+from lazymat.progress import Progress, geometric_total
 
 from .kernel_operator import KernelOperator
 from .measures import check_finite
 from .preconditioners import Preconditioner, jacobi, nystrom
+
+logger = logging.getLogger(__name__)
 
 
 class ConvergenceWarning(UserWarning):
@@ -84,11 +88,14 @@ def _iterate(
     xp: Any,
     info: CGInfo,
     materialize: Callable[..., tuple[Any, ...]],
+    progress: Progress,
 ) -> Any:
     """Preconditioned CG on (*batch, N, E) arrays, one independent recursion per column.
 
     Returns x and fills ``info``. ``materialize`` is the backend's (``Backend.materialize``):
     the state of each iteration holds its values before the next convergence test.
+    ``progress`` gets the residual after each iteration, and the iterations its decay so far
+    needs to reach ``tol``.
     """
 
     def dot(u: Any, v: Any) -> Any:
@@ -112,6 +119,9 @@ def _iterate(
         rel = xp.sqrt(dot(r, r)) / bnorm
         worst = float(xp.max(rel))
         info.residual_norms.append(worst)
+        if k:
+            total = geometric_total(k, info.residual_norms[0], worst, tol, maxiter)
+            progress.step(residual=worst, total=total)
         active = rel > tol
         if not worst > tol:  # NaN never converges
             info.converged = worst == worst
@@ -162,6 +172,7 @@ def cg(
     maxiter: int | None = None,
     precond: str | Preconditioner | None = None,
     callback: Callable[[Any], None] | None = None,
+    progress: bool = False,
 ) -> tuple[Any, CGInfo]:
     """Solve (alpha I + A) x = b by (preconditioned) conjugate gradient; returns (x, info).
 
@@ -172,7 +183,10 @@ def cg(
     ``||b - (alpha I + A) x|| <= tol ||b||`` for every column. ``maxiter``: defaults to 10 N.
     ``precond``: None, "jacobi", "nystrom" (rank 200, randomly pivoted Cholesky; uniform
     landmarks for a batched matrix; see :func:`nystrom`) or a callable ``r -> z``.
-    ``callback(x)`` runs after every iteration (forward pass only).
+    ``callback(x)`` runs after every iteration (forward pass only). ``progress``: a progress
+    bar (tqdm; else log lines) of the iterations, the residual and the time left, the residual's
+    decay extrapolated to ``tol`` (logger ``lazymat.solvers.conjugate_gradient``, see
+    :mod:`lazymat.progress`).
 
     Warns :class:`ConvergenceWarning` when the tolerance is not reached. Differentiable with
     respect to ``b``, ``alpha`` and the kernel's arrays (module doc).
@@ -220,7 +234,10 @@ def cg(
     def solve(op_: KernelOperator | None, rhs: Any) -> Any:
         apply = op_.matvec if op_ is not None else user_op
         assert apply is not None
-        return _iterate(apply, rhs, alpha_value, X0, tol, maxiter, P, callback, xp, info, backend.materialize)
+        with Progress(logger, "cg", maxiter, progress=progress) as report:
+            return _iterate(
+                apply, rhs, alpha_value, X0, tol, maxiter, P, callback, xp, info, backend.materialize, report
+            )
 
     differentiable_alpha = not isinstance(alpha, (int, float))
     kernel_args = list(op.args) if op is not None else []
