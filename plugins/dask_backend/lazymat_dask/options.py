@@ -15,8 +15,11 @@ a reduction is called:
     each iteration. Use it for solvers that test convergence (``cg``, Sinkhorn with
     ``tol=``, multiscale Sinkhorn): in lazy mode each test would compute the whole chain of
     iterations again from the start.
-  - ``"compute"``: arrays of the chunks' library (numpy, torch, cupy), computed at once.
-    ``compute=True`` and ``persist=True`` are short for these two.
+  - ``"compute"``: arrays of the chunks' library (numpy, torch, cupy), computed at once:
+    for reductions called directly. Not for solvers, whose clouds stay dask arrays and
+    cannot meet numpy potentials (dask's functions fail on them): run solvers lazy or
+    persisted and compute their result. ``compute=True`` and ``persist=True`` are short
+    for these two.
 
 - ``worker_engine``: the engine every block runs on, on the workers (a name of their
   registries: "native-cpu", "torch-tiled", "cupy-nvrtc", ...). None (default): each
