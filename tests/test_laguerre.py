@@ -182,22 +182,38 @@ def test_anisotropic_cost_fine_count() -> None:
     assert np.array_equal(npy(r.labels(pts)), np.argmin(rows(pts), axis=1))
 
 
-def test_three_dimensional_grid_fine_count() -> None:
-    """Voxels (sub-boxes at edges where three cells meet): a jittered 160^3 brute-force count."""
+def exact_power_cell_volumes_3d(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Volumes of the power cells of (x, f) in the unit cube: convex polyhedra, cut out by
+    SciPy's half-space intersection (interior point: the Chebyshev centre, by linprog)."""
+    from scipy.optimize import linprog
+    from scipy.spatial import ConvexHull, HalfspaceIntersection
+
+    box = np.concatenate([np.eye(3), -np.eye(3)])  # y_k <= 1, -y_k <= 0
+    volumes = np.zeros(len(x))
+    for i in range(len(x)):
+        others = np.delete(np.arange(len(x)), i)
+        a = np.concatenate([2 * (x[others] - x[i]), box])
+        b = np.concatenate(
+            [(x[others] ** 2).sum(1) - x[i] @ x[i] - f[others] + f[i], np.ones(3), np.zeros(3)]
+        )
+        norms = np.linalg.norm(a, axis=1)
+        centre = linprog([0, 0, 0, -1], A_ub=np.c_[a, norms], b_ub=b, bounds=[(None, None)] * 3 + [(0, None)])
+        halfspaces = HalfspaceIntersection(np.c_[a, -b], centre.x[:3])
+        volumes[i] = ConvexHull(halfspaces.intersections).volume
+    return volumes
+
+
+def test_three_dimensional_grid_exact_cells() -> None:
+    """Voxels (sub-boxes at the edges where three cells meet) against the exact polyhedra."""
+    pytest.importorskip("scipy")
     rng = np.random.default_rng(10)
     x = 0.1 + 0.8 * rng.random((5, 3))
     v = rng.random(5) + 0.5
     v /= v.sum()
     r = laguerre_cells(x, v, density=np.ones((32, 32, 32)), tol=1e-6)
     assert r.converged
-    f, fine, masses = npy(r.weights), 160, np.zeros(5)
-    for start in range(0, fine, 20):
-        idx = np.meshgrid(np.arange(start, start + 20), np.arange(fine), np.arange(fine), indexing="ij")
-        cube = np.stack(idx, -1).reshape(-1, 3)
-        pts = (cube + rng.random(cube.shape)) / fine
-        masses += np.bincount(np.argmin(sqdist_rows(x, f)(pts), axis=1), minlength=5)
-    # the count's own noise is ~1e-4 at this resolution (tighter checks: the 2-D tests)
-    assert np.max(np.abs(masses / fine**3 - v) / v) < 5e-4
+    volumes = exact_power_cell_volumes_3d(x, npy(r.weights))
+    assert np.max(np.abs(volumes - v) / v) < 1e-4
 
 
 def test_point_samples_brute_force() -> None:
