@@ -210,9 +210,10 @@ def test_three_dimensional_grid_exact_cells() -> None:
     x = 0.1 + 0.8 * rng.random((5, 3))
     v = rng.random(5) + 0.5
     v /= v.sum()
-    r = laguerre_cells(x, v, density=np.ones((48, 48, 48)), tol=1e-6)  # 3e-5 off the exact cells
+    r = laguerre_cells(x, v, density=np.ones((32, 32, 32)), tol=1e-6)
     assert r.converged
     volumes = exact_power_cell_volumes_3d(x, npy(r.weights))
+    # measured: 4.2e-5 (the sub-boxes' approximation); with the voxels' shares 10% off: 2.2e-4
     assert np.max(np.abs(volumes - v) / v) < 1e-4
 
 
