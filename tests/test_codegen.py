@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lazymat.builtin_engines.native_build import build, find_compiler
 from lazymat.codegen import (
     CpuSkeleton,
     FormulaEmitter,
@@ -25,7 +26,6 @@ from lazymat.codegen import (
     unsupported,
 )
 from lazymat.codegen.expr import literal
-from lazymat.builtin_engines.native_build import build, find_compiler
 from lazymat.ir.algebra import add, mul, sub, sum_dim
 from lazymat.ir.functions import Exp, Log
 from lazymat.ir.leaves import Const, Var

@@ -15,9 +15,9 @@ import pytest
 
 import lazymat as lm
 from lazymat.block_sparse import BlockSparsity
+from lazymat.builtin_engines.native_build import find_compiler
 from lazymat.codegen.cpu import CpuSkeleton
 from lazymat.codegen.kernel_spec import KernelSpec
-from lazymat.builtin_engines.native_build import find_compiler
 
 pytestmark = pytest.mark.skipif(isinstance(find_compiler(), str), reason=f"no C compiler: {find_compiler()}")
 
