@@ -155,43 +155,70 @@ def test_index_match_with_integer_arrays() -> None:
         close(got, dense.sum(1), "float64", f"IndexMatch {name}")
 
 
-def test_small_requests_come_here_once_their_kernel_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A small reduction never waits for a compile: it ranks below the other engines until its
-    kernel is loaded (built in the background), here from then on; a large one comes at once."""
-    be = get_registry().backend("numpy")
+def test_small_requests_come_here_when_their_kernel_is_ready(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A small reduction never waits for a compile: while its kernel is neither loaded nor on
+    disk it goes elsewhere and the kernel is built in the background. numpy requests come
+    here once it is loaded; on a backend with autodiff the first answer stands for the
+    process (one request, one engine: derivatives repeat), and the next process finds the
+    kernel on disk. Large requests come here always."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("LAZYMAT_CACHE_DIR", str(tmp_path))  # an empty disk cache
+    registry = get_registry()
     x, y, _ = data(40, 50, seed=13)
-    K = (-1.8125 * lm.Vi(x).sqdist(lm.Vj(y))).exp()
-    small = build_request(*K.prepare("sum", 1), be, 2**20)
-    big_y = np.zeros((COMPILE_MIN_PAIRS // 40 + 1, 3))
-    big = build_request(*(-1.8125 * lm.Vi(x).sqdist(lm.Vj(big_y))).exp().prepare("sum", 1), be, 2**20)
-    engine = NativeCpuEngine()  # nothing loaded yet
+
+    def request(backend: str, xs: np.ndarray, ys: np.ndarray) -> Any:
+        b = registry.backend(backend)
+        K = (-1.8125 * lm.Vi(b.from_numpy(xs)).sqdist(lm.Vj(b.from_numpy(ys)))).exp()
+        return build_request(*K.prepare("sum", 1), b, 2**20)
+
+    small, small_torch = request("numpy", x, y), request("torch", x, y)
+    big = request("numpy", x, np.zeros((COMPILE_MIN_PAIRS // 40 + 1, 3)))
+    engine = NativeCpuEngine()  # a new process: nothing loaded
     assert engine.priority_for(big) == engine.priority
-    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
-    assert engine.priority_for(small) < 0 and not engine._pending  # no build started
-    monkeypatch.delenv("LAZYMAT_NATIVE_BACKGROUND")
-    assert engine.priority_for(small) < 0  # starts the build
+    assert engine.priority_for(small_torch) < 0  # not on disk: elsewhere, built in the background
+    assert engine.priority_for(small) < 0
+    kernel = engine._kernel_spec(small)
+    assert engine._kernel_spec(small_torch) == kernel
     deadline = time.monotonic() + 300
     while engine.priority_for(small) < 0:
         assert time.monotonic() < deadline, "the background build did not finish"
         time.sleep(0.05)
-    assert engine.priority_for(small) == engine.priority
-    (got,) = engine.run(small)
+    assert list(tmp_path.glob("lm_*.so")), "the background build writes the disk cache"
+    assert engine.priority_for(small_torch) < 0  # torch: this process chose already
+    later = NativeCpuEngine()  # the next process finds the kernel on disk
+    assert later.priority_for(small_torch) == later.priority
     dense = np.exp(-1.8125 * ((x[:, None] - y[None]) ** 2).sum(-1)).sum(1, keepdims=True)
-    close(got, dense, "float64", "small request, kernel built in the background")
+    close(engine.run(small)[0], dense, "float64", "numpy, kernel built in the background")
+    close(later.run(small_torch)[0].numpy(), dense, "float64", "torch, kernel from the disk cache")
+    assert isinstance(later.run(small_torch)[0], torch.Tensor)
+    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
+    quiet = NativeCpuEngine()
+    other = build_request(
+        *(-1.5 * lm.Vi(x).sqdist(lm.Vj(y))).exp().prepare("sum", 1), registry.backend("numpy"), 2**20
+    )
+    assert quiet.priority_for(other) < 0
+    time.sleep(0.5)
+    assert len(list(tmp_path.glob("lm_*.c"))) == 1, "no other kernel built without background builds"
     monkeypatch.setenv("LAZYMAT_NATIVE_MIN_PAIRS", "lots")
     with pytest.raises(ValueError, match="LAZYMAT_NATIVE_MIN_PAIRS must be a whole number"):
         engine.priority_for(small)
 
 
-def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits() -> None:
+def test_dispatch_counts_the_pairs_a_block_sparse_reduction_visits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The compile threshold counts visited pairs, not N*M."""
+    monkeypatch.setenv("LAZYMAT_CACHE_DIR", str(tmp_path))  # no kernel ready: the size decides
+    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
     be = get_registry().backend("numpy")
     x, y, _ = data(2 * COMPILE_MIN_PAIRS // 64, 64, seed=14)
     K = (-lm.Vi(x).sqdist(lm.Vj(y))).exp()
     n = x.shape[0]
     few = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0,), ()))  # n/2 pairs visited
     many = BlockSparsity((0, n // 2, n), (0, 1, 64), ((0, 1), (0, 1)))  # all n * 64
-    engine = NativeCpuEngine()  # nothing loaded: the size alone decides
+    engine = NativeCpuEngine()
     for ranges, chosen in ((None, True), (few, False), (many, True)):
         spec, args = K.prepare("sum", 1, ranges=ranges)
         request = build_request(spec, args, be, 2**20)

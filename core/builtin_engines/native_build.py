@@ -104,6 +104,7 @@ class Compiler:
 _probed: dict[tuple[str, ...], Compiler | str] = {}
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL] = {}  # by cache key
+_building: dict[str, threading.Lock] = {}  # a lock per kernel being compiled, by cache key
 _fallback_dir: list[Path] = []  # where kernels go when the cache directory cannot be written
 
 
@@ -412,22 +413,46 @@ def _cached(key: str) -> Path | None:
     return None
 
 
-def build(source: str, compiler: Compiler) -> ctypes.CDLL:
-    """The loaded shared library of ``source``: from this process, the disk cache (verified),
-    or compiled."""
+def load(source: str, compiler: Compiler) -> ctypes.CDLL | None:
+    """The loaded shared library of ``source`` if this process or the disk cache (verified)
+    has it, else None: never compiles."""
     key = kernel_key(source, compiler)
     with _lock:
-        lib = _loaded.get(key)
+        return _load(key)
+
+
+def _load(key: str) -> ctypes.CDLL | None:
+    """The library of ``key`` from this process or the disk cache (``_lock`` held)."""
+    lib = _loaded.get(key)
+    if lib is None:
+        target = _cached(key)
+        if target is not None:
+            lib = _loaded[key] = ctypes.CDLL(str(target))
+    return lib
+
+
+def build(source: str, compiler: Compiler) -> ctypes.CDLL:
+    """The loaded shared library of ``source``: from this process, the disk cache (verified),
+    or compiled. A compilation holds a lock of its own kernel only: other kernels load (and
+    compile) meanwhile, so a kernel built in a background thread delays no other request."""
+    key = kernel_key(source, compiler)
+    with _lock:
+        lib = _load(key)
         if lib is not None:
             return lib
-        target = _cached(key)
-        if target is None:
+        building = _building.setdefault(key, threading.Lock())
+    with building:
+        with _lock:
+            lib = _loaded.get(key)  # another thread built it meanwhile
+            if lib is not None:
+                return lib
             target = _write_dir() / _file_name(key)
-            _compile(compiler, source, target, key)
-            _evict(target.parent)
-            problem = verify(target, key)  # another process may have written it since
-            if problem is not None:
-                raise CompileError(f"the kernel just compiled to {target} {problem}")
-        lib = ctypes.CDLL(str(target))
-        _loaded[key] = lib
+        _compile(compiler, source, target, key)
+        _evict(target.parent)
+        problem = verify(target, key)  # another process may have written it since
+        if problem is not None:
+            raise CompileError(f"the kernel just compiled to {target} {problem}")
+        with _lock:
+            lib = _loaded[key] = ctypes.CDLL(str(target))
+            _building.pop(key, None)
         return lib

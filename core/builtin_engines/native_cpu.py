@@ -12,17 +12,21 @@ numpy, torch, jax, ...); arrays are copied only when they are not C-contiguous. 
 are numpy arrays handed to the request's namespace with ``from_dlpack``.
 
 Compiling a new kernel takes a fraction of a second, more than a small reduction costs on
-any engine, so a small call never waits for a compile: when dispatch chooses (no engine
-forced), a reduction of fewer than ``COMPILE_MIN_PAIRS`` pairs (batch included;
+any engine, so a small call never waits for a compile. When dispatch chooses (no engine
+forced), a reduction of at least ``COMPILE_MIN_PAIRS`` pairs (batch included;
 ``$LAZYMAT_NATIVE_MIN_PAIRS`` overrides it; a block-sparse reduction counts the pairs it
-visits) whose kernel is not loaded yet ranks this engine below the others
-(``priority_for``) and has its kernel built in a background thread; once it is loaded,
-small requests of that kernel come here too (a compiled kernel beats every other CPU
-engine from 10 x 10 pairs up: ``BENCHMARKS.md``, "sizes"). The first calls of a new
-formula at small sizes therefore run on another engine, and the later ones here, with
-results equal to rounding. ``LAZYMAT_NATIVE_BACKGROUND=0`` turns the background builds off
-(small requests then come here only for kernels compiled otherwise). Forcing
-``native-cpu`` runs any size, compiling first.
+visits) comes here, compiling its kernel if needed. A smaller one comes here when its
+kernel is loaded, or in the disk cache (which loads in milliseconds); otherwise it ranks
+this engine below the others and the kernel is built in a background thread
+(``LAZYMAT_NATIVE_BACKGROUND=0`` turns that off). On numpy the requests of that kernel
+come here as soon as it is loaded: the first calls of a new formula run on another engine,
+the later ones here, results equal to rounding. On a backend with autodiff (torch, jax)
+the answer is fixed per kernel by the first small request of the process, so that one
+request always goes to one engine and derivatives repeat exactly (a gradient computed
+twice gives the same numbers: ``torch.autograd.gradcheck`` checks it); a kernel built in
+the background then serves the next processes. A compiled kernel is the fastest CPU path
+from 10 x 10 pairs up (``BENCHMARKS.md``, "sizes"). Forcing ``native-cpu`` runs any size,
+compiling first.
 
 Per call, what depends on the request's key only (kernel, layout of each argument, batch
 offsets, block-sparsity chunks) is prepared once; a call lays out the j-variables, allocates
@@ -46,24 +50,25 @@ import logging
 import math
 import os
 import queue
+import statistics
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from ..call_cache import LRUCache
 from ..codegen.batch import batch_offsets
-from ..codegen.cpu import ENTRY_POINT, CpuSkeleton, block_size
+from ..codegen.cpu import ENTRY_POINT, PARALLEL_MIN_PAIRS, CpuSkeleton, block_size
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..codegen.ranges import row_chunks, visited_pairs
 from ..request import ReductionRequest
 from .generated import GeneratedKernelEngine
-from .native_build import Compiler, build, find_compiler
+from .native_build import Compiler, build, find_compiler, load
 
 #: largest formula (scalar temporaries) compiled as straight-line code (~10 s of gcc)
 MAX_SCALARS = 8_000
@@ -73,6 +78,8 @@ MAX_BUFFERED_DIM = 1024
 MAX_K = 1024
 #: below this many pairs (batch included), dispatch prefers other engines (see above)
 COMPILE_MIN_PAIRS = 1 << 16
+#: largest request (pairs) whose thread count is chosen by timing its first calls (see _ThreadChoice)
+THREAD_TRIAL_MAX_PAIRS = 1 << 24
 #: priority of a request too small to be worth compiling for (below the reference engine's 0)
 _TOO_SMALL = -1
 _INDEX_DTYPES = ("int64", "int32", "uint32", "int16", "int8", "uint8", "uint16")
@@ -100,8 +107,11 @@ class NativeCpuEngine(GeneratedKernelEngine):
         self._tile_rows: dict[KernelSpec, int] = {}
         self._lock = threading.Lock()
         self._warned = False
-        #: kernels being built in the background
-        self._pending: set[KernelSpec] = set()
+        self._libraries: dict[KernelSpec, ctypes.CDLL] = {}
+        #: kernel -> whether small requests of autodiff backends run here (``_small_ready``)
+        self._small: dict[KernelSpec, bool] = {}
+        #: kernels whose background build was started (or skipped: LAZYMAT_NATIVE_BACKGROUND=0)
+        self._started: set[KernelSpec] = set()
         #: request key -> kernel spec, and -> what a call needs besides the data
         self._specs = LRUCache("native-cpu kernel specs", 1024)
         self._launches = LRUCache("native-cpu launches", 1024)
@@ -150,8 +160,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
 
     def priority_for(self, request: ReductionRequest) -> int:
         """``priority`` for requests large enough to pay a compile, and for smaller ones whose
-        kernel is compiled already; below every other engine otherwise (the kernel is then
-        compiled in the background, for the next calls)."""
+        kernel was ready when this process first met it; below every other engine otherwise."""
         env = os.environ.get("LAZYMAT_NATIVE_MIN_PAIRS")
         try:
             threshold = COMPILE_MIN_PAIRS if env is None else int(env)
@@ -159,7 +168,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
             raise ValueError(
                 f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}"
             ) from None
-        if self._pairs(request) >= threshold or self._compiled(request):
+        if self._pairs(request) >= threshold or self._small_ready(request):
             return self.priority
         return _TOO_SMALL
 
@@ -183,42 +192,69 @@ class NativeCpuEngine(GeneratedKernelEngine):
                 self._specs.put(request.key, kspec)
         return kspec
 
-    def _compiled(self, request: ReductionRequest) -> bool:
-        """Whether the request's kernel is loaded; if not, it is built in the background
-        (once), so that the next requests of small sizes find it ready."""
+    def _small_ready(self, request: ReductionRequest) -> bool:
+        """Whether a small request runs here: its kernel is loaded, or on disk (loaded now, in
+        milliseconds). If not, the kernel is built in the background, and the request goes
+        to another engine. For a backend with autodiff the answer is fixed by the first small
+        request of the kernel in this process (so that derivatives repeat: a gradient computed
+        twice gives the same numbers, as ``torch.autograd.gradcheck`` checks); for one without
+        (numpy), a kernel built in the background is taken as soon as it is loaded."""
         kspec = self._kernel_spec(request)
+        if request.backend.has_autodiff:
+            verdict = self._small.get(kspec)
+            if verdict is None:
+                ready = self._ready_or_started(kspec)  # takes the lock itself
+                with self._lock:  # the first verdict of the process stays
+                    verdict = self._small.setdefault(kspec, ready)
+            return verdict
+        return kspec in self._kernels or self._ready_or_started(kspec)
+
+    def _ready_or_started(self, kspec: KernelSpec) -> bool:
+        """True if the kernel is loaded, or (looked up once per kernel) in the disk cache; else
+        its background build is started, once per kernel and process, and False."""
         with self._lock:
             if kspec in self._kernels:
                 return True
-            if kspec in self._pending or _background_off():
+            if kspec in self._started:
                 return False
-            self._pending.add(kspec)
-        _builder.submit(self, kspec)
+            self._started.add(kspec)
+        if self.kernel(kspec, compile=False) is not None:
+            return True
+        if not _background_off():
+            _builder.submit(self, kspec)
         return False
 
     def _build_in_background(self, kspec: KernelSpec) -> None:
-        """Build one kernel off the caller's thread; a failure only means it is not ready
+        """Build one kernel off the caller's thread; a failure only means it is not built
         (a request that needs it compiles it in its own thread and reports the error)."""
         try:
             self.kernel(kspec)
         except Exception as exc:
             _log.info("native-cpu: background build of a kernel failed: %s", exc)
-        finally:
-            with self._lock:
-                self._pending.discard(kspec)
 
-    def kernel(self, spec: KernelSpec) -> _Kernel:
-        """The compiled entry point of a kernel (generated, compiled or loaded once)."""
+    @overload
+    def kernel(self, spec: KernelSpec) -> _Kernel: ...
+
+    @overload
+    def kernel(self, spec: KernelSpec, compile: bool) -> _Kernel | None: ...
+
+    def kernel(self, spec: KernelSpec, compile: bool = True) -> _Kernel | None:
+        """The compiled entry point of a kernel (generated, compiled or loaded once); with
+        ``compile=False``, None unless it is loaded or in the disk cache."""
         with self._lock:
             fn = self._kernels.get(spec)
         if fn is not None:
             return fn
         compiler = find_compiler()
         if not isinstance(compiler, Compiler):
+            if not compile:
+                return None
             raise RuntimeError(f"native-cpu has no usable C compiler: {compiler}")
         skeleton = CpuSkeleton(spec)
         start = time.perf_counter()
-        lib = build(skeleton.source(), compiler)
+        lib = build(skeleton.source(), compiler) if compile else load(skeleton.source(), compiler)
+        if lib is None:
+            return None
         _log.debug("native-cpu: kernel ready in %.2f s (%s)", time.perf_counter() - start, spec.family)
         fn = getattr(lib, ENTRY_POINT)
         fn.restype = None
@@ -227,15 +263,13 @@ class NativeCpuEngine(GeneratedKernelEngine):
             fn.argtypes += [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
         with self._lock:
             self._tile_rows[spec] = skeleton.tile_rows
+            self._libraries[spec] = lib
             self._kernels[spec] = fn
         return fn
 
     # -- run ------------------------------------------------------------------------------
     def _launch(self, request: ReductionRequest, host: list[np.ndarray]) -> _Launch:
-        """What a call of the request's kernel needs besides the data (once per request key)."""
-        launch = None if request.key is None else self._launches.get(request.key)
-        if launch is not None:
-            return launch
+        """What a call of the request's kernel needs besides the data (kept per request key)."""
         spec = request.spec
         kspec = self._kernel_spec(request)
         fn = self.kernel(kspec)
@@ -270,6 +304,10 @@ class NativeCpuEngine(GeneratedKernelEngine):
             keep = (chunks, intervals.j_starts, intervals.j_ends)
         family = FAMILIES[spec.reduction]
         kinds = FAMILY_OUTPUTS[family]
+        pairs = self._pairs(request)
+        threads = None
+        if PARALLEL_MIN_PAIRS <= pairs <= THREAD_TRIAL_MAX_PAIRS:
+            threads = _ThreadChoice.of(self._libraries[kspec])
         pointers = ctypes.c_void_p * max(1, len(spec.variables))
         offsets: list[int | None] = [None] * len(spec.variables)
         for layout in layouts:
@@ -288,18 +326,21 @@ class NativeCpuEngine(GeneratedKernelEngine):
             picks=tuple(kinds.index(kind) for kind in spec.kind.outputs),
             ranged=ranged,
             keep=keep,
+            threads=threads,
         )
         if request.key is not None:
             self._launches.put(request.key, launch)
         return launch
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
-        host = [self._host_view(request, a) for a in request.args]
-        launch = self._launch(request, host)
+        args = request.args
+        launch = None if request.key is None else self._launches.get(request.key)
+        if launch is None:
+            launch = self._launch(request, [self._host_view(request, a) for a in args])
         ptrs: list[int | None] = [None] * launch.slots
         keep: list[np.ndarray] = []  # arrays that must live until the call returns
         for layout in launch.layouts:
-            h = host[layout.index]
+            h = self._host_view(request, args[layout.index])
             if layout.blocked:
                 data = _blocked(h, layout.dtype, launch.block)
             else:
@@ -309,7 +350,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
         outs = [np.empty(launch.shape, dtype=launch.dtype)]
         if len(launch.kinds) > 1:
             outs.append(np.empty(launch.shape, dtype=np.int64))
-        launch.fn(
+        call = (
             launch.rows,
             request.n,
             request.m,
@@ -318,6 +359,10 @@ class NativeCpuEngine(GeneratedKernelEngine):
             (ctypes.c_void_p * len(outs))(*(o.ctypes.data for o in outs)),
             *launch.ranged,
         )
+        if launch.threads is None:
+            launch.fn(*call)
+        else:
+            launch.threads.call(launch.fn, call)
         return tuple(self._to_backend(request, outs[k]) for k in launch.picks)
 
     @staticmethod
@@ -369,6 +414,8 @@ class _Launch:
     ranged: tuple[Any, ...]
     #: the block-sparsity arrays whose addresses ``ranged`` holds
     keep: tuple[np.ndarray, ...]
+    #: the measured choice of one thread or all, for requests the kernel may split over threads
+    threads: _ThreadChoice | None
 
 
 def _blocked(h: np.ndarray, dtype: np.dtype[Any], block: int) -> np.ndarray:
@@ -382,6 +429,64 @@ def _blocked(h: np.ndarray, dtype: np.dtype[Any], block: int) -> np.ndarray:
     if m > full * block:
         data[..., full, :, : m - full * block] = np.swapaxes(h[..., full * block :, :], -1, -2)
     return data
+
+
+class _ThreadChoice:
+    """One thread or all of them, for one request key: whichever its first calls measured faster.
+
+    The kernels split rows over OpenMP threads from ``PARALLEL_MIN_PAIRS`` pairs. On a quiet
+    machine that halves the time of a mid-size reduction (2 cores); on a loaded one, waking the
+    other threads and waiting for all of them at the end of the region can cost more than the
+    whole reduction (measured on 2 busy cores: a 1000 x 1000 kernel product took 0.3 ms on one
+    thread, 24 ms, median, on two). So the first ``2 * TRIALS`` calls of a request key of at
+    most ``THREAD_TRIAL_MAX_PAIRS`` pairs alternate between all threads and one, and the
+    later calls use the faster median. Larger requests always use every thread. The result is
+    the same either way: each row is reduced by one thread in a fixed order, whatever the
+    number of threads (a test compares them bit for bit).
+    """
+
+    TRIALS = 3
+
+    def __init__(self, set_threads: Any, get_threads: Any) -> None:
+        self._set = set_threads
+        self._get = get_threads
+        self._times: dict[bool, list[float]] = {True: [], False: []}
+        self.single: bool | None = None  # decided: one thread (True) or all (False)
+
+    @classmethod
+    def of(cls, library: ctypes.CDLL) -> _ThreadChoice | None:
+        """A choice for a kernel of ``library``, or None without OpenMP (or with one thread)."""
+        try:  # the OpenMP runtime the kernel itself is linked to (dlsym searches its dependencies)
+            set_threads, get_threads = library.omp_set_num_threads, library.omp_get_max_threads
+        except AttributeError:
+            return None
+        set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
+        get_threads.argtypes, get_threads.restype = [], ctypes.c_int
+        return cls(set_threads, get_threads) if get_threads() > 1 else None
+
+    def call(self, fn: _Kernel, args: tuple[Any, ...]) -> None:
+        single = self.single
+        if single is None:  # still measuring: the side with fewer samples runs
+            times = self._times
+            single = len(times[True]) < len(times[False])
+            start = time.perf_counter()
+            self._run(fn, args, single)
+            times[single].append(time.perf_counter() - start)
+            if min(len(t) for t in times.values()) >= self.TRIALS:
+                self.single = statistics.median(times[True]) < statistics.median(times[False])
+            return
+        self._run(fn, args, single)
+
+    def _run(self, fn: _Kernel, args: tuple[Any, ...], single: bool) -> None:
+        if not single:
+            fn(*args)
+            return
+        threads = self._get()  # this thread's setting (OpenMP keeps one per thread)
+        self._set(1)
+        try:
+            fn(*args)
+        finally:
+            self._set(threads)
 
 
 class _Builder:
@@ -409,6 +514,5 @@ _builder = _Builder()
 
 
 def _background_off() -> bool:
-    """``LAZYMAT_NATIVE_BACKGROUND=0``: small requests never start a build (they keep to the
-    other engines unless their kernel was compiled by a larger request or a forced call)."""
+    """``LAZYMAT_NATIVE_BACKGROUND=0``: small requests never start a background build."""
     return os.environ.get("LAZYMAT_NATIVE_BACKGROUND", "1").strip().lower() in ("0", "false", "no", "off")
