@@ -22,14 +22,21 @@ min/max and K-min).
 All these reductions go through the call's backend hook again (``call.reduce``), so a
 backend's autodiff differentiates them like any other reduction: derivatives of any
 order, in either mode, need no extra code.
+
+The derivative specs depend on the forward spec, which arguments are differentiated and
+the widths of the cotangent and auxiliary arrays, never on the data: they are built once
+per such key and cached (:mod:`lazymat.call_cache`), so a backward pass in a loop costs
+its reductions only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .block_sparse import BlockSparsity
+from .call_cache import LRUCache
 from .ir.algebra import add
 from .ir.leaves import Const, Var
 from .ir.node import Node
@@ -38,7 +45,10 @@ from .ir.vector import Concat, dot
 from .request import ReductionSpec
 
 if TYPE_CHECKING:
+    from .backend import Backend
     from .dispatch import ReductionCall
+
+_MISSING = object()
 
 
 def compact_reduction(
@@ -95,6 +105,69 @@ def _auxiliary(call: ReductionCall, args: Sequence[Any], outputs: Sequence[Any])
     return aux
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One side's reduction of a VJP: its spec, the positions of its arrays among
+    ``[*args, cotangent, *aux]``, and (argument, width, category) of each gradient it holds."""
+
+    spec: ReductionSpec
+    arrays: tuple[int, ...]
+    grads: tuple[tuple[int, int, str], ...]
+
+
+#: symbolic VJPs and JVPs of specs, by (spec, backend, dtypes, wanted arguments, extras' widths)
+_DERIVATIVES = LRUCache("derivatives", 2048)
+
+
+def _cached(key: Hashable, build: Callable[[], Any]) -> Any:
+    """The derivative cached under ``key``, built (and kept) on the first request."""
+    value = _DERIVATIVES.get(key, _MISSING)
+    if value is _MISSING:
+        value = build()
+        _DERIVATIVES.put(key, value)
+    return value
+
+
+def _floating(backend: Backend, args: Sequence[Any]) -> tuple[bool, ...]:
+    """Which arguments are floating-point arrays (once per backend and dtypes)."""
+    return _cached(  # type: ignore[no-any-return]
+        ("floating", backend, tuple(a.dtype for a in args)),
+        lambda: tuple(backend.is_floating(a) for a in args),
+    )
+
+
+def _vjp_pieces(
+    spec: ReductionSpec, wanted: tuple[bool, ...], cot_dim: int, aux_dims: tuple[int, ...]
+) -> list[_Piece]:
+    """The reductions of a VJP (i side, j side), built symbolically (see :func:`reduction_vjp`)."""
+    red = spec.kind
+    n = len(wanted)
+    cot_var = Var(n, "i", cot_dim)
+    aux_vars = [Var(n + 1 + k, "i", d) for k, d in enumerate(aux_dims)]
+    weight = red.vjp_weight(spec.formula, cot_var, aux_vars)
+    sides: dict[str, list[tuple[int, Var, Node]]] = {"i": [], "j": []}
+    signature = [*spec.variables, cot_var, *aux_vars]
+    for k, v in enumerate(spec.variables):
+        if not wanted[k]:
+            continue
+        h = vjp(spec.formula, v, weight)
+        if h is not None:
+            sides["j" if v.cat == "j" else "i"].append((k, v, h))
+    pieces = []
+    for side, items in sides.items():
+        if not items:
+            continue
+        formula = _concat_all([h for _, _, h in items])
+        sig, ranges = signature, spec.ranges
+        if side == "j":
+            formula = transpose(formula)
+            sig = [transpose_var(v) for v in signature]
+            ranges = None if ranges is None else ranges.transpose()
+        sub_spec, positions = compact_reduction(formula, range(len(signature)), sig, ranges)
+        pieces.append(_Piece(sub_spec, tuple(positions), tuple((k, h.dim, v.cat) for k, v, h in items)))
+    return pieces
+
+
 def reduction_vjp(
     call: ReductionCall,
     args: Sequence[Any],
@@ -105,7 +178,9 @@ def reduction_vjp(
     """Gradients of a reduction's outputs, contracted with ``cotangents``, per argument.
 
     Returns one array per entry of ``args`` (shaped like it), or None where ``wanted`` is
-    False, the argument is an integer array, or the formula does not depend on it.
+    False, the argument is an integer array, or the formula does not depend on it. The
+    symbolic derivatives are built once per (spec, backend, dtypes, wanted arguments, widths
+    of the cotangent and auxiliary arrays), not at every backward.
     """
     spec, backend = call.spec, call.backend
     red = spec.kind
@@ -115,44 +190,24 @@ def reduction_vjp(
     cot = cotangents[red.outputs.index("value")]
     if cot is None:
         return grads
+    floating = _floating(backend, args)
     xp = backend.namespace(cot)
-    data = next(a for a in args if backend.is_floating(a))
-    cot = xp.astype(cot, data.dtype)
+    cot = xp.astype(cot, args[floating.index(True)].dtype)
 
     aux = _auxiliary(call, args, outputs)
-    n = len(args)
-    cot_var = Var(n, "i", cot.shape[-1])
-    aux_vars = [Var(n + 1 + k, "i", a.shape[-1]) for k, a in enumerate(aux)]
-    weight = red.vjp_weight(spec.formula, cot_var, aux_vars)
+    live = tuple(bool(w) and f for w, f in zip(wanted, floating, strict=True))
+    widths = (int(cot.shape[-1]), tuple(int(a.shape[-1]) for a in aux))
+    pieces = _cached(("vjp", spec, live, widths), lambda: _vjp_pieces(spec, live, *widths))
     all_args = [*args, cot, *aux]
-
-    sides: dict[str, list[tuple[int, Var, Node]]] = {"i": [], "j": []}
-    signature = [*spec.variables, cot_var, *aux_vars]
-    for k, v in enumerate(spec.variables):
-        if not wanted[k] or not backend.is_floating(args[k]):
-            continue
-        h = vjp(spec.formula, v, weight)
-        if h is not None:
-            sides["j" if v.cat == "j" else "i"].append((k, v, h))
-
-    for side, items in sides.items():
-        if not items:
-            continue
-        formula = _concat_all([h for _, _, h in items])
-        sig, ranges = signature, spec.ranges
-        if side == "j":
-            formula = transpose(formula)
-            sig = [transpose_var(v) for v in signature]
-            ranges = None if ranges is None else ranges.transpose()
-        sub_spec, sub_args = compact_reduction(formula, all_args, sig, ranges)
-        out = call.reduce(sub_spec, sub_args)[0]
+    for piece in pieces:
+        out = call.reduce(piece.spec, [all_args[k] for k in piece.arrays])[0]
         start = 0
-        for k, v, h in items:
-            piece = out[..., start : start + h.dim]
-            start += h.dim
-            if v.cat == "p":
-                piece = xp.sum(piece, axis=-2)
-            grads[k] = _unbroadcast(xp, piece, tuple(args[k].shape))
+        for k, width, cat in piece.grads:
+            g = out[..., start : start + width]
+            start += width
+            if cat == "p":
+                g = xp.sum(g, axis=-2)
+            grads[k] = _unbroadcast(xp, g, tuple(args[k].shape))
     return grads
 
 
@@ -189,24 +244,36 @@ def reduction_jvp(
     its argmin in one pass); by default they come from ``outputs`` or one more reduction.
     The tangent is a sum reduction over the same block-sparsity pattern as the forward.
     """
-    spec = call.spec
+    spec, backend = call.spec, call.backend
     red = spec.kind
     result: list[Any | None] = [None] * len(red.outputs)
-    live = [k for k, t in enumerate(tangents) if t is not None and call.backend.is_floating(args[k])]
+    floating = _floating(backend, args)
+    live = tuple(k for k, t in enumerate(tangents) if t is not None and floating[k])
     if not red.differentiable or not live:
         return result
     signature = spec.variables
     n = len(signature)
     tvars = [Var(n + q, signature[k].cat, signature[k].dim) for q, k in enumerate(live)]
-    d = directional_derivative(spec.formula, [(signature[k], t) for k, t in zip(live, tvars, strict=True)])
+    d = _cached(
+        ("jvp", spec, live),
+        lambda: directional_derivative(
+            spec.formula, [(signature[k], t) for k, t in zip(live, tvars, strict=True)]
+        ),
+    )
     if d is None:
         return result
     aux = list(aux) if aux is not None else _auxiliary(call, args, outputs)
-    aux_vars = [Var(n + len(live) + r, "i", int(a.shape[-1])) for r, a in enumerate(aux)]
-    weight = red.jvp_weight(spec.formula, d, aux_vars)
+    aux_dims = tuple(int(a.shape[-1]) for a in aux)
+
+    def tangent_reduction() -> tuple[ReductionSpec, list[int]]:
+        aux_vars = [Var(n + len(live) + r, "i", w) for r, w in enumerate(aux_dims)]
+        weight = red.jvp_weight(spec.formula, d, aux_vars)
+        count = n + len(live) + len(aux_vars)
+        return compact_reduction(weight, range(count), [*signature, *tvars, *aux_vars], spec.ranges)
+
+    t_spec, positions = _cached(("jvp tangent", spec, live, aux_dims), tangent_reduction)
     arrays = [*args, *(tangents[k] for k in live), *aux]
-    t_spec, t_args = compact_reduction(weight, arrays, [*signature, *tvars, *aux_vars], spec.ranges)
-    result[red.outputs.index("value")] = call.reduce(t_spec, t_args)[0]
+    result[red.outputs.index("value")] = call.reduce(t_spec, [arrays[k] for k in positions])[0]
     return result
 
 

@@ -89,7 +89,7 @@ class ReductionCall:
 
     def reduce(self, spec: ReductionSpec, args: Sequence[Any]) -> tuple[Any, ...]:
         """Run ``spec`` on ``args`` differentiably, with this call's backend, engine and budget."""
-        call = self.with_spec(spec)
+        call = ReductionCall(spec, self.backend, self.engine, self.tile_bytes)
         return self.backend.apply_reduction(call, tuple(args))
 
 
@@ -189,7 +189,7 @@ def _ranked(request: ReductionRequest, exclude: Iterable[str]) -> tuple[list[Eng
             ranked.append((-engine.priority_for(request), order, engine))
         except Exception as exc:
             _broken(engine, exc)
-    ranked.sort(key=lambda t: t[:2])
+    ranked.sort()  # (-priority, registration order, engine): the orders are distinct
     return [engine for _, _, engine in ranked], key
 
 
