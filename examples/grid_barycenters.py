@@ -1,4 +1,5 @@
-"""Wasserstein barycenters of four shapes, with bilinear weights: the seed talk's square of images.
+"""Wasserstein barycenters of four shapes, with bilinear weights
+=============================================================
 
 A disk, a square, a ring and a cross on an n x n grid sit at the four corners of a k x k
 panel; the image at row r, column c is their entropic Wasserstein barycenter with the

@@ -1,11 +1,15 @@
-"""LDDMM registration of two 2-D curves with lazymat's kernel Hamiltonian flows.
+r"""LDDMM registration of two 2-D curves with lazymat's kernel Hamiltonian flows
+============================================================================
 
 A circle of n points (the source) is registered onto a target curve made by a known
 deformation of it: the geodesic shooting of a hidden momentum under the Gaussian cometric
-k(x, y) = exp(-|x - y|^2 / 0.5^2). The registration looks for the initial momentum p0
-minimising
+:math:`k(x, y) = \exp(-|x - y|^2 / 0.5^2)`. The registration looks for the initial momentum
+:math:`p_0` minimising
 
-    gamma * H(q0, p0) + 1/2 |mu_q1 - mu_target|_k'^2,     q1 = shoot(q0, p0),
+.. math::
+
+    \gamma\, H(q_0, p_0) + \tfrac12 \|\mu_{q_1} - \mu_\text{target}\|_{k'}^2,
+    \qquad q_1 = \operatorname{shoot}(q_0, p_0),
 
 (a kinetic energy plus a kernel norm between the deformed source and the target, which
 needs no point correspondences) with lazymat's L-BFGS; the gradient is the symbolic
