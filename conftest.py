@@ -10,17 +10,18 @@ inside the virtual environment running the tests (``.venv/keops-cache`` under
 compiles each formula once, and ``make clean`` removes it with the environment. The
 variable is set before any test module imports pykeops, and subprocesses inherit it.
 
-A test whose id names KeOps (``keops``, any case) gets the ``keops`` marker (others mark
-themselves), so ``-m "not keops"`` leaves pykeops out. Under ``--dist loadgroup`` (``make
-test``) the tests whose id names KeOps run on one worker, one after the other, so that two
-workers never compile the same formula at once (twice the work, and pykeops does not lock
-its build folder). The scheduler groups them by id because pytest-xdist 3.8's own
-``xdist_group`` marks are lost on pytest 9.2 (pytest-xdist issue 1386); ``xdist_group``
-marks are still honoured where they work.
+A test whose id names KeOps (``keops``, any case) in a module that names pykeops gets the
+``keops`` marker (others mark themselves; lazymat.keops' own API tests never run pykeops),
+so ``-m "not keops"`` leaves pykeops out. Under ``--dist loadgroup`` (``make test``) these
+tests run on one worker, one after the other, so that two workers never compile the same
+formula at once (twice the work, and pykeops does not lock its build folder). The scheduler
+groups them by id because pytest-xdist 3.8's own ``xdist_group`` marks are lost on pytest
+9.2 (pytest-xdist issue 1386); ``xdist_group`` marks are still honoured where they work.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -45,8 +46,17 @@ if _folder is not None:
     os.environ.setdefault("KEOPS_CACHE_FOLDER", str(_folder))
 
 
+@functools.cache
+def mentions_pykeops(module: str) -> bool:
+    """Whether a test module's source names pykeops (the modules of lazymat.keops' own API,
+    which never run pykeops, do not)."""
+    path = Path(__file__).resolve().parent / module  # node ids are relative to the rootdir, here
+    return path.is_file() and "pykeops" in path.read_text(encoding="utf-8", errors="replace")
+
+
 def names_keops(nodeid: str) -> bool:
-    return KEOPS in nodeid.lower()
+    """Whether a test may run pykeops: its id names KeOps and its module names pykeops."""
+    return KEOPS in nodeid.lower() and mentions_pykeops(nodeid.split("::", 1)[0])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
