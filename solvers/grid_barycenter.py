@@ -57,9 +57,9 @@ from .grid_measures import (
     grid_axes,
     is_interval,
 )
-from .grid_sinkhorn import flat_logsumexp
 from .measures import _concrete_bool, check_equal_masses
 from .schedule import check_scales, epsilon_schedule
+from .separable import flat_logsumexp
 from .sinkhorn_loop import log_weights
 
 logger = logging.getLogger(__name__)

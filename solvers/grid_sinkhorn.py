@@ -28,7 +28,6 @@ a, the plan a :class:`~.lazy_plan.TransportPlan` over the flattened grids whose 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,20 +42,12 @@ from .multiscale import jump_index
 from .ot_result import OTResult, Solution
 from .penalties import Balanced, Penalty, make_penalty
 from .schedule import check_scales, epsilon_schedule
-from .separable import grid_logsumexp
+from .separable import flat_logsumexp
 from .sinkhorn import ot_value
 from .sinkhorn_loop import LoopOutcome, log_weights, sinkhorn_loop
 from .transport_plan import log_transport_plan
 
 logger = logging.getLogger(__name__)
-
-
-def flat_logsumexp(h: Any, rows: Sequence[Any], cols: Sequence[Any], eps: float) -> Any:
-    """:func:`~.separable.grid_logsumexp` on flat arrays: h (..., M) -> (..., N)."""
-    xp = array_api_compat.array_namespace(h)
-    lead = tuple(h.shape[:-1])
-    out = grid_logsumexp(xp.reshape(h, (*lead, *(int(t.shape[0]) for t in cols))), rows, cols, eps)
-    return xp.reshape(out, (*lead, -1))
 
 
 @dataclass
@@ -165,9 +156,7 @@ def multiscale_loop(
         coarse, problems = grid_problems(level, debias), grid_problems(target, debias)
         if verbose:
             logger.info("grid %s: iterations %d to %d", level.shape, start + 1, jump + 1)
-        outcome = sinkhorn_loop(
-            coarse, eps_list[start : jump + 1], penalty, verbose=verbose, log=logger.info, initial=pots
-        )
+        outcome = sinkhorn_loop(coarse, eps_list[start : jump + 1], penalty, verbose=verbose, initial=pots)
         pots = [
             t.update_onto(u, q, eps_list[jump], penalty)
             for t, u, q in zip(coarse, problems, outcome.potentials, strict=True)
@@ -181,7 +170,6 @@ def multiscale_loop(
         tol=tol,
         max_iter=remaining,
         verbose=verbose,
-        log=logger.info,
         initial=pots,
     )
     outcome.n_iter += start
@@ -278,7 +266,8 @@ def solve_grid(
             point-cloud solver's default on the grid's points).
         scaling, max_iter, tol, debias: as :func:`~lazymat.solvers.sinkhorn`.
         multiscale: anneal on a pyramid of coarser grids first (see the module docstring).
-        verbose: log the temperatures (logger ``lazymat.solvers.grid_sinkhorn``, INFO).
+        verbose: log the grids (logger ``lazymat.solvers.grid_sinkhorn``) and the iterations
+            (``lazymat.solvers.sinkhorn_loop``) at INFO.
 
     Returns:
         an :class:`~.ot_result.OTResult`; its potentials are shaped like a.
@@ -304,9 +293,7 @@ def solve_grid(
         problems, outcome = multiscale_loop(m, debias, eps_list, pen, tol, max_iter, verbose)
     else:
         problems = grid_problems(m, debias)
-        outcome = sinkhorn_loop(
-            problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose, log=logger.info
-        )
+        outcome = sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
     pots = [t.sinkhorn_step(q, eps, pen) for t, q in zip(problems, outcome.potentials, strict=True)]
     value = ot_value(m.xp, pen, eps, m.a, m.b, problems, pots, debias)
     f, g = pots[0]

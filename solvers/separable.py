@@ -64,3 +64,11 @@ def grid_logsumexp(h: Any, rows: Sequence[Any], cols: Sequence[Any], eps: float)
     for d in reversed(range(dims)):  # reduce the last axis, then rotate it to the front
         h = xp.permute_dims(axis_logsumexp(h, rows[d], cols[d], eps), order)
     return h
+
+
+def flat_logsumexp(h: Any, rows: Sequence[Any], cols: Sequence[Any], eps: float) -> Any:
+    """:func:`grid_logsumexp` on grids flattened in C order: h (..., M) -> (..., N)."""
+    xp = array_api_compat.array_namespace(h)
+    lead = tuple(h.shape[:-1])
+    out = grid_logsumexp(xp.reshape(h, (*lead, *(int(t.shape[0]) for t in cols))), rows, cols, eps)
+    return xp.reshape(out, (*lead, -1))
