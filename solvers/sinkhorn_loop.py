@@ -26,6 +26,7 @@ with 1/eps passed as a parameter ``Pm`` so that every iteration reuses one formu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,9 +36,12 @@ import array_api_compat
 import lazymat
 from lazymat import LazyMatrix, Pm, Vi, Vj
 from lazymat.block_sparse import BlockSparsity
+from lazymat.progress import Progress, geometric_total
 
 from .costs import Cost, evaluate_cost
 from .penalties import Penalty
+
+logger = logging.getLogger(__name__)
 
 #: log-weight standing for log(0), as in GeomLoss: exp(-1e5) underflows to 0 in every dtype
 LOG_ZERO = -100000.0
@@ -193,13 +197,23 @@ def sinkhorn_loop(
     tol: float | None = None,
     max_iter: int | None = None,
     verbose: bool = False,
-    log: Callable[[str], None] = print,
+    progress: bool = False,
     initial: list[tuple[Any, ...]] | None = None,
+    report: Progress | None = None,
 ) -> LoopOutcome:
     """Steps 1-3 of the module docstring for several problems at once (same schedule).
 
-    ``initial`` potentials (from a coarser scale, multiscale Sinkhorn) replace step 1.
+    ``initial`` potentials (from a coarser scale, multiscale Sinkhorn) replace step 1. Each
+    iteration is a step of ``report``, the :class:`~lazymat.progress.Progress` of a longer run
+    the loop is part of (the levels of multiscale Sinkhorn), or of the loop's own (logger
+    ``lazymat.solvers.sinkhorn_loop``; ``verbose``: every iteration at INFO; ``progress``: a
+    progress bar), with its eps and, with ``tol``, the potentials' largest change.
     """
+    if report is None:
+        with Progress(logger, "sinkhorn", len(eps_list), progress=progress, verbose=verbose) as own:
+            return sinkhorn_loop(
+                problems, eps_list, penalty, tol=tol, max_iter=max_iter, initial=initial, report=own
+            )
     xp = problems[0].xp
     materialize = lazymat.backend_for(problems[0].a).materialize  # each iteration's potentials
     eps0 = eps_list[0]
@@ -212,22 +226,25 @@ def sinkhorn_loop(
             for p, u in zip(pots, updates, strict=True)
         ]
 
-    for k, eps in enumerate(eps_list):
+    for eps in eps_list:
         pots = averaged_step(eps)
-        if verbose:
-            log(f"sinkhorn iteration {k + 1}/{len(eps_list)}: eps = {eps:.3e}")
+        report.step(eps=eps)
     n_iter = len(eps_list)
     converged: bool | None = None
     if tol is not None:
         converged = False
         limit = max_iter if max_iter is not None else n_iter + 1000
+        first = None
         while n_iter < limit:
             new = averaged_step(eps_list[-1])
             change = _largest_change(xp, pots, new)
             pots = new
             n_iter += 1
-            if verbose:
-                log(f"sinkhorn iteration {n_iter}: eps = {eps_list[-1]:.3e}, change = {change:.3e}")
+            first = first or change
+            extra = n_iter - len(eps_list)  # iterations at the final eps, the first one measured
+            needed = geometric_total(extra - 1, first, change, tol, limit - len(eps_list))
+            total = None if needed is None else report.done + 1 + needed - (extra - 1)
+            report.step(eps=eps_list[-1], change=change, total=total)
             if change < tol:
                 converged = True
                 break

@@ -9,7 +9,9 @@ on the other installed backends with float64 data.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import numpy as np
 import pytest
@@ -332,12 +334,18 @@ def test_zero_weights_drop_points():
     np.testing.assert_allclose(full.value, kept.value, rtol=1e-10)
 
 
-def test_iterations_and_verbose(capsys):
+def test_iterations_and_verbose(caplog):
     a, x, b, y = problem(12)
-    r = sinkhorn(x, y, a, b, verbose=True)
+    with caplog.at_level(logging.INFO, logger="lazymat"):
+        r = sinkhorn(x, y, a, b, verbose=True)
     assert r.n_iter == len(r.schedule) and r.converged is None
     assert r.schedule[-1] == pytest.approx(0.05**2) and r.eps == pytest.approx(0.05**2)
-    assert capsys.readouterr().out.count("sinkhorn iteration") == r.n_iter
+    # verbose: one INFO record per iteration (with the schedule's eps), on the loop's logger
+    lines = [m.getMessage() for m in caplog.records if m.name == "lazymat.solvers.sinkhorn_loop"]
+    steps = [line for line in lines if re.match(r"sinkhorn: iteration \d+/\d+, eps ", line)]
+    assert len(steps) == r.n_iter
+    logged_eps = [float(line.split("eps ")[1].split(",")[0]) for line in steps]
+    assert logged_eps == pytest.approx(r.schedule, rel=1e-2)
     capped = sinkhorn(x, y, a, b, tol=1e-30, max_iter=len(r.schedule) + 3)
     assert capped.n_iter == len(r.schedule) + 3 and capped.converged is False
 
