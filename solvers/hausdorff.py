@@ -58,7 +58,8 @@ from .conjugate_gradient import ConvergenceWarning
 from .costs import Cost, evaluate_cost
 from .measures import Measures
 from .penalties import Penalty
-from .sinkhorn_loop import Transport, log_weights, sinkhorn_loop, softmin
+from .sinkhorn_loop import Transport, log_weights, softmin
+from .stacked_softmins import stacked_sinkhorn_loop
 
 #: Richardson step of the adjoint solve: optimal for eigenvalues of I + Q^T D in [1, 2]
 ADJOINT_STEP = 2.0 / 3.0
@@ -185,7 +186,7 @@ def _self_loop(
 
     def forward(x: Any, a: Any, y: Any, b: Any) -> tuple[Any, Any]:
         problems = [Transport(x, x, a, a, True, cost), Transport(y, y, b, b, True, cost)]
-        out = sinkhorn_loop(problems, eps_list, penalty, tol=tol, verbose=verbose)
+        out = stacked_sinkhorn_loop(problems, eps_list, penalty, tol=tol, verbose=verbose)
         (phi,), (psi,) = out.potentials
         return phi, psi
 

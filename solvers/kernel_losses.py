@@ -22,6 +22,7 @@ from lazymat import LazyMatrix, Vi, Vj
 
 from .costs import KERNELS
 from .measures import Measures
+from .stacked_softmins import stacked_kernel_products
 
 Kernel = Callable[[LazyMatrix, LazyMatrix], LazyMatrix]
 
@@ -61,19 +62,25 @@ def _points_vjp(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any, cot: Any) -> tu
     return lazymat.vjp(_product(xp, kernel, x, y, w), col, reduction="sum", axis=1, wrt=wrt)
 
 
-def kernel_loss(m: Measures, kernel: Kernel, potentials: bool = False) -> Any:
+def kernel_loss(m: Measures, kernel: Kernel, potentials: bool = False, *, stack: bool = False) -> Any:
     """The kernel norm of the module docstring, shape (B,); or the potentials.
 
     With ``potentials=True``: (F, G) = (K_xx a - K_xy b, K_yy b - K_yx a), the
     gradients of the loss with respect to a and b, shapes (B, N) and (B, M).
+    ``stack``: the products as one batched reduction (:mod:`.stacked_softmins`), for
+    kernels finite everywhere (GeomLoss's: padded columns meet a zero weight).
     """
     xp = m.xp
-    a_x = _apply(xp, kernel, m.x, m.x, m.a)
-    b_y = _apply(xp, kernel, m.y, m.y, m.b)
-    b_x = _apply(xp, kernel, m.x, m.y, m.b)
+    blocks = [(m.x, m.x, m.a, 0.0), (m.y, m.y, m.b, 0.0), (m.x, m.y, m.b, 0.0)]
     if potentials:
-        a_y = _apply(xp, kernel, m.y, m.x, m.a)
-        return a_x - b_x, b_y - a_y
+        blocks.append((m.y, m.x, m.a, 0.0))
+    if stack:
+        products = stacked_kernel_products(xp, kernel, blocks)
+    else:
+        products = [_apply(xp, kernel, x, y, w) for x, y, w, _ in blocks]
+    a_x, b_y, b_x = products[:3]
+    if potentials:
+        return a_x - b_x, b_y - products[3]
     return 0.5 * xp.sum(m.a * a_x, axis=-1) + 0.5 * xp.sum(m.b * b_y, axis=-1) - xp.sum(m.a * b_x, axis=-1)
 
 

@@ -177,7 +177,8 @@ class SamplesLoss:
                 m, *self._hausdorff_problem(m), potentials=self.potentials, verbose=self.verbose, tol=self.tol
             )
         else:
-            out = kernel_loss(m, make_kernel(self.loss, self.blur, self.kernel), potentials=self.potentials)
+            kernel = make_kernel(self.loss, self.blur, self.kernel)
+            out = kernel_loss(m, kernel, potentials=self.potentials, stack=self.kernel is None)
         if not self.potentials:
             return m.unbatch(out)
         return _shaped(m.unbatch(out[0]), call.shapes[0]), _shaped(m.unbatch(out[1]), call.shapes[1])

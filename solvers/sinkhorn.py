@@ -50,7 +50,8 @@ from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, multiscale_s
 from .ot_result import OTResult
 from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
-from .sinkhorn_loop import Problem, Transport, sinkhorn_loop
+from .sinkhorn_loop import Problem, Transport
+from .stacked_softmins import stacked_extrapolate, stacked_sinkhorn_loop
 
 
 def ot_value(
@@ -207,8 +208,8 @@ def sinkhorn(
         problems = [Transport(m.x, m.y, m.a, m.b, False, c)]
         if debias:
             problems += [Transport(m.x, m.x, m.a, m.a, True, c), Transport(m.y, m.y, m.b, m.b, True, c)]
-        outcome = sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
-    pots = [t.extrapolate(q, eps, pen) for t, q in zip(problems, outcome.potentials, strict=True)]
+        outcome = stacked_sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
+    pots = stacked_extrapolate(problems, outcome.potentials, eps, pen)
     value = ot_value(xp, pen, eps, solved.a, solved.b, problems, pots, debias)
     if perm is not None:  # potentials back to the caller's order
         side_of = [(0, 1), (0,), (1,)]
