@@ -75,7 +75,9 @@ SECTIONS: list[tuple[str, str, str, dict[str, list[str]]]] = [
         "scale_out",
         "Scale-out",
         "Problems larger than one machine's patience: block-sparse reductions and clusters.",
-        {},
+        {
+            "scale_out.py": ["--n", "20000"],
+        },
     ),
 ]
 

@@ -1,5 +1,5 @@
 """Optimal transport between two images, and where the plan sends each pixel
-==========================================================================
+=========================================================================
 
 Two densities on an n x n grid of [0, 1)^2 (a disk, and two blobs of unequal mass): their
 entropic OT value and plan come from ``lazymat.solvers.solve_grid`` (``debias=False``),
