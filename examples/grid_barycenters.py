@@ -93,7 +93,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--debias", action="store_true")

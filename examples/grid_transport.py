@@ -101,7 +101,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--out", default=None)
     parser.add_argument("--backend", default="numpy")

@@ -98,7 +98,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--out", default=None)
     parser.add_argument("--method", default="rk4")

@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,32 @@ def test_example_has_a_gallery_title_and_an_out_option(path: Path) -> None:
     title, underline = doc.splitlines()[:2]
     assert set(underline) == {"="} and len(underline) == len(title), f"{path.name}: {title!r}/{underline!r}"
     assert '"--out"' in source, f"{path.name} takes no --out"
+
+
+class ParsedArgumentsError(Exception):
+    """Raised by the patched ``parse_args``: the example's command line, parsed."""
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.stem)
+def test_example_parses_its_gallery_arguments_without_its_docstring(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sphinx-gallery runs a script as ``__main__`` without its docstring (``__doc__`` is
+    empty) and with the arguments of :func:`reset_argv`; the script must get as far as
+    parsing them (stopped there: the run itself is the docs build's)."""
+    argv = gallery().reset_argv({}, {"src_file": str(path)})
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_and_stop(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        raise ParsedArgumentsError(parse_args(self, *args, **kwargs))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
+    monkeypatch.setattr(sys, "argv", [path.name, *argv])
+    tree = ast.parse(path.read_text(), str(path))
+    tree.body = tree.body[1:]  # the docstring, which the gallery shows as text
+    with pytest.raises(ParsedArgumentsError) as parsed:
+        exec(compile(tree, str(path), "exec"), {"__name__": "__main__", "__doc__": ""})
+    assert parsed.value.args[0].out == argv[-1]
 
 
 # -- code on the pages --------------------------------------------------------------------
