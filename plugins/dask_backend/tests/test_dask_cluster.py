@@ -1,0 +1,201 @@
+"""lazymat-dask on a two-process ``distributed.LocalCluster`` (one cluster for the module).
+
+- A part of the conformance suite (dense float64 references) runs with the cluster as
+  dask's scheduler; all of it under the ``slow`` marker.
+- Reductions on the cluster equal, bit for bit, the same graph run by the threads of this
+  process (the blocks run on the same engines, merged in the same tree), and the plain
+  numpy reduction in one process wherever rounding allows it: the order-free kinds (min,
+  argmin, K-min) always, sums and log-sum-exps when the reduced side is one chunk; the rest
+  agrees with dense float64 numpy to 1e-13.
+- The solvers of ``test_dask_solvers.py`` at larger sizes, vs their independent references
+  and vs numpy in one process to 1e-12 (``SamplesLoss`` and shooting by default; cg with
+  Nystrom, converged Sinkhorn and balanced OT, a minute or more each, under ``slow``).
+- A worker process killed (SIGKILL) in the middle of a Sinkhorn run: the answer is the
+  undisturbed run's, bit for bit (dask retries and recomputes lost chunks; every task is a
+  pure function of its inputs and the merge tree is fixed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from test_dask_conformance import DaskConformance, awkward_chunks
+from test_dask_solvers import (
+    check_balanced_ot,
+    check_converged_sinkhorn,
+    check_kernel_ridge,
+    check_samples_loss,
+    check_shooting,
+)
+
+import lazymat as lm
+import lazymat_dask
+from lazymat.solvers import SamplesLoss
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def _cluster_suite(name: str) -> bool:
+    """The conformance tests run on the cluster by default: every reduction kind of one
+    formula both ways, awkward sizes, block-sparsity, gradients over j, batches, extremes."""
+    test, _, params = name.partition("[")
+    if test == "test_reduction":
+        return "-gaussian-" in params
+    if test in ("test_vjp", "test_block_sparse_vjp"):
+        return params.startswith("1-")
+    return test in ("test_awkward_sizes", "test_block_sparse", "test_batch_dims", "test_logsumexp_extremes")
+
+
+class TestDaskClusterConformance(DaskConformance):
+    """A part of the conformance suite, awkward chunks, blocks run by two worker processes."""
+
+    engine = None
+    selection: ClassVar[Callable[[str], bool] | None] = staticmethod(_cluster_suite)
+
+    @pytest.fixture(autouse=True)
+    def _on_the_cluster(self, client: Any) -> None:
+        assert dask.base.get_scheduler() == client.get
+
+
+@pytest.mark.slow
+class TestDaskClusterConformanceFull(TestDaskClusterConformance):
+    """The whole conformance suite on the cluster."""
+
+    selection = None
+
+
+def _reduce(x: Any, y: Any, reduction: str, axis: int) -> tuple[Any, ...]:
+    k = 4 if reduction.startswith(("k", "argk")) else 0
+    d = lm.Vi(x).sqdist(lm.Vj(y))
+    formula = {"sum": (d * -3.0).exp(), "lse": d * -3.0}.get(reduction, d)
+    return formula.reduce(reduction, axis, k=k)
+
+
+def _dense(x: np.ndarray, y: np.ndarray, reduction: str, axis: int) -> np.ndarray:
+    d = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    d = d if axis == 1 else d.T
+    if reduction == "sum":
+        return np.exp(-3.0 * d).sum(1)
+    shift = (-3.0 * d).max(1, keepdims=True)
+    return (shift + np.log(np.exp(-3.0 * d - shift).sum(1, keepdims=True)))[:, 0]
+
+
+@pytest.mark.parametrize("chunking", ["rows", "columns", "both"])
+@pytest.mark.parametrize("reduction", ["sum", "lse", "min_argmin", "kmin_argkmin", "argmin"])
+def test_cluster_equals_one_process_bit_for_bit(client: Any, reduction: str, chunking: str) -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((2311, 3)), rng.standard_normal((1709, 3))
+    rows = {"rows": (awkward_chunks(2311), (1709,)), "columns": ((2311,), awkward_chunks(1709))}
+    rows["both"] = (awkward_chunks(2311), awkward_chunks(1709))
+    X, Y = (da.from_array(a, chunks=(r, 3)) for a, r in zip((x, y), rows[chunking], strict=True))
+    for axis in (0, 1):
+        outs = _reduce(X, Y, reduction, axis)
+        on_cluster = dask.compute(*outs)
+        in_threads = dask.compute(*outs, scheduler="threads")
+        plain = _reduce(x, y, reduction, axis)
+        reduced_whole = len((Y if axis == 1 else X).chunks[0]) == 1
+        for got, here, ref in zip(on_cluster, in_threads, plain, strict=True):
+            np.testing.assert_array_equal(got, here, err_msg=f"cluster vs threads, axis {axis}")
+            if reduction not in ("sum", "lse") or reduced_whole:
+                np.testing.assert_array_equal(got, ref, err_msg=f"cluster vs numpy, axis {axis}")
+            else:
+                dense = _dense(x, y, reduction, axis)
+                scale = 1e-13 * np.abs(dense).max()
+                np.testing.assert_allclose(
+                    got[:, 0], dense, rtol=1e-13, atol=scale, err_msg=f"vs dense, axis {axis}"
+                )
+
+
+def test_samples_loss_on_the_cluster(client: Any) -> None:
+    check_samples_loss(1200, 900, 300, "persist")
+
+
+@pytest.mark.slow
+def test_kernel_ridge_regression_on_the_cluster(client: Any) -> None:
+    check_kernel_ridge(700, 250, 60)
+
+
+@pytest.mark.slow
+def test_kernel_ridge_regression_full_rank_nystrom_on_the_cluster(client: Any) -> None:
+    check_kernel_ridge(900, 250, 200)
+
+
+def test_hamiltonian_shooting_on_the_cluster(client: Any) -> None:
+    check_shooting(800, 250)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["online", "multiscale"])
+def test_converged_sinkhorn_on_the_cluster(client: Any, backend: str) -> None:
+    check_converged_sinkhorn(500, 400, 150, backend)
+
+
+@pytest.mark.slow
+def test_balanced_entropic_ot_on_the_cluster(client: Any) -> None:
+    check_balanced_ot(400, 300, 120)
+
+
+def _transitions(client: Any) -> int:
+    return int(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter))
+
+
+def _kill_during(client: Any, run: Callable[[], float], after: int) -> tuple[float, int]:
+    """``run()`` while a worker process is killed once the scheduler has made ``after`` more
+    task transitions; returns the result and the pid of the killed worker."""
+    victim = sorted(client.run(os.getpid).items())[0][1]
+    target = _transitions(client) + after
+    done = threading.Event()
+
+    def kill() -> None:
+        while _transitions(client) < target and not done.is_set():
+            time.sleep(0.005)
+        if not done.is_set():
+            os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        result = run()
+    finally:
+        done.set()
+        killer.join()
+    return result, victim
+
+
+def test_a_worker_killed_mid_sinkhorn_changes_nothing(client: Any) -> None:
+    rng = np.random.default_rng(8)
+    x, y = rng.random((1000, 3)), rng.random((800, 3)) + 0.2
+    X, Y = da.from_array(x, chunks=(300, 3)), da.from_array(y, chunks=(250, 3))
+    loss = SamplesLoss("sinkhorn", p=2, blur=0.1)
+
+    def run() -> float:
+        with lazymat_dask.config(persist=True):
+            return float(loss(X, Y))
+
+    start = _transitions(client)
+    undisturbed = run()
+    work = _transitions(client) - start
+    disturbed, victim = _kill_during(client, run, after=work // 3)
+    client.wait_for_workers(2, timeout=120)
+    assert victim not in client.run(os.getpid).values(), "the worker was not killed during the run"
+    assert disturbed == undisturbed, f"{disturbed!r} != {undisturbed!r}"
+    np.testing.assert_allclose(undisturbed, float(loss(x, y)), rtol=1e-12)
