@@ -23,7 +23,8 @@ from pathlib import Path
 
 from comparison import report
 from comparison.harness import Row, Runner, Settings, format_seconds
-from comparison.tasks import NAMES, build
+from comparison.peer_sizes import EXTRA_NAMES, build_all
+from comparison.tasks import NAMES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -33,7 +34,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--quick", action="store_true", help="tiny sizes and few repeats (a check of the harness)"
     )
-    ap.add_argument("--tasks", default=",".join(NAMES), help=f"comma-separated, from {','.join(NAMES)}")
+    ap.add_argument(
+        "--tasks", default=",".join(NAMES), help=f"comma-separated, from {','.join(NAMES + EXTRA_NAMES)}"
+    )
     ap.add_argument("--max-seconds", type=float, default=20.0, help="skip a call estimated to take longer")
     ap.add_argument("--budget-minutes", type=float, default=22.0, help="time budget of the whole run")
     ap.add_argument("--max-dense-gb", type=float, default=10.0, help="skip dense peers needing more memory")
@@ -51,9 +54,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plots", type=Path, default=ROOT / "plots", help="directory of the PNG plots")
     args = ap.parse_args(argv)
     args.task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = set(args.task_names) - set(NAMES)
+    unknown = set(args.task_names) - set(NAMES) - set(EXTRA_NAMES)
     if unknown:
-        ap.error(f"unknown task(s) {sorted(unknown)}; expected some of {','.join(NAMES)}")
+        ap.error(f"unknown task(s) {sorted(unknown)}; expected some of {','.join(NAMES + EXTRA_NAMES)}")
     return args
 
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     deadline = start + 60.0 * args.budget_minutes
     print(f"building tasks {args.task_names} (probing engines)...", flush=True)
-    tasks = [build(name, args.quick) for name in args.task_names]
+    tasks = [task for name in args.task_names for task in build_all(name, args.quick)]
     wanted = [part.strip() for part in args.contenders.split(",") if part.strip()]
     for task in tasks:
         task.cases = [c for c in task.cases if c.n >= args.min_n]
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         plots = {}
         for task in tasks:
-            if task.name in ("kernel", "sinkhorn", "multiscale"):
+            if task.name in ("kernel", "sinkhorn", "multiscale") or task.name.startswith("sizes-"):
                 path = args.plots / f"{task.name}.png"
                 if report.plot(task, [r for r in rows if r.task == task.name], path):
                     plots[task.name] = path

@@ -83,6 +83,29 @@ def ratios(rows: Sequence[Row]) -> dict[int, float]:
     return out
 
 
+def size_summary(tasks: Sequence[Task], rows: Sequence[Row]) -> list[str]:
+    """One line per task, one column per N: lazymat's best median over the best peer's (below 1:
+    lazymat is faster), with the two names; "-" where one side has no time."""
+    sizes = sorted({r.case.n for r in rows if r.task in {t.name for t in tasks}})
+    lines = ["| task | " + " | ".join(f"N = {n:,}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for task in tasks:
+        cells = []
+        for n in sizes:
+            here = [
+                r for r in rows if r.task == task.name and r.case.n == n and r.status == "ok" and r.median
+            ]
+            mine = min((r for r in here if r.ours), key=lambda r: r.median or 0.0, default=None)
+            peer = min((r for r in here if not r.ours), key=lambda r: r.median or 0.0, default=None)
+            if mine is None or peer is None or not mine.median or not peer.median:
+                cells.append("-")
+                continue
+            ratio = mine.median / peer.median
+            text = f"{ratio:.2f} ({mine.contender.removeprefix('lazymat ')} / {peer.contender})"
+            cells.append(f"**{text}**" if ratio > 1 else text)
+        lines.append(f"| {task.title} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(task: Task, rows: Sequence[Row]) -> list[str]:
     has_value = any(r.result is not None and r.result.value is not None for r in rows)
     has_iter = any(r.result is not None and r.result.iterations is not None for r in rows)
@@ -193,6 +216,9 @@ def markdown(
     lines += [f"| {k} | {v} |" for k, v in machine()]
     lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in versions()]
+    if any(t.name.startswith("sizes-") for t in tasks):
+        lines += ["", "## Every size: our best time over the best peer's", ""]
+        lines += size_summary([t for t in tasks if t.name.startswith("sizes-")], rows)
     for task in tasks:
         mine = [r for r in rows if r.task == task.name]
         lines += ["", f"## {task.title}", ""]
