@@ -84,22 +84,24 @@ def _flat_weights(name: str, w: Any, points: Any) -> Any:
 class SamplesLoss:
     """A loss between sampled measures: ``L = SamplesLoss("sinkhorn", blur=0.05); L(x, y)``.
 
-    Args (as in GeomLoss):
+    The arguments are GeomLoss's, plus the lazymat extensions marked as such.
+
+    Args:
         loss: "sinkhorn" (debiased Sinkhorn divergence), "hausdorff", "energy",
             "gaussian" or "laplacian" (kernel norms).
-        p: exponent of the cost |x - y|^p / p (1 or 2) for "sinkhorn" and "hausdorff".
+        p: exponent of the cost ``|x - y|^p / p`` (1 or 2) for "sinkhorn" and "hausdorff".
         blur: the finest scale: eps = blur**p, or the kernels' standard deviation.
         reach: None (balanced) or the scale of the unbalanced penalty, rho = reach**p.
         diameter: the start of the annealing (default: the clouds' bounding box).
         scaling: blur ratio between two annealing steps.
         truncate, cluster_scale: multiscale options: plan pairs below exp(-truncate) are
             dropped; voxel size of the coarsest clusters (default: ~2000 clusters).
-        cost: callable (Vi(x), Vj(y)) -> LazyMatrix replacing |x - y|^p / p.
+        cost: callable (Vi(x), Vj(y)) -> LazyMatrix replacing ``|x - y|^p / p``.
         kernel: callable (Vi(x), Vj(y)) -> LazyMatrix replacing the named kernel.
         debias: the debiased Sinkhorn divergence (True) or the entropic OT value.
         potentials: return the dual potentials (F on x, G on y, shaped like the
             weights) instead of the value.
-        verbose: print the annealing.
+        verbose: log the annealing (INFO records, logger ``lazymat.solvers.sinkhorn_loop``).
         backend: "auto", "tensorized", "online" (the same lazy path) or "multiscale"
             (see above for the automatic rule).
         penalty: "kl" or "tv" (lazymat extension), the unbalanced marginal penalty.
@@ -190,8 +192,9 @@ class SamplesLoss:
         argument, shaped like it: (dL/dx, dL/dy) for ``(x, y)``, (dL/da, dL/dx, dL/db, dL/dy)
         for ``(a, x, b, y)``, None for the labels of the six-argument form. They are the
         gradients that torch.autograd and jax.grad give through a call (lazymat's symbolic
-        VJPs here); at convergence, those of the value (Sinkhorn: envelope theorem, see
-        :mod:`.sinkhorn`; Hausdorff: implicit function, see :mod:`.hausdorff`).
+        VJPs here); at convergence, those of the value (Sinkhorn: envelope theorem, see the
+        docstring of ``solvers/sinkhorn.py``; Hausdorff: implicit function, see
+        ``solvers/hausdorff.py``).
         """
         if self.potentials:
             raise ValueError("value_and_grad differentiates the loss value: use potentials=False")
