@@ -3,7 +3,9 @@
 References: POT's converged log-domain Sinkhorn plan (``ot.sinkhorn(..., method="sinkhorn_log")``,
 the same entropic problem: cost |x - y|^2 / 2, reg = eps) for the plan, its marginals, its largest
 entries (numpy sorts of POT's dense plan) and the barycentric map (POT's plan times y, divided by a);
-GeomLoss for ``SamplesLoss(potentials=True)``. Grids have their own tests (test_grid_ot.py).
+POT on the dense matrix of a custom cost (|x - y|_1) and POT's ``sinkhorn_unbalanced`` (KL marginals)
+for the plans of those problems; GeomLoss for ``SamplesLoss(potentials=True)``. Grids have their own
+tests (test_grid_ot.py).
 """
 
 from __future__ import annotations
@@ -178,3 +180,29 @@ def test_samples_loss_potentials_keep_geomloss_behaviour(debias):
     assert F.shape == a.shape and G.shape == b.shape
     np.testing.assert_allclose(F, ref[0].numpy().ravel(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(G, ref[1].numpy().ravel(), rtol=1e-10, atol=1e-12)
+
+
+def test_plan_of_a_custom_cost_matches_pot_on_its_matrix():
+    """A cost given as a formula (here |x - y|_1): the plan is POT's on that dense cost matrix."""
+    a, x, b, y = problem(7, n=15, m=11)
+    r = sinkhorn(x, y, a, b, cost=lambda u, v: (u - v).abs().inner_sum(), blur=BLUR, scaling=0.8, tol=1e-13)
+    C = np.abs(x[:, None, :] - y[None, :, :]).sum(-1)
+    P = ot.sinkhorn(a, b, C, BLUR**2, method="sinkhorn_log", stopThr=1e-14, numItermax=100_000)
+    np.testing.assert_allclose(dense(r.plan, 11), P, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(npy(r.barycentric_map()), P @ y / a[:, None], rtol=1e-8)
+
+
+def test_unbalanced_plan_and_marginal_errors_match_pot():
+    """KL marginals (reach): POT's sinkhorn_unbalanced with reg = eps, reg_m = rho = reach^2."""
+    a, x, b, y = problem(8, n=14, m=12)
+    b = 1.5 * b  # masses differ: the plan's marginals are neither a nor b
+    r = sinkhorn(x, y, a, b, blur=BLUR, reach=0.5, scaling=0.8, tol=1e-13)
+    C = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2
+    P = ot.unbalanced.sinkhorn_unbalanced(
+        a, b, C, BLUR**2, 0.5**2, method="sinkhorn_stabilized", stopThr=1e-15, numItermax=100_000
+    )
+    np.testing.assert_allclose(dense(r.plan, 12), P, rtol=1e-7, atol=1e-14)
+    err_a, err_b = (float(npy(e)) for e in r.marginal_errors)
+    expected = [np.abs(P.sum(1) - a).sum(), np.abs(P.sum(0) - b).sum()]
+    np.testing.assert_allclose([err_a, err_b], expected, rtol=1e-6)
+    assert err_a > 1e-3 and err_b > 1e-3
