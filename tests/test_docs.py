@@ -37,9 +37,6 @@ PUBLIC_MODULES = ("lazymat", "lazymat.solvers", "lazymat.ml", "lazymat.keops", "
 LIBRARY = ("core", "solvers", "ml", "plugins/*/lazymat_*")
 # the command-line programs, whose output on stdout is what they are for
 COMMANDS = {"core/cli.py", "core/demo.py"}
-# library files that still print, each with who moves it to logging; the test fails when one
-# of them stops printing too (take it off the list), so the list only shrinks
-STILL_PRINTING = {"solvers/multiscale.py": "verbose=True prints the levels (issue 22, H24's file)"}
 
 
 def gallery() -> Any:
@@ -62,9 +59,9 @@ def documented_names() -> dict[str, str]:
         for line in page.read_text().splitlines():
             if m := re.match(r"\.\. (?:py:)?currentmodule:: (\S+)", line):
                 module, in_summary = m[1], False
-            elif m := re.match(r"\.\. automodule:: (\S+)", line):
-                names[m[1]] = page.name
-                in_summary = False
+            elif m := re.match(r"\.\. automodule:: (\S+)", line):  # also the current module
+                module, in_summary = m[1], False
+                names[module] = page.name
             elif re.match(r"\.\. autosummary::", line):
                 in_summary = True
             elif m := re.match(r"\.\. (?:py:)?(?:data|class|function):: (\S+)", line):
@@ -290,10 +287,7 @@ def test_no_print_in_the_library() -> None:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Name) and node.id == "print":
                 found.setdefault(str(path.relative_to(ROOT)), []).append(node.lineno)
-    new = {f: lines for f, lines in found.items() if f not in STILL_PRINTING}
-    assert not new, f"print in the library (use logging.getLogger('lazymat.<module>')): {new}"
-    fixed = set(STILL_PRINTING) - set(found)
-    assert not fixed, f"{sorted(fixed)} no longer print: take them off STILL_PRINTING"
+    assert not found, f"print in the library (use logging.getLogger('lazymat.<module>')): {found}"
 
 
 # -- the built pages in a browser ---------------------------------------------------------
