@@ -14,17 +14,22 @@ on 2 cores (``--budget-minutes``). See ``comparison/harness.py`` for the method.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import logging
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from comparison import report
-from comparison.harness import Row, Runner, Settings, format_seconds
+from comparison.harness import Case, Row, Runner, Settings, format_seconds
 from comparison.peer_sizes import EXTRA_NAMES, build_all
 from comparison.tasks import NAMES
+
+from lazymat.progress import Progress
 
 ROOT = Path(__file__).resolve().parent
 
@@ -49,6 +54,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated name parts: run only the contenders whose name contains one (e.g. native-cpu)",
     )
+    ap.add_argument(
+        "--progress",
+        action="store_true",
+        help="a progress bar of the cases (tqdm; else log lines on logger lazymat.bench) with the time left",
+    )
     ap.add_argument("--write", type=Path, default=None, help="write the markdown report to this file")
     ap.add_argument("--json", type=Path, default=None, help="write every measurement as JSON to this file")
     ap.add_argument("--plots", type=Path, default=ROOT / "plots", help="directory of the PNG plots")
@@ -58,6 +68,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown task(s) {sorted(unknown)}; expected some of {','.join(NAMES + EXTRA_NAMES)}")
     return args
+
+
+def case_done(bar: Progress, task: str, case: Case) -> None:
+    bar.step(task=task, case=case.label)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,15 +100,23 @@ def main(argv: list[str] | None = None) -> int:
             task.contenders = chosen
     runner = Runner(settings, deadline)
     rows: list[Row] = []
-    for k, task in enumerate(tasks):
-        weights = sum(t.weight for t in tasks[k:])
-        share = (deadline - time.monotonic()) * task.weight / weights
-        print(f"== {task.name}: {task.title} (budget {share / 60:.1f} min)", flush=True)
-        task_rows = runner.run_task(task, time.monotonic() + share)
-        rows += task_rows
-        for r in task_rows:
-            if not r.ours and r.status == "ok" and r.diff is not None:
-                print(f"   {r.case.label} {r.contender}: {format_seconds(r.median)}, diff {r.diff:.1e}")
+    cases = sum(len(task.cases) for task in tasks)
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if args.progress:
+            bar = stack.enter_context(
+                Progress(logging.getLogger("lazymat.bench"), "bench-peers", cases, progress=True, unit="case")
+            )
+        for k, task in enumerate(tasks):
+            weights = sum(t.weight for t in tasks[k:])
+            share = (deadline - time.monotonic()) * task.weight / weights
+            print(f"== {task.name}: {task.title} (budget {share / 60:.1f} min)", flush=True)
+            on_case = None if bar is None else partial(case_done, bar, task.name)
+            task_rows = runner.run_task(task, time.monotonic() + share, on_case)
+            rows += task_rows
+            for r in task_rows:
+                if not r.ours and r.status == "ok" and r.diff is not None:
+                    print(f"   {r.case.label} {r.contender}: {format_seconds(r.median)}, diff {r.diff:.1e}")
     elapsed = time.monotonic() - start
     print(f"done in {elapsed / 60:.1f} min", flush=True)
 

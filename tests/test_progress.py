@@ -4,15 +4,19 @@ References: the residuals a cg run logs against ||b - (alpha I + K) x|| / ||b|| 
 float64 kernel written here; the iteration counts geometric_total predicts against the
 closed form for a geometric sequence; the objective values L-BFGS logs against the
 RegistrationResult's record and the Armijo rule (they must decrease); the shooting's logged
-times against the step grid; tqdm's own rendering of the bar on stderr.
+times against the step grid; tqdm's own rendering of the bar on stderr; the benchmark
+harness's per-case callback against the task's list of cases.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import re
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,3 +154,39 @@ def test_a_failing_run_says_so(caplog: pytest.LogCaptureFixture) -> None:
         p.step()
         raise RuntimeError("boom")
     assert records(caplog, "lazymat.test_fail", logging.INFO)[-1].endswith("(stopped by an error)")
+
+
+def test_benchmark_harness_reports_every_case_in_order() -> None:
+    """``peers.py --progress`` steps its bar from ``Runner.run_task``'s ``on_case``: once per
+    case of the task, in the task's order, a skipped case included (the first of the
+    our-fastest-only sizes, with no earlier size to pick our fastest engine from)."""
+    bench = str(Path(__file__).resolve().parents[1] / "asv_bench")
+    sys.path.insert(0, bench)
+    try:
+        h = importlib.import_module("comparison.harness")
+    finally:
+        sys.path.remove(bench)
+
+    def contender(name: str, ours: bool) -> Any:
+        return h.Contender(name, ours, lambda data, case: lambda: float(case.n), lambda v: h.Result(value=v))
+
+    cases = [h.Case(5, 5, fastest_ours_only=True), h.Case(10, 10), h.Case(20, 20, fastest_ours_only=True)]
+    task = h.Task(
+        "synthetic",
+        "synthetic",
+        cases,
+        lambda case: {},
+        [contender("ours", True), contender("peer", False)],
+        lambda a, b, data: abs(a.value - b.value) / abs(b.value),
+        tolerance=1e-3,
+    )
+    settings = h.Settings(max_repeats=1, cell_seconds=0.0, min_run_seconds=0.0, probe=False, log=print)
+    seen: list[Any] = []
+    rows = h.Runner(settings, math.inf).run_task(task, math.inf, seen.append)
+    assert seen == cases
+    assert [(r.case.n, r.contender, r.status) for r in rows] == [
+        (5, "lazymat (our fastest engine at the previous size)", "skipped"),
+        (10, "ours", "ok"),
+        (10, "peer", "ok"),
+        (20, "ours", "ok"),
+    ]

@@ -341,7 +341,11 @@ class Runner:
                 r.note = (r.note + "; " if r.note else "") + f"comparison failed: {_error(exc)}"
 
     # -- a whole task -----------------------------------------------------------------------
-    def run_task(self, task: Task, task_deadline: float) -> list[Row]:
+    def run_task(
+        self, task: Task, task_deadline: float, on_case: Callable[[Case], None] | None = None
+    ) -> list[Row]:
+        """Every case of ``task`` in order; ``on_case(case)`` after each one, run or skipped
+        (peers.py's progress bar)."""
         rows: list[Row] = []
         previous: list[Row] = []
         for case in task.cases:
@@ -354,12 +358,16 @@ class Runner:
                     row.note = "skipped (no engine of ours ran at the previous size)"
                     self.log(f"[{task.name}] {case.label}: {row.note}")
                     rows.append(row)
+                    if on_case is not None:
+                        on_case(case)
                     continue
                 best = min(timed, key=lambda r: r.median or 0.0).contender
                 contenders = [c for c in task.contenders if c.name == best]
             self.log(f"[{task.name}] {case.label}")
             previous = self.run_case(task, case, contenders, task_deadline)
             rows += previous
+            if on_case is not None:
+                on_case(case)
         return rows
 
 
