@@ -3,14 +3,16 @@
 - every public name (``__all__`` of lazymat, lazymat.solvers, lazymat.ml, lazymat.keops,
   lazymat.plugin) is documented in the API reference sources (``docs/api/*.rst``);
 - every script of ``examples/`` is in a gallery section, with the title block
-  sphinx-gallery needs;
+  sphinx-gallery needs, and parses its gallery arguments run as sphinx-gallery runs it;
 - the code blocks of the getting-started, concept and migration pages run; on the
   migration pages, each peer block (KeOps, GeomLoss, POT, OTT-JAX) and the lazymat block
   next to it run from the same setup, and the names both assign must hold the same values:
   the peer library is the reference;
 - no ``print`` in the library (``logging`` only, logger ``lazymat.*``);
-- the built HTML (``make docs``, not part of ``make test``) renders in headless Chromium:
-  screenshots of the index and of a gallery page, kept in pytest's tmp dir.
+- the built HTML (``make docs``, not part of ``make test``; skipped when absent): every
+  example's page with its figure and output, every table and plot of BENCHMARKS.md on the
+  benchmarks page, and the index and a gallery page rendered in headless Chromium
+  (screenshots kept in pytest's tmp dir).
 """
 
 from __future__ import annotations
@@ -321,10 +323,47 @@ def screenshot(page: Path, out: Path) -> np.ndarray:
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-def test_built_pages_render_in_chromium(tmp_path: Path) -> None:
+def built() -> Path:
     index = HTML / "index.html"
     if not index.is_file():
         pytest.skip("the documentation is not built (make docs)")
+    return index
+
+
+def test_built_gallery_pages_embed_each_examples_figure() -> None:
+    """Every example of every section has its page, with the figure it drew and its printed
+    output (sphinx-gallery's "Out" block)."""
+    built()
+    for name, folder in gallery().gallery_examples().items():
+        page = HTML / "auto_examples" / folder / f"{Path(name).stem}.html"
+        assert page.is_file(), f"{name}: no page {page.relative_to(ROOT)}"
+        html = page.read_text()
+        figure = f"sphx_glr_{Path(name).stem}_001.png"
+        assert re.search(rf"<img[^>]+{figure}", html), f"{name}: the page embeds no figure"
+        assert (HTML / "_images" / figure).stat().st_size > 5_000, figure
+        assert 'class="sphx-glr-script-out' in html, f"{name}: no printed output on the page"
+
+
+def test_built_benchmarks_page_holds_every_table_and_plot_of_benchmarks_md() -> None:
+    """The benchmarks page includes BENCHMARKS.md: as many tables as the file's markdown tables
+    (their separator rows), and each plot it shows."""
+    built()
+    page = HTML / "benchmarks.html"
+    if page.stat().st_mtime < (ROOT / "BENCHMARKS.md").stat().st_mtime:
+        pytest.skip("BENCHMARKS.md changed after the documentation was built (make docs)")
+    source = (ROOT / "BENCHMARKS.md").read_text()
+    html = page.read_text()
+    tables = len(re.findall(r"^\|( *:?-+:? *\|)+ *$", source, re.MULTILINE))
+    assert tables > 10 and html.count("<table") == tables
+    plots = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", source)
+    assert plots
+    for plot in plots:
+        assert re.search(rf'<img[^>]+src="_images/{re.escape(Path(plot).name)}"', html), plot
+        assert (HTML / "_images" / Path(plot).name).is_file(), plot
+
+
+def test_built_pages_render_in_chromium(tmp_path: Path) -> None:
+    index = built()
     g = gallery()
     folder, _, _, examples = next(s for s in g.SECTIONS if s[3])
     example_page = HTML / "auto_examples" / folder / f"{Path(next(iter(examples))).stem}.html"
