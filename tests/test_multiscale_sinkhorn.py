@@ -10,6 +10,8 @@ truncation drops only negligible plan entries.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -30,6 +32,11 @@ def rel(u, v) -> float:
     return float(np.linalg.norm(u - v) / np.linalg.norm(v))
 
 
+def logged(caplog) -> str:
+    """The multiscale loop's verbose records, one a line."""
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == "lazymat.solvers.multiscale")
+
+
 CONVERGED = {"blur": 0.1, "tol": 1e-5, "max_iter": 2000}
 
 
@@ -38,14 +45,15 @@ CONVERGED = {"blur": 0.1, "tol": 1e-5, "max_iter": 2000}
     [{}, {"reach": 0.4}, {"p": 1}, {"cluster_levels": 2, "cluster_scale": 0.4}],
     ids=["balanced", "kl", "p=1", "three-levels"],
 )
-def test_matches_bruteforce_numpy(kw, capsys):
+def test_matches_bruteforce_numpy(kw, caplog):
     mass_b = 1.3 if "reach" in kw else 1.0
     a, x, b, y = problem(0, n=100, m=80, mass_b=mass_b, y_low=0.15)
     options = {"cluster_scale": 0.2, **CONVERGED, **kw}
     dense_options = {k: v for k, v in options.items() if k not in ("cluster_scale", "cluster_levels")}
     ref = sinkhorn(x, y, a, b, **dense_options)
-    ms = sinkhorn(x, y, a, b, multiscale=True, verbose=True, **options)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="lazymat.solvers.multiscale"):
+        ms = sinkhorn(x, y, a, b, multiscale=True, verbose=True, **options)
+    out = logged(caplog)
     assert ref.converged and ms.converged
     levels = 3 if "cluster_levels" in kw else 2
     sizes = out.split("points per level")[1].split("\n")[0]  # "4x3, 16x12, 100x80, jumps ..."
@@ -160,11 +168,15 @@ def test_jax_grad_matches_bruteforce():
 
 
 @pytest.mark.keops  # GeomLoss's multiscale backend compiles pykeops formulas
-def test_matches_geomloss_multiscale():
-    """GeomLoss's backend="multiscale" (pykeops CPU), same clouds and scales, its default schedule."""
+def test_matches_geomloss_multiscale(monkeypatch):
+    """GeomLoss's backend="multiscale" (pykeops CPU), same clouds and scales, its default schedule
+    (without the final iterations that our default adds: test_geomloss_multiscale.py)."""
     geomloss = pytest.importorskip("geomloss")
     torch = pytest.importorskip("torch")
     pytest.importorskip("pykeops")
+    import lazymat.solvers.multiscale as ms
+
+    monkeypatch.setattr(ms, "POLISH", 0)
     a, x, b, y = problem(4, n=300, m=250, d=3, y_low=0.15)
     for blur in (0.05, 0.1):
         ref = geomloss.SamplesLoss("sinkhorn", blur=blur, backend="multiscale", cluster_scale=0.2)(
@@ -215,23 +227,36 @@ def test_batches_are_refused():
         sinkhorn(x, x, multiscale=True)
 
 
-def test_blur_above_cluster_scale_is_the_dense_solver():
-    """No level pays when the loop never goes below the cluster scale: the dense result."""
+def test_blur_above_cluster_scale_is_the_dense_solver(monkeypatch):
+    """No level pays when the loop never goes below the cluster scale: the dense solver, the
+    same iterations when converged (tol); at the default schedule, followed by the polishing
+    iterations (closer to the converged value than the dense schedule alone; without them,
+    the dense result)."""
+    import lazymat.solvers.multiscale as ms_module
+
     a, x, b, y = problem(8, n=40, m=30, y_low=0.15)
+    converged = sinkhorn(x, y, a, b, blur=0.3, tol=1e-11, max_iter=5000)
+    ms = sinkhorn(x, y, a, b, blur=0.3, multiscale=True, cluster_scale=0.1, tol=1e-11, max_iter=5000)
+    assert converged.converged and ms.n_iter == converged.n_iter
+    np.testing.assert_allclose(float(ms.value), float(converged.value), rtol=1e-12)
     dense = sinkhorn(x, y, a, b, blur=0.3)
+    ms = sinkhorn(x, y, a, b, blur=0.3, multiscale=True, cluster_scale=0.1)
+    assert abs(float(ms.value - converged.value)) < abs(float(dense.value - converged.value))
+    monkeypatch.setattr(ms_module, "POLISH", 0)
     ms = sinkhorn(x, y, a, b, blur=0.3, multiscale=True, cluster_scale=0.1)
     np.testing.assert_allclose(float(ms.value), float(dense.value), rtol=1e-12)
 
 
-def test_capped_and_refinement_levels_match_bruteforce(capsys):
+def test_capped_and_refinement_levels_match_bruteforce(caplog):
     """A blur above the second scale caps that level's jump before the last eps, and a third
     scale only refines the truncation (its jump repeats the previous one); the converged
     value and gradients still match the bruteforce solver."""
     a, x, b, y = problem(11, n=5000, m=4000, y_low=0.15)
     options = {"blur": 0.1, "tol": 1e-5, "max_iter": 2000}
     ref = sinkhorn(x, y, a, b, **options)
-    ms = sinkhorn(x, y, a, b, multiscale=True, cluster_scale=0.2, verbose=True, **options)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="lazymat.solvers.multiscale"):
+        ms = sinkhorn(x, y, a, b, multiscale=True, cluster_scale=0.2, verbose=True, **options)
+    out = logged(caplog)
     jumps = [int(v) for v in out.split("jumps after [")[1].split("]")[0].split(",")]
     assert len(jumps) == 3 and jumps[-1] == jumps[-2]  # the last cluster level does not iterate
     assert ref.converged and ms.converged
