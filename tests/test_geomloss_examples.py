@@ -322,3 +322,31 @@ def test_label_transfer(reach):
         / len(y)
     )
     assert rel(moved, dense) < EXACT
+
+
+# -- the distance clamp (README, "Coming from GeomLoss") ------------------------------------------
+@pytest.mark.parametrize("name, kw", [("energy", {}), ("laplacian", {"blur": 0.1})])
+def test_kernel_values_exact_where_geomloss_clamps(name, kw):
+    """Ours: the kernel norm of a dense float64 numpy reference without clamp (1e-12). GeomLoss's
+    tensorized backend computes |x - y| as sqrt(max(|x - y|^2, 1e-8)) (of x / blur and y / blur
+    for "laplacian"): on the diagonal of the self terms k(0) becomes k(r) with r = 1e-4 (1e-4
+    blur), which shifts its value by exactly (k(r) - k(0)) (sum a_i^2 + sum b_j^2) / 2 on clouds
+    of distinct points."""
+    rng = np.random.default_rng(3)
+    x, y = rng.random((12, 2)), rng.random((9, 2)) + 0.2
+    a, b = rng.uniform(0.5, 1, 12), rng.uniform(0.5, 1, 9)
+    a, b = a / a.sum(), b / b.sum()
+
+    def k(r):
+        return -r if name == "energy" else np.exp(-r / kw["blur"])
+
+    def dist(u, v):
+        return np.sqrt(((u[:, None] - v[None]) ** 2).sum(-1))
+
+    exact = 0.5 * a @ k(dist(x, x)) @ a + 0.5 * b @ k(dist(y, y)) @ b - a @ k(dist(x, y)) @ b
+    ours = float(SamplesLoss(name, **kw)(*(tensor(v) for v in (a, x, b, y))))
+    stock = float(geomloss.SamplesLoss(name, backend="tensorized", **kw)(*(tensor(v) for v in (a, x, b, y))))
+    np.testing.assert_allclose(ours, exact, rtol=1e-12)
+    shift = 0.5 * (k(1e-4 * kw.get("blur", 1.0)) - k(0.0)) * (a @ a + b @ b)
+    assert abs(shift) > 1e-7 * abs(exact)  # a difference the checks below can see
+    np.testing.assert_allclose(stock - exact, shift, rtol=1e-6)
