@@ -50,14 +50,17 @@ bench-peers: $(STAMP)
 	$(PY) asv_bench/peers.py --write BENCHMARKS.md
 
 # the documentation, docs/_build/html/index.html: Sphinx with the gallery, which runs every
-# example; any Sphinx warning (nitpicky references included) or example error fails it
+# example; any Sphinx warning (nitpicky references included) or example error fails it.
+# -E re-reads every page (about a minute): Sphinx reports a page's warnings only when it
+# reads the page, so an incremental rerun would pass after a failed build. The gallery keeps
+# its own cache: an unchanged example does not run again.
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[docs]'
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
