@@ -133,22 +133,22 @@ def sinkhorn(
         x, y: points (N, D) and (M, D), or batches (B, N, D) and (B, M, D), of any
             array library with a lazymat backend (float32 or float64).
         a, b: nonnegative weights (N,), (M,) or (B, N), (B, M); uniform 1/N by default.
-        p: exponent of the cost |x - y|^p / p (1 or 2) and of eps = blur**p, rho = reach**p.
+        p: exponent of the cost ``|x - y|^p / p`` (1 or 2) and of eps = blur**p, rho = reach**p.
         blur: the target temperature's length scale, eps = blur**p.
         reach: None for balanced transport, else the length scale of the marginal penalty.
-        diameter: upper bound of |x_i - y_j|, the start of the annealing (by default the
+        diameter: upper bound of ``|x_i - y_j|``, the start of the annealing (by default the
             diagonal of the bounding box; pass it under ``jax.jit``).
         scaling: ratio of two successive blurs in the annealing (0.5: fast, 0.9: accurate).
-        cost: a callable (Vi(x), Vj(y)) -> LazyMatrix replacing |x - y|^p / p.
+        cost: a callable (Vi(x), Vj(y)) -> LazyMatrix replacing ``|x - y|^p / p``.
         debias: the debiased divergence S (True) or the entropic OT value (False).
         penalty: "kl" or "tv", the marginal penalty when ``reach`` is given.
         max_iter: the most iterations in all (the annealing always completes).
         tol: if given, iterate at the final eps until the potentials move by less
             than ``tol`` (sup norm) in one iteration, or ``max_iter`` (default: the
             schedule + 1000) is reached. None: exactly GeomLoss's schedule.
-        verbose: print the temperatures (and changes) of the iterations.
+        verbose: log the temperatures (and changes) of the iterations (INFO records).
         multiscale: solve on grid clusters of the points first, then on the points with a
-            truncated kernel (:mod:`.multiscale`): about N log N instead of N * M for large,
+            truncated kernel (``solvers/multiscale.py``): about N log N instead of N * M for large,
             low-dimensional clouds, at the price of an approximation of about 1% at the
             default settings. Unbatched clouds, built-in costs (p = 1 or 2) only.
         cluster_scale: multiscale: voxel size of the coarsest clusters (default: about
@@ -156,7 +156,7 @@ def sinkhorn(
         truncate: multiscale: block pairs whose plan is below exp(-truncate) of its scale
             are dropped at each jump to a finer level (None: keep all, no truncation).
         cluster_levels: multiscale: most cluster levels, voxel sizes cluster_scale / 2^k
-            (None: as many as pay, see :func:`.multiscale.level_scales`; 1: GeomLoss's
+            (None: as many as pay, see ``multiscale.level_scales``; 1: GeomLoss's
             two scales).
         cluster_labels: multiscale: integer labels (N,), (M,) of x's and y's coarsest
             clusters (None on a side: grid clusters), as GeomLoss's ``L(l_x, a, x, l_y, b, y)``.
