@@ -7,6 +7,8 @@
   numpy reduction in one process wherever rounding allows it: the order-free kinds (min,
   argmin, K-min) always, sums and log-sum-exps when the reduced side is one chunk; the rest
   agrees with dense float64 numpy to 1e-13.
+- Dask arrays of torch tensors: blocks run on torch on the workers, results come back as
+  tensors, equal to dense float64 numpy.
 - The solvers of ``test_dask_solvers.py`` at larger sizes, vs their independent references
   and vs numpy in one process to 1e-12 (``SamplesLoss`` and shooting by default; cg with
   Nystrom, converged Sinkhorn and balanced OT, a minute or more each, under ``slow``).
@@ -123,6 +125,26 @@ def test_cluster_equals_one_process_bit_for_bit(client: Any, reduction: str, chu
                 np.testing.assert_allclose(
                     got[:, 0], dense, rtol=1e-13, atol=scale, err_msg=f"vs dense, axis {axis}"
                 )
+
+
+def test_torch_chunks_on_the_cluster(client: Any) -> None:
+    """Dask arrays of torch tensors: the workers' blocks run on torch, the results are tensors."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((1300, 3)), rng.standard_normal((900, 3))
+    meta = torch.zeros((0, 0), dtype=torch.float64)
+    X, Y = (
+        da.from_array(a, chunks=(rows, 3)).map_blocks(torch.from_numpy, meta=meta)
+        for a, rows in ((x, 400), (y, 300))
+    )
+    values, indices = lm.Vi(X).sqdist(lm.Vj(Y)).min_argmin(axis=1)
+    sums = (-lm.Vi(X).sqdist(lm.Vj(Y))).exp().sum(axis=1)
+    values, indices, sums = dask.compute(values, indices, sums)
+    assert all(isinstance(t, torch.Tensor) for t in (values, indices, sums))
+    d = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(indices.numpy()[:, 0], d.argmin(1))
+    np.testing.assert_allclose(values.numpy()[:, 0], d.min(1), rtol=1e-14)
+    np.testing.assert_allclose(sums.numpy()[:, 0], np.exp(-d).sum(1), rtol=1e-13)
 
 
 def test_samples_loss_on_the_cluster(client: Any) -> None:

@@ -1,0 +1,227 @@
+"""1 vs 2 dask worker processes on this machine, against numpy in one process (issue 18).
+
+Runs the kernel product and the Sinkhorn divergence of ``benchmarks/workloads.py``
+(float32, uniform points in the unit cube) three ways in one run, so that the ratios
+share the machine's load:
+
+- ``numpy``: numpy arrays in this process (lazymat's best engine, native-cpu, on all cores);
+- ``dask 1x2``: dask arrays on a ``distributed.LocalCluster`` of 1 worker process with 2
+  threads;
+- ``dask 2x1``: 2 worker processes with 1 thread each (the total stays 2 cores; dask's
+  nanny sets ``OMP_NUM_THREADS=1`` in the workers, so a block uses one core).
+
+The clouds are persisted on the workers before timing (a solver ships them once); the
+kernels are compiled by a small warm-up run. For the Sinkhorn divergence on the 2-process
+cluster it also records, from dask's own bookkeeping, the compute seconds of every task
+(the scheduler's task stream), the bytes workers sent each other (their transfer
+counters) and the bytes of every task result (the scheduler's ``nbytes``), per Sinkhorn
+iteration; and prints a scaling model for 16 and 64 workers built from them (a model,
+not a measurement: see ``model``).
+
+    .venv/bin/python asv_bench/dask_scaling.py --kernel-n 1000000 --kernel-m 50000 --sinkhorn-n 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import distributed
+import numpy as np
+from benchmarks import workloads as w
+
+import lazymat_dask
+
+#: assumed network bandwidth of the modelled cluster (10 GbE), bytes per second
+BANDWIDTH = 1.25e9
+
+
+def timed(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall time of ``repeats`` calls, and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def kernel_run(x: Any, y: Any, b: Any) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+        with lazymat_dask.config(compute=True):
+            return np.asarray(w.kernel_product(x, y, b))
+
+    return run
+
+
+def sinkhorn_run(x: Any, y: Any) -> Callable[[], tuple[float, int]]:
+    solver = w.solver("sinkhorn")
+
+    def run() -> tuple[float, int]:
+        with lazymat_dask.config(persist=True):
+            out = solver(x, y, p=w.SINKHORN_P, blur=w.SINKHORN_BLUR, scaling=w.SINKHORN_SCALING)
+            return float(out.value), int(out.n_iter)
+
+    return run
+
+
+def transfer_bytes(client: distributed.Client) -> int:
+    """Bytes the workers have sent each other so far (their own counters)."""
+    sent = client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total)
+    return int(sum(sent.values()))
+
+
+def received_by_name(client: distributed.Client) -> dict[str, int]:
+    """Bytes the workers have received from each other so far, by task name without its
+    token ("array" for the clouds' chunks), from their transfer logs."""
+
+    def log(dask_worker: Any) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for entry in dask_worker.transfer_incoming_log:
+            for key, nbytes in entry["keys"].items():
+                name = distributed.utils.key_split(key)
+                out[name] = out.get(name, 0) + nbytes
+        return out
+
+    total: dict[str, int] = {}
+    for got in client.run(log).values():
+        for name, nbytes in got.items():
+            total[name] = total.get(name, 0) + nbytes
+    return total
+
+
+def result_bytes(client: distributed.Client) -> int:
+    """Bytes of every task result the scheduler knows of (memory or released)."""
+
+    def total(dask_scheduler: Any) -> int:
+        return sum(max(ts.nbytes, 0) for ts in dask_scheduler.tasks.values())
+
+    return int(client.run_on_scheduler(total))
+
+
+def on_cluster(
+    workers: int, threads: int, data: dict[str, np.ndarray], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Timings and dask's counters of the Sinkhorn run on a fresh LocalCluster."""
+    with dask.config.set({"distributed.admin.low-level-log-length": 1_000_000}):  # every transfer logged
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        )
+    out: dict[str, Any] = {}
+    with distributed.Client(cluster) as client:
+        rows = args.chunk_rows
+        kx, ky, kb, sx, sy = client.persist(
+            [da.from_array(data[k], chunks=(rows, -1)) for k in ("kx", "ky", "kb", "sx", "sy")]
+        )
+        distributed.wait([kx, ky, kb, sx, sy])
+        kernel_run(kx[: 2 * rows], ky[:rows], kb[:rows])()  # compile the kernels on the workers
+        sinkhorn_run(sx[: 2 * rows], sy[: 2 * rows])()
+        out["kernel_s"], out["kernel"] = timed(kernel_run(kx, ky, kb), args.repeats)
+        sent, produced, received = transfer_bytes(client), result_bytes(client), received_by_name(client)
+        with distributed.get_task_stream(client) as stream:
+            out["sinkhorn_s"], (out["sinkhorn"], out["n_iter"]) = timed(sinkhorn_run(sx, sy), 1)
+        out["sent_bytes"] = transfer_bytes(client) - sent
+        out["result_bytes"] = result_bytes(client) - produced
+        after = received_by_name(client)
+        out["received_by_name"] = {
+            k: v - received.get(k, 0) for k, v in after.items() if v > received.get(k, 0)
+        }
+        computes = [
+            s["stop"] - s["start"] for t in stream.data for s in t["startstops"] if s["action"] == "compute"
+        ]
+        out["tasks"], out["task_seconds"] = len(computes), sum(computes)
+    cluster.close()
+    return out
+
+
+def model(two: dict[str, Any], workers: int) -> float:
+    """Modelled Sinkhorn time on ``workers`` one-core workers, from the 2-worker run.
+
+    T(W) = C / W + O + n_iter * B * 2 (W - 1) / W / BANDWIDTH, where C is the measured
+    compute seconds of all tasks, O = T(2) - C / 2 the measured time not spent computing
+    on either worker (scheduling, client round trips, idle ends), kept constant: the same
+    chunks, so the same number of tasks; B the measured worker-to-worker bytes per
+    iteration at 2 workers (half of the inputs remote), scaled to the (W - 1) / W remote
+    at W workers, sent at the assumed BANDWIDTH. It ignores load imbalance (it needs at
+    least W row chunks) and the scheduler's cost growing with the task count.
+    """
+    c, total, n_iter = two["task_seconds"], two["sinkhorn_s"], two["n_iter"]
+    overhead = max(total - c / 2, 0.0)
+    per_iter = two["sent_bytes"] / n_iter
+    return c / workers + overhead + n_iter * per_iter * 2 * (workers - 1) / workers / BANDWIDTH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kernel-n", type=int, default=1_000_000)
+    parser.add_argument("--kernel-m", type=int, default=50_000)
+    parser.add_argument("--sinkhorn-n", type=int, default=50_000)
+    parser.add_argument("--chunk-rows", type=int, default=12_500, help="rows per chunk of every dask array")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="kernel product runs (median); Sinkhorn runs once"
+    )
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+
+    kd = w.kernel_data(args.kernel_n, args.kernel_m, 3)
+    sd = w.sinkhorn_data(args.sinkhorn_n, args.sinkhorn_n, 3)
+    data = {"kx": kd["x"], "ky": kd["y"], "kb": kd["b"], "sx": sd["x"], "sy": sd["y"]}
+    with open("/proc/loadavg") as f:
+        load = [f.read().split()[:3]]
+    figures: dict[str, Any] = {"args": vars(args)}
+    kernel_run(kd["x"][:1000], kd["y"][:1000], kd["b"][:1000])()  # compile here too
+    sinkhorn_run(sd["x"][:2000], sd["y"][:2000])()
+    one: dict[str, Any] = {}
+    one["kernel_s"], kernel = timed(kernel_run(kd["x"], kd["y"], kd["b"]), args.repeats)
+    one["sinkhorn_s"], (one["sinkhorn"], one["n_iter"]) = timed(sinkhorn_run(sd["x"], sd["y"]), 1)
+    figures["numpy"] = one
+    for workers, threads in ((1, 2), (2, 1)):
+        got = on_cluster(workers, threads, data, args)
+        got["kernel_max_rel_diff"] = float(np.abs(got.pop("kernel") - kernel).max() / np.abs(kernel).max())
+        figures[f"dask {workers}x{threads}"] = got
+    with open("/proc/loadavg") as f:
+        load.append(f.read().split()[:3])
+    figures["loadavg"] = load
+    two = figures["dask 2x1"]
+    figures["model_s"] = {str(n): model(two, n) for n in (2, 16, 64)}
+
+    print(f"load average before / after: {load[0]} / {load[1]}")
+    for name in ("numpy", "dask 1x2", "dask 2x1"):
+        r = figures[name]
+        print(
+            f"{name:9s} kernel {r['kernel_s']:8.2f} s ({r['kernel_s'] / one['kernel_s']:.2f} x numpy)   "
+            f"sinkhorn {r['sinkhorn_s']:8.2f} s ({r['sinkhorn_s'] / one['sinkhorn_s']:.2f} x numpy) "
+            f"value {r['sinkhorn']!r} in {r['n_iter']} iterations"
+        )
+    n_iter = two["n_iter"]
+    sent, produced = two["sent_bytes"] / n_iter / 1e6, two["result_bytes"] / n_iter / 1e6
+    print(
+        f"dask 2x1 Sinkhorn: {two['tasks']} tasks, {two['task_seconds']:.2f} compute s; per iteration "
+        f"{sent:.3f} MB between workers, {produced:.3f} MB of task results; "
+        f"kernel max rel. diff vs numpy {two['kernel_max_rel_diff']:.1e}"
+    )
+    by_name = sorted(two["received_by_name"].items(), key=lambda kv: -kv[1])
+    print(
+        "received per iteration, by task name: "
+        + ", ".join(f"{k} {v / n_iter / 1e6:.3f} MB" for k, v in by_name)
+    )
+    print("model (s): " + ", ".join(f"{k} workers {v:.2f}" for k, v in figures["model_s"].items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
