@@ -64,20 +64,29 @@ def _pad(xp: Any, v: Any, size: int, fill: float) -> Any:
     return xp.concat((v, tail), axis=1)
 
 
+def _stack(xp: Any, arrays: Sequence[Any], size: int, fill: float) -> Any:
+    """The arrays (B_k, n_k, ...) padded along axis 1 to ``size`` with ``fill``, concatenated."""
+    return xp.concat([_pad(xp, v, size, fill) for v in arrays], axis=0)
+
+
+def _cut(out: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]:
+    """The stacked result (K B, rows) cut back into one (B_k, N_k) per block of ``shapes``."""
+    cuts, start = [], 0
+    for b, n in shapes:
+        cuts.append(out[start : start + b, :n])
+        start += b
+    return cuts
+
+
 def stacked_reduction(xp: Any, blocks: Sequence[Block], reduce: Callable[[Any, Any, Any], Any]) -> list[Any]:
     """``reduce(rows, cols, data)`` on the blocks stacked along the batch axis, padded;
     ``reduce`` returns (K B, rows) and the result is cut back into one (B, N_k) per block."""
     size_i = max(r.shape[1] for r, _, _, _ in blocks)
     size_j = max(c.shape[1] for _, c, _, _ in blocks)
-    rows = xp.concat([_pad(xp, r, size_i, 0.0) for r, _, _, _ in blocks], axis=0)
-    cols = xp.concat([_pad(xp, c, size_j, 0.0) for _, c, _, _ in blocks], axis=0)
+    rows = _stack(xp, [r for r, _, _, _ in blocks], size_i, 0.0)
+    cols = _stack(xp, [c for _, c, _, _ in blocks], size_j, 0.0)
     data = xp.concat([_pad(xp, d, size_j, fill) for _, _, d, fill in blocks], axis=0)
-    out = reduce(rows, cols, data)
-    cuts, start = [], 0
-    for r, _, _, _ in blocks:
-        cuts.append(out[start : start + r.shape[0], : r.shape[1]])
-        start += r.shape[0]
-    return cuts
+    return _cut(reduce(rows, cols, data), [(r.shape[0], r.shape[1]) for r, _, _, _ in blocks])
 
 
 def stacked_softmins(xp: Any, cost: Cost, blocks: Sequence[Block], eps: float) -> list[Any]:
@@ -117,7 +126,9 @@ def _update_blocks(t: Transport, pots: tuple[Any, ...], eps: float, rows: Sequen
 
 class StackedTransports:
     """The problems of one Sinkhorn loop as one: its potentials are theirs, concatenated
-    (the loop averages them element by element), its update is one stacked soft-min."""
+    (the loop averages them element by element), its update is one stacked soft-min. The
+    points do not change during the loop: their padded stacks and the cost matrix on them
+    are built once, each update only stacks the potentials."""
 
     symmetric = False
 
@@ -126,6 +137,12 @@ class StackedTransports:
         t = self.problems[0]
         self.xp, self.stop, self.a, self.b = t.xp, t.stop, t.a, t.b
         self.sizes = [1 if p.symmetric else 2 for p in self.problems]
+        blocks = self._blocks(self.zeros(), 1.0)
+        self.shapes = [(r.shape[0], r.shape[1]) for r, _, _, _ in blocks]
+        self.columns = max(c.shape[1] for _, c, _, _ in blocks)
+        rows = _stack(self.xp, [r for r, _, _, _ in blocks], max(n for _, n in self.shapes), 0.0)
+        cols = _stack(self.xp, [c for _, c, _, _ in blocks], self.columns, 0.0)
+        self.cost = evaluate_cost(t.cost, Vi(rows), Vj(cols))
 
     def zeros(self) -> tuple[Any, ...]:
         return tuple(z for p in self.problems for z in p.zeros())
@@ -137,12 +154,16 @@ class StackedTransports:
             start += size
         return out
 
-    def sinkhorn_step(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
+    def _blocks(self, pots: tuple[Any, ...], eps: float) -> list[Block]:
         blocks: list[Block] = []
         for p, q in zip(self.problems, self.split(pots), strict=True):
             rows = [p.stop(p.x)] if p.symmetric else [p.stop(p.x), p.stop(p.y)]
             blocks += _update_blocks(p, q, eps, rows)
-        out = stacked_softmins(self.xp, self.problems[0].cost, blocks, eps)
+        return blocks
+
+    def sinkhorn_step(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
+        h = _stack(self.xp, [d for _, _, d, _ in self._blocks(pots, eps)], self.columns, LOG_ZERO)
+        out = _cut(softmin(self.xp, self.cost, h, eps, axis=1), self.shapes)
         return tuple(penalty.update(self.xp, v, eps) for v in out)
 
     def mass_term(self, f: Any, g: Any, eps: float) -> Any:
