@@ -49,6 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=None, help="most timed runs per measurement (default 5, quick 2)"
     )
     ap.add_argument("--min-n", type=int, default=0, help="run only the sizes with N at least this")
+    ap.add_argument("--max-n", type=int, default=None, help="run only the sizes with N at most this")
     ap.add_argument(
         "--contenders",
         default="",
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [task for name in args.task_names for task in build_all(name, args.quick)]
     wanted = [part.strip() for part in args.contenders.split(",") if part.strip()]
     for task in tasks:
-        task.cases = [c for c in task.cases if c.n >= args.min_n]
+        largest = args.max_n if args.max_n is not None else float("inf")
+        task.cases = [c for c in task.cases if args.min_n <= c.n <= largest]
         if wanted:
             chosen = [c for c in task.contenders if any(part in c.name for part in wanted)]
             if not chosen:

@@ -46,7 +46,8 @@ class Case:
         return ""
 
     def scaled(self, factor: float) -> Case:
-        return Case(max(8, int(self.n * factor)), max(8, int(self.m * factor)), self.d)
+        # at least 16 points: argKmin(10) probes of a 100-point case need K <= M
+        return Case(max(16, int(self.n * factor)), max(16, int(self.m * factor)), self.d)
 
 
 @dataclass
