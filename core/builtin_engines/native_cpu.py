@@ -370,7 +370,9 @@ class NativeCpuEngine(GeneratedKernelEngine):
         """A numpy view of a CPU array of any backend (no copy), cut from autodiff graphs."""
         if isinstance(a, np.ndarray):
             return a
-        return np.from_dlpack(request.backend.stop_gradient(a))
+        a = request.backend.stop_gradient(a)
+        view = getattr(a, "numpy", None)  # torch's own view: 0.7 us, np.from_dlpack's 3.3 us
+        return view() if callable(view) else np.from_dlpack(a)
 
     @staticmethod
     def _to_backend(request: ReductionRequest, out: np.ndarray) -> Any:
