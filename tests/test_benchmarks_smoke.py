@@ -1,8 +1,9 @@
 """The benchmarks cannot rot unnoticed, at a cost a test suite can pay on a fresh machine.
 
-1. Every asv benchmark runs once at a tiny size on every target, values against dense
-   float64 numpy (the conjugate gradient against ``numpy.linalg.solve``); the keops engine,
-   whose every formula compiles (10-60 s each), runs the three reductions only.
+1. Every asv benchmark runs once at a tiny size on every backend and through every engine
+   (not every pair: :func:`covering`), values against dense float64 numpy (the conjugate
+   gradient against ``numpy.linalg.solve``); the keops engine, whose every formula compiles
+   (10-60 s each), runs the three reductions only.
 2. Every task of the peer comparison (``asv_bench/peers.py``) runs through its harness at
    its smallest ``--quick`` size, one test per task: ours on every engine and the peers that
    compile nothing (dense torch / jax.numpy, OTT-JAX, GeomLoss tensorized, POT, SciPy, the
@@ -21,6 +22,7 @@ budget are off): a busy machine makes these tests slower, never red.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import itertools
@@ -29,7 +31,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +40,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "asv_bench"
-MODULES = ("bench_reductions", "bench_solvers")
+#: the asv benchmark modules (every ``bench_*.py``, found without importing them)
+MODULES = sorted(p.stem for p in (BENCH / "benchmarks").glob("bench_*.py"))
 #: a subprocess that runs longer has hung (a busy machine is slow, not this slow)
 HANG_SECONDS = 1800
 
 
-@pytest.fixture(scope="module")
-def bench_modules() -> dict[str, Any]:
-    """The asv benchmark modules imported at their tiny sizes (params are fixed at import)."""
+def tiny_module(name: str) -> Any:
+    """The asv benchmark module ``name`` imported at its tiny sizes (params are fixed at import)."""
     old = os.environ.get("LAZYMAT_BENCH_TINY")
     os.environ["LAZYMAT_BENCH_TINY"] = "1"
     sys.path.insert(0, str(BENCH))
     try:
-        mods = {}
-        for name in MODULES:
-            mod = importlib.import_module(f"benchmarks.{name}")
-            mods[name] = importlib.reload(mod)  # in case another test imported it at full size
-        return mods
+        # reloaded in case another test imported it at full size
+        return importlib.reload(importlib.import_module(f"benchmarks.{name}"))
     finally:
         sys.path.remove(str(BENCH))
         if old is None:
@@ -94,14 +93,34 @@ def dense_reference(task: str, args: dict[str, np.ndarray], w: Any) -> np.ndarra
 CHECKED = ("KernelProduct", "Softmin", "ArgKmin", "ConjugateGradient")
 
 
+def covering(targets: Sequence[str]) -> set[str]:
+    """Targets ("backend/engine") among which every backend and every engine of ``targets``
+    appears once: a backend's own engines first (the reference engine, the slowest on every
+    backend but numpy, on numpy). Every (backend, engine) pair is the conformance suites'
+    job; here each benchmark's code runs on each library and through each engine."""
+    backends: set[str] = set()
+    engines: set[str] = set()
+    chosen = set()
+    ordered = sorted(targets, key=lambda t: t.rpartition("/")[2] == "reference" and t != "numpy/reference")
+    for target in ordered:
+        backend, _, engine = target.rpartition("/")
+        if backend not in backends or engine not in engines:
+            chosen.add(target)
+            backends.add(backend)
+            engines.add(engine)
+    return chosen
+
+
 def run_benchmarks(mod: Any, wanted: Callable[[str], bool]) -> dict[str, list[str]]:
-    """Every benchmark of ``mod`` once, on the targets ``wanted(target)`` accepts (values
-    checked where :func:`dense_reference` knows them); class name -> the targets that ran."""
+    """Every benchmark of ``mod`` once, on the targets ``wanted(target)`` accepts that
+    :func:`covering` keeps (values checked where :func:`dense_reference` knows them); class
+    name -> the targets that ran."""
     w = importlib.import_module("benchmarks.workloads")
     ran: dict[str, list[str]] = {}
     for cls in benchmark_classes(mod):
+        kept = covering([t for t in cls.params[0] if wanted(t)])
         for params in itertools.product(*cls.params):
-            if not wanted(params[0]):
+            if params[0] not in kept:
                 continue
             bench = cls()
             try:
@@ -125,11 +144,13 @@ def on_keops(target: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
-def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: str) -> None:
+def test_every_asv_benchmark_runs_once(module: str) -> None:
     """Every target but the keops engine (see :func:`test_asv_reductions_on_keops`)."""
-    ran = run_benchmarks(bench_modules[module], lambda target: not on_keops(target))
+    ran = run_benchmarks(tiny_module(module), lambda target: not on_keops(target))
+    assert ran, f"no benchmark of {module} ran"
     # the plainest target runs every task that exists, so "all skipped" cannot pass
-    for name in ("KernelProduct", "Softmin", "ArgKmin") if module == "bench_reductions" else ("Sinkhorn",):
+    plainest = {"bench_reductions": ("KernelProduct", "Softmin", "ArgKmin"), "bench_solvers": ("Sinkhorn",)}
+    for name in plainest.get(module, ()):
         assert "numpy/reference" in ran.get(name, []), (name, ran)
     if module == "bench_solvers":
         solvers = importlib.import_module("lazymat.solvers")
@@ -141,10 +162,10 @@ def test_every_asv_benchmark_runs_once(bench_modules: dict[str, Any], module: st
 
 @pytest.mark.slow
 @pytest.mark.keops
-def test_asv_reductions_on_keops(bench_modules: dict[str, Any]) -> None:
+def test_asv_reductions_on_keops() -> None:
     """The keops engine on the reduction benchmarks (three formulas compile), values checked."""
     pytest.importorskip("pykeops")
-    ran = run_benchmarks(bench_modules["bench_reductions"], on_keops)
+    ran = run_benchmarks(tiny_module("bench_reductions"), on_keops)
     for name in ("KernelProduct", "Softmin", "ArgKmin"):
         assert "torch/keops" in ran.get(name, []), (name, ran)
 
@@ -165,9 +186,21 @@ def check_values(task: str, bench: Any, w: Any) -> None:
 
 
 # -- the peer comparison, task by task ------------------------------------------------------------
-TASKS = ("kernel", "softmin", "knn", "sinkhorn", "multiscale", "cg", "shooting")
+def task_names() -> tuple[str, ...]:
+    """``comparison.tasks.NAMES`` (every task of peers.py), read without importing the harness."""
+    tree = ast.parse((BENCH / "comparison" / "tasks.py").read_text())
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "NAMES" for t in targets):
+            return tuple(ast.literal_eval(node.value))  # type: ignore[attr-defined]
+    raise AssertionError("asv_bench/comparison/tasks.py defines no NAMES")
+
+
+TASKS = task_names()
 #: contenders of the peer comparison that run pykeops besides those named "keops"
 KEOPS_PEERS = ("GeomLoss online", "GeomLoss multiscale")
+#: cases (label parts) in which every contender runs pykeops (GeomLoss's online backend)
+KEOPS_CASES = {"geomloss_tutorials": ("transport-blur",)}
 #: the pykeops contenders the smoke test runs, per task (the others: ``make bench-peers``)
 KEOPS_SAMPLE = {
     "kernel": ("pykeops (torch CPU)", "lazymat keops (torch)"),
@@ -193,11 +226,12 @@ def comparison() -> Any:
         sys.path.remove(str(BENCH))
 
 
-def smoke_cases(cases: list[Any]) -> list[Any]:
-    """The smallest D = 3 case of each series (e.g. each blur), and the our-fastest-only sizes."""
+def smoke_cases(task: str, cases: list[Any]) -> list[Any]:
+    """The smallest case (N, M, then D) of each series (e.g. each blur), and the our-fastest-only
+    sizes; without the cases that run pykeops only."""
     smallest: dict[str, Any] = {}
-    for c in cases:
-        if c.d == 3 and not c.fastest_ours_only and (c.series not in smallest or c.n < smallest[c.series].n):
+    for c in sorted(cases, key=lambda c: (c.n, c.m, c.d), reverse=True):
+        if not c.fastest_ours_only and not any(part in c.label for part in KEOPS_CASES.get(task, ())):
             smallest[c.series] = c
     return [c for c in cases if c in smallest.values() or c.fastest_ours_only]
 
@@ -211,7 +245,7 @@ def test_ours_agrees_with_peers(comparison: Any, task: str, tmp_path: Path) -> N
     harness = importlib.import_module("comparison.harness")
     report = importlib.import_module("comparison.report")
     t = comparison.build(task, quick=True)
-    t.cases = smoke_cases(t.cases)
+    t.cases = smoke_cases(task, t.cases)
     sample = KEOPS_SAMPLE.get(task, ())
     t.contenders = [c for c in t.contenders if not runs_keops(c.name) or c.name in sample]
     if task == "cg":  # every engine with every preconditioner: the asv run's (vs numpy.linalg.solve)
@@ -242,7 +276,8 @@ def test_ours_agrees_with_peers(comparison: Any, task: str, tmp_path: Path) -> N
 
     ours_ok = [r for r in rows if r.ours and r.status == "ok"]
     assert ours_ok, f"no implementation of ours ran {task}: {trace}"
-    compared = [r for r in ours_ok if r.diff is not None]
+    # ours that compute the same thing as the peers (not a variant shown side by side)
+    compared = [r for r in ours_ok if r.diff is not None and r.checked]
     assert compared, f"ours was compared with no peer for {task}: {trace}"
     for r in compared:
         assert r.diff <= t.tolerance, (r.contender, r.case.label, r.diff, r.diff_vs)
