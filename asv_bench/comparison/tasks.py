@@ -31,6 +31,7 @@ NAMES = (
     "ml_knn",
     "ml_kmeans",
     "ml_gp",
+    "geomloss_tutorials",
     "laguerre",
     "grid",
     "grid_barycenter",
@@ -192,6 +193,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_laguerre import laguerre_task
 
         return laguerre_task(quick)
+    if name == "geomloss_tutorials":
+        from .peer_geomloss_tutorials import tutorials_task
+
+        return tutorials_task(quick)
     if name == "ml_gp":
         from .peer_gp import gp_task
 
