@@ -83,9 +83,10 @@ def _info(message: str) -> None:
         logger.info(message)
 
 
-def positive_scalar(name: str, v: Any) -> float | None:
+def positive_scalar(name: str, v: Any, zero: bool = False) -> float | None:
     """``v`` as a float: a Python number, or a 0-d (or one-element) real array or tensor of
-    any library (GeomLoss's examples pass ``cluster_scale`` as a 0-d torch tensor); None stays None."""
+    any library (GeomLoss's examples pass ``cluster_scale`` as a 0-d torch tensor); None stays None.
+    ``zero``: 0 is allowed too."""
     if v is None:
         return None
     number: float | None = None
@@ -100,11 +101,20 @@ def positive_scalar(name: str, v: Any) -> float | None:
             number = float(_detached(v).reshape(()))
         except TypeError as err:  # jax's ConcretizationTypeError
             raise TypeError(f"{name} must have a value before the computation (jax.jit?)") from err
-    if number is None or not math.isfinite(number) or number <= 0:
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        kind = "non-negative" if zero else "positive"
         raise ValueError(
-            f"{name} must be a positive finite number (or a 0-d real array / tensor) or None, got {v!r}"
+            f"{name} must be a {kind} finite number (or a 0-d real array / tensor) or None, got {v!r}"
         )
     return number
+
+
+def cluster_scale_value(v: Any) -> float | None:
+    """The ``cluster_scale`` option as a float (None: the default). 0 is allowed, as in GeomLoss
+    (its cluster example on a CPU passes the spread of one-point clusters, 0): no cluster
+    level then iterates before the last eps, and the solve runs on the points (the dense
+    result; with labels, GeomLoss iterates on the labelled clusters, each one point there)."""
+    return positive_scalar("cluster_scale", v, zero=True)
 
 
 def host_labels(side: str, labels: Any, points: np.ndarray) -> np.ndarray | None:
@@ -138,7 +148,7 @@ def check_multiscale_options(
     cluster_scale: Any, truncate: Any, cluster_levels: int | None, cost: Cost | None
 ) -> None:
     """Clear errors for options that define no multiscale scheme."""
-    positive_scalar("cluster_scale", cluster_scale)
+    cluster_scale_value(cluster_scale)
     positive_scalar("truncate", truncate)
     if cluster_levels is not None and (
         not isinstance(cluster_levels, int) or isinstance(cluster_levels, bool) or cluster_levels < 1
@@ -332,9 +342,9 @@ def multiscale_sinkhorn_loop(
         np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
     )
     d = x.shape[1]
-    coarsest = positive_scalar("cluster_scale", cluster_scale) or default_cluster_scale(
-        diameter, d, max(x.shape[0], y.shape[0])
-    )
+    coarsest = cluster_scale_value(cluster_scale)
+    if coarsest is None:
+        coarsest = default_cluster_scale(diameter, d, max(x.shape[0], y.shape[0]))
     scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels, truncate)
     truncate = positive_scalar("truncate", truncate)
     label_x, label_y = (

@@ -45,7 +45,7 @@ from .costs import Cost, ground_cost
 from .hausdorff import hausdorff_gradients, hausdorff_loss
 from .kernel_losses import Kernel, kernel_loss, kernel_loss_gradients, make_kernel
 from .measures import Measures, check_measures
-from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, positive_scalar
+from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, cluster_scale_value
 from .ot_result import OTResult
 from .penalties import make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
@@ -150,7 +150,7 @@ class SamplesLoss:
         self.loss, self.p, self.blur, self.reach = loss, p, blur, reach
         self.diameter, self.scaling, self.truncate = diameter, scaling, truncate
         self.cost, self.kernel = cost, kernel
-        self.cluster_scale = positive_scalar("cluster_scale", cluster_scale) if loss == "sinkhorn" else None
+        self.cluster_scale = cluster_scale_value(cluster_scale) if loss == "sinkhorn" else None
         self.debias, self.potentials, self.verbose = debias, potentials, verbose
         if tol is not None and not tol > 0:
             raise ValueError(f"tol must be positive or None, got {tol!r}")

@@ -300,6 +300,26 @@ def test_optimal_transport_cluster():
         SamplesLoss("sinkhorn", backend="online", **kw)(lab_x, a, x, lab_y, a, y)
 
 
+def test_optimal_transport_cluster_on_a_cpu(monkeypatch):
+    """The script on a CPU: N = 10 points, K = 10 clusters of one point each, so its
+    cluster_scale (their spread) is tensor(0.): the solve runs on the points, as GeomLoss's
+    (its value there is its tensorized one); with our final iterations, closer to the
+    converged value than GeomLoss's, and without them GeomLoss's value."""
+    import lazymat.solvers.multiscale as ms
+
+    rng = np.random.default_rng(1)
+    x, y = tensor(rng.random((10, 4))), tensor(rng.random((10, 4)) + 0.3)
+    a, labels = torch.full((10,), 0.1, dtype=torch.float64), torch.arange(10)
+    kw = {"p": 2, "blur": 0.05, "scaling": 0.8, "cluster_scale": torch.tensor(0.0, dtype=torch.float64)}
+    args = (labels, a, x, labels, a, y)
+    ref = float(geomloss.SamplesLoss("sinkhorn", **kw)(*args))
+    exact = float(SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.8, tol=1e-12)(x, y))
+    ours = float(SamplesLoss("sinkhorn", **kw)(*args))
+    assert abs(ours - exact) < abs(ref - exact)
+    monkeypatch.setattr(ms, "POLISH", 0)
+    assert abs(float(SamplesLoss("sinkhorn", **kw)(*args)) - ref) < EXACT * abs(ref)
+
+
 # -- optimal_transport/plot_optimal_transport_labels.py -----------------------------------------
 @pytest.mark.parametrize("reach", [None, 0.2])
 def test_label_transfer(reach):

@@ -208,8 +208,8 @@ def test_samples_loss_multiscale_potentials_in_caller_order():
 @pytest.mark.parametrize(
     "kw, error, match",
     [
-        ({"cluster_scale": 0.0}, ValueError, "cluster_scale must be a positive"),
-        ({"cluster_scale": float("nan")}, ValueError, "cluster_scale must be a positive"),
+        ({"cluster_scale": -0.1}, ValueError, "cluster_scale must be a non-negative"),
+        ({"cluster_scale": float("nan")}, ValueError, "cluster_scale must be a non-negative"),
         ({"truncate": -1.0}, ValueError, "truncate must be a positive"),
         ({"cluster_levels": 0}, ValueError, "cluster_levels must be a positive integer"),
         ({"cost": lambda u, v: u.sqdist(v)}, ValueError, "custom cost"),
