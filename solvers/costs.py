@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lazymat import LazyMatrix
+import array_api_compat
+
+from lazymat import LazyMatrix, Pm
 
 Cost = Callable[[LazyMatrix, LazyMatrix], LazyMatrix]
 
@@ -60,6 +62,17 @@ def evaluate_cost(cost: Cost, x: LazyMatrix, y: LazyMatrix) -> Any:
     if c.dim != 1:
         raise ValueError(f"cost(x, y) must be a scalar formula (inner dimension 1), got dimension {c.dim}")
     return c
+
+
+def soft_c_exponent(h: LazyMatrix, cost: LazyMatrix, eps: float, like: Any) -> LazyMatrix:
+    """h - C / eps: the exponent of every soft C-transform -eps log sum exp(h - C / eps) (the
+    Sinkhorn updates and their gradients, the transport plan, the Hausdorff soft-mins, the
+    grids' separable passes). 1 / eps is a parameter of ``like``'s dtype and device, so one
+    formula (one compiled kernel) serves every eps of an annealing schedule."""
+    xp = array_api_compat.array_namespace(like)
+    inv_eps = xp.asarray([1.0 / eps], dtype=like.dtype, device=array_api_compat.device(like))
+    result: LazyMatrix = h - cost * Pm(inv_eps)
+    return result
 
 
 def gaussian_kernel(x: LazyMatrix, y: LazyMatrix, blur: float) -> Any:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat
-
 import lazymat
-from lazymat import Pm, Vi, Vj
+from lazymat import Vi, Vj
 
-from .costs import evaluate_cost
+from .costs import evaluate_cost, soft_c_exponent
 from .penalties import Balanced, KullbackLeibler, Penalty
 from .sinkhorn_loop import Transport
 
@@ -59,7 +57,6 @@ def extrapolation_vjp(
     linear (balanced or KL), so that its update maps a cotangent like a potential.
     """
     xp, stop = t.xp, t.stop
-    inv_eps = xp.asarray([1.0 / eps], dtype=t.x.dtype, device=array_api_compat.device(t.x))
 
     def frozen(v: Any) -> Any:  # a distinct array: the VJP must skip the constant side
         return xp.asarray(stop(v), copy=True)
@@ -67,13 +64,15 @@ def extrapolation_vjp(
     f = pots[0]
     g = f if t.symmetric else pots[1]
     h = _column(xp, stop(t.log_b + g / eps))
-    rows = Vj(h) - evaluate_cost(t.cost, Vi(t.x), Vj(frozen(t.x if t.symmetric else t.y))) * Pm(inv_eps)
+    rows = soft_c_exponent(
+        Vj(h), evaluate_cost(t.cost, Vi(t.x), Vj(frozen(t.x if t.symmetric else t.y))), eps, h
+    )
     cot = _column(xp, -eps * penalty.update(xp, weights[0], eps))
     (gx,) = lazymat.vjp(rows, cot, reduction="lse", axis=1, wrt=[t.x], ranges=t.ranges)
     if t.symmetric:
         return gx, None
     h = _column(xp, stop(t.log_a + f / eps))
-    cols = Vi(h) - evaluate_cost(t.cost, Vi(frozen(t.x)), Vj(t.y)) * Pm(inv_eps)
+    cols = soft_c_exponent(Vi(h), evaluate_cost(t.cost, Vi(frozen(t.x)), Vj(t.y)), eps, h)
     cot = _column(xp, -eps * penalty.update(xp, weights[1], eps))
     (gy,) = lazymat.vjp(cols, cot, reduction="lse", axis=0, wrt=[t.y], ranges=t.ranges)
     return gx, gy

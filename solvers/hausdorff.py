@@ -52,10 +52,10 @@ from typing import Any
 import array_api_compat
 
 import lazymat
-from lazymat import Pm, Vi, Vj
+from lazymat import Vi, Vj
 
 from .conjugate_gradient import ConvergenceWarning
-from .costs import Cost, evaluate_cost
+from .costs import Cost, evaluate_cost, soft_c_exponent
 from .measures import Measures
 from .penalties import Penalty
 from .sinkhorn_loop import Transport, log_weights, softmin
@@ -71,10 +71,6 @@ ADJOINT_MAX_ITER = 80
 
 def _column(xp: Any, v: Any) -> Any:
     return xp.reshape(v, (*v.shape, 1))
-
-
-def _inv_eps(xp: Any, like: Any, eps: float) -> Any:
-    return xp.asarray([1.0 / eps], dtype=like.dtype, device=array_api_compat.device(like))
 
 
 @dataclass
@@ -117,7 +113,7 @@ class SoftMin:
         g_w, g_phi = -eps * r, -self.w * r
         h = log_weights(xp, self.w) + self.phi / eps
         u = self.z if self.own else xp.asarray(self.u, copy=True)  # distinct arrays for wrt
-        rows = Vj(_column(xp, h)) - evaluate_cost(self.cost, Vi(self.z), Vj(u)) * Pm(_inv_eps(xp, h, eps))
+        rows = soft_c_exponent(Vj(_column(xp, h)), evaluate_cost(self.cost, Vi(self.z), Vj(u)), eps, h)
         wrt = [self.z] if self.own else [self.z, u]
         grads = lazymat.vjp(rows, _column(xp, -eps * c), reduction="lse", axis=1, wrt=wrt)
         return grads[0], (None if self.own else grads[1]), g_w, g_phi
@@ -126,10 +122,8 @@ class SoftMin:
 def _transposed_sum(xp: Any, cost: Cost, z: Any, u: Any, s: Any, phi: Any, c: Any, eps: float) -> Any:
     """sum_i c_i exp((s_i + phi_k - C(z_i, u_k)) / eps) as a sum reduction over i: (B, M).
     The exponent is log Q_ik - log w_k <= -log w_k: no overflow."""
-    inv = _inv_eps(xp, s, eps)
-    exponent = (
-        Vi(_column(xp, s / eps)) + Vj(_column(xp, phi / eps)) - evaluate_cost(cost, Vi(z), Vj(u)) * Pm(inv)
-    )
+    log_q = Vi(_column(xp, s / eps)) + Vj(_column(xp, phi / eps))
+    exponent = soft_c_exponent(log_q, evaluate_cost(cost, Vi(z), Vj(u)), eps, s)
     out = (exponent.exp() * Vi(_column(xp, c))).sum(axis=0)
     return xp.reshape(out, tuple(out.shape[:-1]))
 

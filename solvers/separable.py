@@ -18,7 +18,7 @@ pass is exact (a max-shifted log-sum-exp, not a product with exp(-C / eps), whic
 underflows at small eps, nor an FFT, whose round-off swamps small entries): the result
 is the point-cloud soft-min on the grid's points up to float round-off.
 
-Each pass is one lazymat reduction, ``(Vj(u) - Vi(s).sqdist(Vj(t)) * Pm(1 / (2 eps))).logsumexp()``,
+Each pass is one lazymat reduction, ``(Vj(u) - |s_i - t_j|^2 / (2 eps)).logsumexp()``,
 batched over the other axes (the grid is rotated so that the reduced axis is the last):
 it runs on the fastest engine, in linear memory, and is differentiable by the array
 library's autodiff through lazymat's symbolic VJPs. Grids of different coordinates on the
@@ -32,7 +32,9 @@ from typing import Any
 
 import array_api_compat
 
-from lazymat import Pm, Vi, Vj
+from lazymat import Vi, Vj
+
+from .costs import half_sqdist, soft_c_exponent
 
 
 def axis_logsumexp(u: Any, rows: Any, cols: Any, eps: float) -> Any:
@@ -44,10 +46,9 @@ def axis_logsumexp(u: Any, rows: Any, cols: Any, eps: float) -> Any:
     lead = tuple(u.shape[:-1])
     n, m = rows.shape[0], cols.shape[0]
     h = xp.reshape(u, (-1, m, 1))
-    half_inv_eps = xp.asarray([0.5 / eps], dtype=u.dtype, device=array_api_compat.device(u))
     s = xp.reshape(rows, (1, n, 1))
     t = xp.reshape(cols, (1, m, 1))
-    lse = (Vj(h) - Vi(s).sqdist(Vj(t)) * Pm(half_inv_eps)).logsumexp(axis=1)
+    lse = soft_c_exponent(Vj(h), half_sqdist(Vi(s), Vj(t)), eps, u).logsumexp(axis=1)
     return xp.reshape(lse, (*lead, n))
 
 

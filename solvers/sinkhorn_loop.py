@@ -34,11 +34,11 @@ from typing import Any, Protocol
 import array_api_compat
 
 import lazymat
-from lazymat import LazyMatrix, Pm, Vi, Vj
+from lazymat import LazyMatrix, Vi, Vj
 from lazymat.block_sparse import BlockSparsity
 from lazymat.progress import Progress, geometric_total
 
-from .costs import Cost, evaluate_cost
+from .costs import Cost, evaluate_cost, soft_c_exponent
 from .penalties import Penalty
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def softmin(
     ``ranges`` (for the N-by-M matrix) restricts the sum to block pairs (kernel truncation).
     """
     wrap = Vj if axis == 1 else Vi
-    inv_eps = xp.asarray([1.0 / eps], dtype=h.dtype, device=array_api_compat.device(h))
-    lse = (wrap(xp.reshape(h, (*h.shape, 1))) - cost * Pm(inv_eps)).logsumexp(axis=axis, ranges=ranges)
+    exponent = soft_c_exponent(wrap(xp.reshape(h, (*h.shape, 1))), cost, eps, h)
+    lse = exponent.logsumexp(axis=axis, ranges=ranges)
     return -eps * xp.reshape(lse, tuple(lse.shape[:-1]))
 
 
@@ -134,12 +134,11 @@ class Transport:
         xp, stop = self.xp, self.stop
         log_a, log_b = log_weights(xp, self.a), log_weights(xp, self.b)
         y = self.x if self.symmetric else self.y
-        inv_eps = xp.asarray([1.0 / eps], dtype=f.dtype, device=array_api_compat.device(f))
         u = log_a + stop(f) / eps
         v = log_b + stop(g) / eps
         c = evaluate_cost(self.cost, Vi(self.x), Vj(y))
-        lse = (Vj(xp.reshape(v, (*v.shape, 1))) - c * Pm(inv_eps)).logsumexp(axis=1, ranges=self.ranges)
-        return eps * xp.sum(xp.exp(u + xp.reshape(lse, u.shape)), axis=-1)
+        lse = -softmin(xp, c, v, eps, axis=1, ranges=self.ranges) / eps  # log sum_j exp(v_j - C_ij / eps)
+        return eps * xp.sum(xp.exp(u + lse), axis=-1)
 
     def extrapolate(self, pots: tuple[Any, ...], eps: float, penalty: Penalty) -> tuple[Any, ...]:
         """One last update, differentiable with respect to the points and nothing else.

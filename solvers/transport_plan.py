@@ -15,9 +15,9 @@ from typing import Any
 import array_api_compat
 
 import lazymat
-from lazymat import LazyMatrix, Pm, Vi, Vj
+from lazymat import LazyMatrix, Vi, Vj
 
-from .costs import Cost, evaluate_cost
+from .costs import Cost, evaluate_cost, soft_c_exponent
 
 
 def _column(xp: Any, v: Any) -> Any:
@@ -32,12 +32,9 @@ def log_transport_plan(
     Points (B, N, D) and (B, M, D), log-weights and potentials (B, N) and (B, M).
     """
     xp = array_api_compat.array_namespace(x)
-    inv_eps = xp.asarray([1.0 / eps], dtype=x.dtype, device=array_api_compat.device(x))
     u = Vi(_column(xp, log_a + f / eps))
     v = Vj(_column(xp, log_b + g / eps))
-    c = evaluate_cost(cost, Vi(x), Vj(y))
-    result: LazyMatrix = u + v - c * Pm(inv_eps)
-    return result
+    return soft_c_exponent(u + v, evaluate_cost(cost, Vi(x), Vj(y)), eps, x)
 
 
 def transport_plan(
