@@ -14,7 +14,7 @@ deformation of it: the geodesic shooting of a hidden momentum under the Gaussian
 (a kinetic energy plus a kernel norm between the deformed source and the target, which
 needs no point correspondences) with lazymat's L-BFGS; the gradient is the symbolic
 adjoint of the shooting, so it runs on numpy. A grid carried along by the optimal flow
-shows the deformation of the whole plane (``lazymat.solvers.hamiltonian.flow``).
+shows the deformation of the whole plane (``lazymat.solvers.hamiltonian_flow.flow``).
 
 Run ``python examples/lddmm.py`` (or ``make demo``, n = 200); ``--out`` writes a PNG. It prints
 the registration's time and its number of reductions: thousands of small ones (n x n pairs),
@@ -32,7 +32,7 @@ import numpy as np
 
 import lazymat
 from lazymat.call_cache import cache_info
-from lazymat.solvers.hamiltonian import flow, shoot
+from lazymat.solvers.hamiltonian_flow import flow, shoot
 from lazymat.solvers.kernels import gaussian
 from lazymat.solvers.registration import KernelNormLoss, register
 

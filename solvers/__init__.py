@@ -4,19 +4,19 @@ from .conjugate_gradient import CGInfo, ConvergenceWarning, cg
 from .free_barycenter import FreeBarycenterResult, free_support_barycenter
 from .grid_barycenter import GridBarycenter, barycenter_grid
 from .grid_sinkhorn import solve_grid
-from .hamiltonian import flow, hamiltonian, shoot, shoot_with_adjoint
+from .hamiltonian_flow import flow, hamiltonian, shoot, shoot_with_adjoint
 from .images_loss import ImagesLoss
 from .kernels import Kernel, cauchy, gaussian
 from .laguerre import LaguerreResult, anisotropic_cost, laguerre_cells
 from .lazy_plan import TransportPlan
-from .lbfgs import LBFGSInfo, lbfgs
+from .lbfgs_minimizer import LBFGSInfo, lbfgs
 from .linear_operator import aslinearoperator
 from .normalized_cometric import NormalizedKernel, normalized
 from .ot_result import OTResult
 from .preconditioners import jacobi, nystrom
 from .registration import KernelNormLoss, RegistrationResult, register
 from .samples_loss import SamplesLoss
-from .sinkhorn import sinkhorn
+from .sinkhorn_divergence import sinkhorn
 
 __all__ = [
     "CGInfo",

@@ -1,7 +1,7 @@
 """Gradients of Sinkhorn values in the points without autodiff (numpy, cupy, ...).
 
 They are the very gradients that torch.autograd or jax.grad compute through
-:func:`~lazymat.solvers.sinkhorn.sinkhorn`'s last extrapolation, obtained from lazymat's
+:func:`~lazymat.solvers.sinkhorn`'s last extrapolation, obtained from lazymat's
 symbolic VJPs (``lazymat.vjp``) instead:
 
 - balanced and KL: the value is a function of the extrapolated potentials, each a

@@ -39,7 +39,7 @@ import lazymat
 
 from .conjugate_gradient import ConvergenceWarning
 from .measures import check_finite
-from .sinkhorn import sinkhorn
+from .sinkhorn_divergence import sinkhorn
 
 logger = logging.getLogger("lazymat.solvers.free_barycenter")
 

@@ -4,7 +4,7 @@ r"""Entropic OT and Sinkhorn divergences between densities on 1-D, 2-D and 3-D g
 the cells of one Cartesian grid (images, volumes; see :mod:`.grid_measures` for the
 coordinates), with the cost C(x, y) = |x - y|^2 / 2. It runs the same loop
 (:mod:`.sinkhorn_loop`: GeomLoss's schedule, symmetric averaged updates, debiasing, the
-balanced, KL and TV penalties, the same value formulas of :mod:`.sinkhorn`), step for step,
+balanced, KL and TV penalties, the same value formulas of :mod:`.sinkhorn_divergence`), step for step,
 so that it returns the numbers the point-cloud solver gives on the grid's points. Only the
 soft-min differs: on a grid it is separable (:mod:`.separable`), D one-dimensional
 log-sum-exp passes of N * n terms each instead of one N^2 reduction.
@@ -43,7 +43,7 @@ from .ot_result import OTResult, Solution
 from .penalties import Balanced, Penalty, make_penalty
 from .schedule import check_scales, epsilon_schedule
 from .separable import flat_logsumexp
-from .sinkhorn import ot_value
+from .sinkhorn_divergence import ot_value
 from .sinkhorn_loop import LoopOutcome, log_weights, sinkhorn_loop
 from .transport_plan import log_transport_plan
 

@@ -4,15 +4,15 @@
 
         E(p0) = gamma * H(q0, p0) + loss(q1(p0), target),   q0 = source,
 
-where q1 is the geodesic shooting of :func:`lazymat.solvers.hamiltonian.shoot` and H the
+where q1 is the geodesic shooting of :func:`lazymat.solvers.hamiltonian_flow.shoot` and H the
 kernel Hamiltonian (the deformation's kinetic energy), with the backend-neutral L-BFGS of
-:mod:`lazymat.solvers.lbfgs`.
+:mod:`lazymat.solvers.lbfgs_minimizer`.
 
 **Where the gradient comes from** (one of two, chosen by ``value_and_grad``):
 
 - default (``value_and_grad=None``): symbolically, on every backend, numpy included.
   dH/dp0 = K_q0 p0 is a reduction; the shooting's gradient is the adjoint sweep of
-  :func:`~lazymat.solvers.hamiltonian.shoot_with_adjoint` (Hessian-vector products of H as
+  :func:`~lazymat.solvers.hamiltonian_flow.shoot_with_adjoint` (Hessian-vector products of H as
   reductions); the loss supplies its own gradient in the deformed points through a
   ``loss.value_and_grad(x, target) -> (value, dvalue/dx)`` method, as
   :class:`KernelNormLoss` does.
@@ -32,8 +32,15 @@ from typing import Any
 import lazymat
 from lazymat.lazymatrix import Vi, Vj
 
-from .hamiltonian import HamiltonianField, KernelLike, check_state, hamiltonian, shoot, shoot_with_adjoint
-from .lbfgs import LBFGSInfo, lbfgs
+from .hamiltonian_flow import (
+    HamiltonianField,
+    KernelLike,
+    check_state,
+    hamiltonian,
+    shoot,
+    shoot_with_adjoint,
+)
+from .lbfgs_minimizer import LBFGSInfo, lbfgs
 from .measures import check_finite
 from .row_reduction import RowReduction
 

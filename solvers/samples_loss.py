@@ -49,7 +49,7 @@ from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, cluster_scal
 from .ot_result import OTResult
 from .penalties import make_penalty
 from .schedule import check_scales, epsilon_schedule, max_diameter
-from .sinkhorn import sinkhorn
+from .sinkhorn_divergence import sinkhorn
 from .weight_gradients import sinkhorn_weight_gradients
 
 #: backend="auto" runs the Sinkhorn loss multiscale above this many point pairs (GeomLoss's 10^4^2)
@@ -193,7 +193,7 @@ class SamplesLoss:
         for ``(a, x, b, y)``, None for the labels of the six-argument form. They are the
         gradients that torch.autograd and jax.grad give through a call (lazymat's symbolic
         VJPs here); at convergence, those of the value (Sinkhorn: envelope theorem, see the
-        docstring of ``solvers/sinkhorn.py``; Hausdorff: implicit function, see
+        docstring of ``solvers/sinkhorn_divergence.py``; Hausdorff: implicit function, see
         ``solvers/hausdorff.py``).
         """
         if self.potentials:

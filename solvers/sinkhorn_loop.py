@@ -68,7 +68,7 @@ def softmin(
 
 
 class Problem(Protocol):
-    """What the loop (and the value of :mod:`.sinkhorn`) needs of one OT problem: weights
+    """What the loop (and the value of :mod:`.sinkhorn_divergence`) needs of one OT problem: weights
     (B, N) and the updates. :class:`Transport` (point clouds) and the grids' problems
     (:mod:`.grid_sinkhorn`) are two."""
 

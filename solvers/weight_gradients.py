@@ -1,6 +1,6 @@
 r"""Gradients of Sinkhorn values in the weights a, b, without autodiff (numpy, cupy, ...).
 
-The values of :mod:`.sinkhorn` are written with the final potentials, which do not depend
+The values of :mod:`.sinkhorn_divergence` are written with the final potentials, which do not depend
 on the weights (the last extrapolation holds them constant), so their gradients in a and
 b are those of the value formulas at constant potentials: exactly what torch.autograd or
 jax.grad give, and at convergence the derivatives of the value (envelope theorem):

@@ -13,7 +13,7 @@ largest entry of GeomLoss's result:
   2e-3 at blur = 0.01 (a documented difference: ours is exact);
 - KL-unbalanced Sinkhorn: GeomLoss 0.3.1's gradients are (rho + eps/2) / (rho + eps) times
   the gradient of its own value (its custom backward is never called; see
-  :mod:`lazymat.solvers.sinkhorn` and test_geomloss_gradients.py), so ours times that factor
+  :mod:`lazymat.solvers.sinkhorn_divergence` and test_geomloss_gradients.py), so ours times that factor
   must equal GeomLoss's to 1e-9;
 - multiscale (kernel truncation, the cluster example): both are approximations of the exact
   value; they agree to 3%, and test_geomloss_multiscale.py measures both against the exact one.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import lazymat as lm
-from lazymat.solvers.hamiltonian import HamiltonianField, flow, hamiltonian, shoot, shoot_with_adjoint
+from lazymat.solvers.hamiltonian_flow import HamiltonianField, flow, hamiltonian, shoot, shoot_with_adjoint
 from lazymat.solvers.kernels import cauchy, gaussian
-from lazymat.solvers.lbfgs import lbfgs
+from lazymat.solvers.lbfgs_minimizer import lbfgs
 from lazymat.solvers.registration import KernelNormLoss, lddmm_value_and_grad, register
 
 N = 200

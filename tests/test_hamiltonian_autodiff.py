@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lazymat as lm
-from lazymat.solvers.hamiltonian import SCHEMES, shoot, shoot_with_adjoint
+from lazymat.solvers.hamiltonian_flow import SCHEMES, shoot, shoot_with_adjoint
 from lazymat.solvers.kernels import cauchy, gaussian
 from lazymat.solvers.registration import KernelNormLoss, register
 

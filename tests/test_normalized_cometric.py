@@ -11,7 +11,7 @@ import pytest
 
 import lazymat as lm
 from lazymat.solvers import cauchy, flow, gaussian, hamiltonian, normalized, shoot, shoot_with_adjoint
-from lazymat.solvers.hamiltonian import make_field
+from lazymat.solvers.hamiltonian_flow import make_field
 
 N = 40
 KERNEL = gaussian(0.3) + cauchy(0.5)

@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 import lazymat
+import lazymat.ml
 import lazymat.plugin as lp
+import lazymat.solvers
 from lazymat.block_sparse import BlockSparsity
 from lazymat.namespace import check_namespace
 from lazymat.testing.dense import dense_reduction
@@ -79,7 +81,7 @@ def test_the_core_never_imports_the_solvers() -> None:
     assert not offenders, f"core modules importing lazymat.solvers: {offenders}"
 
 
-@pytest.mark.parametrize("package", [lazymat], ids=["lazymat"])
+@pytest.mark.parametrize("package", [lazymat, lazymat.solvers, lazymat.ml], ids=["lazymat", "solvers", "ml"])
 def test_no_function_shadows_a_module(package: types.ModuleType) -> None:
     modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
     shadowing = [

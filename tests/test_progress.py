@@ -97,12 +97,12 @@ def test_cg_bar_with_tqdm(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
 def test_shooting_steps_and_times(caplog: pytest.LogCaptureFixture, no_tqdm: None) -> None:
     q0 = np.random.default_rng(1).random((30, 2))
     p0 = 0.1 * np.random.default_rng(2).standard_normal((30, 2))
-    with caplog.at_level(logging.DEBUG, logger="lazymat.solvers.hamiltonian"):
+    with caplog.at_level(logging.DEBUG, logger="lazymat.solvers.hamiltonian_flow"):
         shoot(q0, p0, gaussian(0.5), steps=8, progress=True)
-    per_step = records(caplog, "lazymat.solvers.hamiltonian", logging.DEBUG)
+    per_step = records(caplog, "lazymat.solvers.hamiltonian_flow", logging.DEBUG)
     times = [float(re.search(r", t ([0-9.]+),", line)[1]) for line in per_step]
     assert times == pytest.approx([(k + 1) / 8 for k in range(8)])
-    assert records(caplog, "lazymat.solvers.hamiltonian", logging.INFO)[-1].startswith(
+    assert records(caplog, "lazymat.solvers.hamiltonian_flow", logging.INFO)[-1].startswith(
         "shooting: step 8, t 1,"
     )
 
@@ -112,12 +112,12 @@ def test_registration_logs_decreasing_objectives(caplog: pytest.LogCaptureFixtur
     source = 0.5 * np.stack([np.cos(t), np.sin(t)], 1)
     target = source * [1.2, 0.8] + [0.05, 0.0]
     kernel = gaussian(0.5)
-    with caplog.at_level(logging.DEBUG, logger="lazymat.solvers.lbfgs"):
+    with caplog.at_level(logging.DEBUG, logger="lazymat.solvers.lbfgs_minimizer"):
         r = register(
             source, target, kernel, KernelNormLoss(kernel), gamma=1e-3, steps=4, maxiter=8, progress=True
         )
-    lines = records(caplog, "lazymat.solvers.lbfgs", logging.DEBUG) + records(
-        caplog, "lazymat.solvers.lbfgs", logging.INFO
+    lines = records(caplog, "lazymat.solvers.lbfgs_minimizer", logging.DEBUG) + records(
+        caplog, "lazymat.solvers.lbfgs_minimizer", logging.INFO
     )
     per_step = [float(re.search(r"objective ([0-9.e+-]+)", m)[1]) for m in lines if "/8," in m]
     assert per_step == pytest.approx(r.info.values[1:], rel=1e-2)

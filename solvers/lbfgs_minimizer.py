@@ -2,7 +2,7 @@
 
 ``lbfgs(value_and_grad, x0)`` minimises f given a callable returning (f(x), grad f(x)) as
 arrays of x's library. It never differentiates anything itself: where the gradient comes
-from (the symbolic adjoint of :func:`lazymat.solvers.hamiltonian.shoot_with_adjoint`, or a
+from (the symbolic adjoint of :func:`lazymat.solvers.hamiltonian_flow.shoot_with_adjoint`, or a
 library transform such as ``jax.value_and_grad``) is the caller's choice, so the same
 minimiser serves numpy, torch, jax and cupy. Two-loop recursion (Nocedal & Wright,
 Algorithm 7.4) with the scaled initial Hessian gamma_k = <s, y> / <y, y>, and a
@@ -52,7 +52,7 @@ def lbfgs(
     Stops when ``||grad f|| <= gtol ||grad f(x0)||`` (converged), when an iteration lowers f by
     less than ``ftol max(1, |f|)`` (converged: no more progress), when the line search fails,
     or after ``maxiter`` iterations. ``progress``: a progress bar (tqdm; else log lines) of the
-    iterations, the objective and the gradient's norm (logger ``lazymat.solvers.lbfgs``; the
+    iterations, the objective and the gradient's norm (logger ``lazymat.solvers.lbfgs_minimizer``; the
     time left is for ``maxiter`` iterations, an upper bound).
     """
     if maxiter < 0 or history < 1:

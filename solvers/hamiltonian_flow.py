@@ -237,7 +237,7 @@ def shoot(
     """Geodesic shooting from (q0, p0) to t = 1: returns (q1, p1), or the lists of all
     states (steps + 1 of each) with ``trajectory=True``. Differentiable on torch and jax.
     ``progress``: a progress bar (tqdm; else log lines) of the steps and the time left
-    (logger ``lazymat.solvers.hamiltonian``)."""
+    (logger ``lazymat.solvers.hamiltonian_flow``)."""
     check_state(q0, p0, steps)
     field = make_field(kernel, q0, p0)
     states, _ = _integrate(field, (q0, p0), steps, _scheme(method), keep=False, progress=progress)
