@@ -5,7 +5,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 # peers we compare against in tests and benchmarks
-PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv cupy-cuda13x nvidia-cuda-nvrtc==13.0.88 faiss-cpu umap-learn gpytorch==1.15.2 linear-operator==0.6.1 dask==2026.8.0 distributed==2026.8.0
+PEERS   := pykeops==2.3 geomloss==0.3.1 pot ott-jax jax numba matplotlib asv cupy-cuda13x nvidia-cuda-nvrtc==13.0.88 faiss-cpu umap-learn gpytorch==1.15.2 linear-operator==0.6.1 dask==2026.8.0 distributed==2026.8.0 imageio
 
 # pykeops compiles each formula once per machine, into one build folder inside the venv,
 # shared by the tests (conftest.py sets the same default), the benchmarks and bench-peers
