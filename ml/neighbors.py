@@ -88,7 +88,10 @@ def _drop_self(xp: Any, backend: Any, values: Any, idx: Any, k: int) -> tuple[An
     is_self = idx == xp.reshape(xp.arange(n, dtype=idx.dtype, device=device), (n, 1))
     first = xp.reshape(xp.arange(k + 1, device=device) == 0, (1, k + 1))
     drop = is_self | (first & ~xp.any(is_self, axis=1, keepdims=True))
-    return xp.reshape(values[~drop], (n, k)), xp.reshape(idx[~drop], (n, k))
+    # the k kept columns of each row, in order (a stable sort puts the one dropped last);
+    # no boolean mask, whose result has an unknown shape on lazy libraries (dask)
+    keep = xp.argsort(xp.astype(drop, xp.int8), axis=1, stable=True)[:, :k]
+    return xp.take_along_axis(values, keep, axis=1), xp.take_along_axis(idx, keep, axis=1)
 
 
 def knn(

@@ -17,6 +17,7 @@ import test_conformance_builtin
 
 import lazymat.builtin_engines.reference as reference
 from lazymat import reductions
+from lazymat.call_cache import clear_caches
 from lazymat.ir.algebra import mul, sub
 from lazymat.ir.functions import Exp
 from lazymat.ir.leaves import Const
@@ -96,5 +97,9 @@ def test_an_injected_error_fails_the_suite(name: str, monkeypatch: pytest.Monkey
     target, attribute, replacement, suite_test = MUTATIONS[name]
     suite_test()  # passes as the code is
     monkeypatch.setattr(target, attribute, replacement)
-    with pytest.raises(AssertionError):
-        suite_test()
+    clear_caches()  # the derivative specs built above from the unmutated code
+    try:
+        with pytest.raises(AssertionError):
+            suite_test()
+    finally:
+        clear_caches()  # and those built from the mutated code, before the next test

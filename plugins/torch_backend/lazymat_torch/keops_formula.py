@@ -79,7 +79,11 @@ class _Translator:
             if p == int(p):
                 n = int(p)
                 return f"Pow({s[0]},{n})" if n >= 0 else f"Inv(Pow({s[0]},{-n}))"
-            return f"Powf({s[0]},{self.constant((p,))})"
+            if p == 0.5:
+                return f"Sqrt({s[0]})"
+            # not KeOps' Powf, which calls C's single-precision powf on the CPU in every dtype
+            # (float64 results off by 1e-8 relative, pykeops 2.3); exp(p log a) keeps the dtype
+            return f"Exp({self.constant((p,))}*Log({s[0]}))"
         if isinstance(node, OneHot):
             classes = self.constant(tuple(float(c) for c in range(node.size)))
             return f"Equal(Round({s[0]},0),{classes})"
