@@ -45,7 +45,7 @@ import numpy as np
 import lazymat
 from lazymat import Vi, Vj
 from lazymat.block_sparse import grid_cluster
-from lazymat.progress import visible
+from lazymat.progress import Progress, visible
 
 from .costs import Cost, evaluate_cost
 from .measures import Measures
@@ -323,6 +323,7 @@ def multiscale_sinkhorn_loop(
     max_iter: int | None,
     verbose: bool,
     labels: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    progress: bool = False,
 ) -> MultiscaleOutcome:
     """The coarse-to-fine loop of the module docstring, up to (not including) the last extrapolation.
 
@@ -387,69 +388,72 @@ def multiscale_sinkhorn_loop(
             _info(f"level {k} for eps = {eps:.3e}: keeps {ranges[0].density():.2%}")
         return gained
 
-    for k, arrays in enumerate(lv.arrays):
-        fine = k == len(scales)
-        end = last if fine else jumps[k]
-        # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated;
-        # refinement levels (end < start): none
-        steps = [(start, end)] if k == 0 else [(i, i) for i in range(start, end + 1)]
-        problems = _problems(arrays, ranges, cost, debias)
-        for first, final in steps:
-            out = sinkhorn_loop(
-                problems,
-                eps_list[first : final + 1],
-                penalty,
-                tol=tol if fine and final == last else None,
-                max_iter=None if max_iter is None else max(1, max_iter - n_iter),
-                verbose=verbose,
-                initial=pots,
-            )
-            n_iter += out.n_iter
-            pots = out.potentials
-            if fine and final == last:
-                # converged (tol): the kept pairs must hold at the converged potentials too
-                while out.converged and k > 0 and retruncate(k, eps_list[last], only_if_gained=True):
-                    out = sinkhorn_loop(
-                        _problems(arrays, ranges, cost, debias),
-                        eps_list[last:],
-                        penalty,
-                        tol=tol,
-                        max_iter=None if max_iter is None else max(1, max_iter - n_iter),
-                        verbose=verbose,
-                        initial=pots,
-                    )
-                    n_iter += out.n_iter
-                    pots = out.potentials
-                problems = _problems(arrays, ranges, cost, debias)
-                if tol is None:
-                    polish = POLISH if max_iter is None else max(0, min(POLISH, max_iter - n_iter))
-                    pots = _polish(problems, pots, eps_list[last], penalty, polish)
-                    n_iter += polish
-                result = LoopOutcome(pots, n_iter, out.converged)
-                return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
-            if k > 0 and final < end:
-                retruncate(k, eps_list[final + 1])
-                problems = _problems(arrays, ranges, cost, debias)
-        assert pots is not None
-        eps, eps_next = eps_list[end], eps_list[end + 1]
-        nxt = lv.arrays[k + 1]
-        moved_pots = []
-        for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
-            rows, cols = clouds[u].levels[k], clouds[v].levels[k]
-            finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
-            f, g = (to_np(w) for w in (pots[s] * 2)[:2])
-            if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
-                parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-                kept[s] = _shrink(jumped[s], f, g, (rows, cols), parents, eps_next, truncate, p)
-            candidates = partial(candidate_pairs, kept[s], rows, cols)
-            kept[s] = jumped[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
-            ranges[s] = block_structure(kept[s], *finer)
-            moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
-            moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
-            if verbose:
-                _info(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {ranges[s].density():.2%}")
-        pots = moved_pots
-        start = end + 1
+    # one run's progress (iterations, eps, time left) over every level's loops
+    with Progress(logger, "multiscale sinkhorn", len(eps_list), progress=progress, verbose=verbose) as report:
+        for k, arrays in enumerate(lv.arrays):
+            fine = k == len(scales)
+            end = last if fine else jumps[k]
+            # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated;
+            # refinement levels (end < start): none
+            steps = [(start, end)] if k == 0 else [(i, i) for i in range(start, end + 1)]
+            problems = _problems(arrays, ranges, cost, debias)
+            for first, final in steps:
+                out = sinkhorn_loop(
+                    problems,
+                    eps_list[first : final + 1],
+                    penalty,
+                    tol=tol if fine and final == last else None,
+                    max_iter=None if max_iter is None else max(1, max_iter - n_iter),
+                    initial=pots,
+                    report=report,
+                )
+                n_iter += out.n_iter
+                pots = out.potentials
+                if fine and final == last:
+                    # converged (tol): the kept pairs must hold at the converged potentials too
+                    while out.converged and k > 0 and retruncate(k, eps_list[last], only_if_gained=True):
+                        out = sinkhorn_loop(
+                            _problems(arrays, ranges, cost, debias),
+                            eps_list[last:],
+                            penalty,
+                            tol=tol,
+                            max_iter=None if max_iter is None else max(1, max_iter - n_iter),
+                            initial=pots,
+                            report=report,
+                        )
+                        n_iter += out.n_iter
+                        pots = out.potentials
+                    problems = _problems(arrays, ranges, cost, debias)
+                    if tol is None:
+                        polish = POLISH if max_iter is None else max(0, min(POLISH, max_iter - n_iter))
+                        pots = _polish(problems, pots, eps_list[last], penalty, polish)
+                        n_iter += polish
+                    result = LoopOutcome(pots, n_iter, out.converged)
+                    return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
+                if k > 0 and final < end:
+                    retruncate(k, eps_list[final + 1])
+                    problems = _problems(arrays, ranges, cost, debias)
+            assert pots is not None
+            eps, eps_next = eps_list[end], eps_list[end + 1]
+            nxt = lv.arrays[k + 1]
+            moved_pots = []
+            for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
+                rows, cols = clouds[u].levels[k], clouds[v].levels[k]
+                finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
+                f, g = (to_np(w) for w in (pots[s] * 2)[:2])
+                if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
+                    parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+                    kept[s] = _shrink(jumped[s], f, g, (rows, cols), parents, eps_next, truncate, p)
+                candidates = partial(candidate_pairs, kept[s], rows, cols)
+                kept[s] = jumped[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
+                ranges[s] = block_structure(kept[s], *finer)
+                moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
+                moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
+                if verbose:
+                    kept_share = ranges[s].density()
+                    _info(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {kept_share:.2%}")
+            pots = moved_pots
+            start = end + 1
     raise AssertionError("unreachable: the last level returns")
 
 

@@ -108,6 +108,8 @@ class SamplesLoss:
         tol: (lazymat extension) "sinkhorn" and "hausdorff" iterate at the final eps until
             the potentials move by less than ``tol``, where the gradients are those of the
             value; None: GeomLoss's schedule, step for step.
+        progress: (lazymat extension) "sinkhorn": a progress bar of the iterations (tqdm,
+            else log lines) with the eps reached and the time left.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class SamplesLoss:
         *,
         penalty: str = "kl",
         tol: float | None = None,
+        progress: bool = False,
     ) -> None:
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
@@ -155,6 +158,7 @@ class SamplesLoss:
         if tol is not None and not tol > 0:
             raise ValueError(f"tol must be positive or None, got {tol!r}")
         self.backend, self.penalty, self.tol = backend, penalty, tol
+        self.progress = progress
 
     def __repr__(self) -> str:
         return (
@@ -264,6 +268,7 @@ class SamplesLoss:
             debias=self.debias,
             penalty=self.penalty,
             verbose=self.verbose,
+            progress=self.progress,
             multiscale=multiscale,
             cluster_scale=self.cluster_scale if multiscale else None,
             truncate=self.truncate if multiscale else DEFAULT_TRUNCATE,

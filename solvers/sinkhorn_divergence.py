@@ -121,6 +121,7 @@ def sinkhorn(
     max_iter: int | None = None,
     tol: float | None = None,
     verbose: bool = False,
+    progress: bool = False,
     multiscale: bool = False,
     cluster_scale: float | None = None,
     truncate: float | None = DEFAULT_TRUNCATE,
@@ -147,6 +148,8 @@ def sinkhorn(
             than ``tol`` (sup norm) in one iteration, or ``max_iter`` (default: the
             schedule + 1000) is reached. None: exactly GeomLoss's schedule.
         verbose: log the temperatures (and changes) of the iterations (INFO records).
+        progress: a progress bar of the iterations (tqdm, else log lines) with the eps
+            reached and the time left (multiscale: of all levels).
         multiscale: solve on grid clusters of the points first, then on the points with a
             truncated kernel (``solvers/multiscale.py``): about N log N instead of N * M for large,
             low-dimensional clouds, at the price of an approximation of about 1% at the
@@ -202,13 +205,16 @@ def sinkhorn(
             tol=tol,
             max_iter=max_iter,
             verbose=verbose,
+            progress=progress,
         )
         problems, outcome, solved, perm = ms.problems, ms.outcome, ms.measures, ms.perm
     else:
         problems = [Transport(m.x, m.y, m.a, m.b, False, c)]
         if debias:
             problems += [Transport(m.x, m.x, m.a, m.a, True, c), Transport(m.y, m.y, m.b, m.b, True, c)]
-        outcome = stacked_sinkhorn_loop(problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose)
+        outcome = stacked_sinkhorn_loop(
+            problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose, progress=progress
+        )
     pots = stacked_extrapolate(problems, outcome.potentials, eps, pen)
     value = ot_value(xp, pen, eps, solved.a, solved.b, problems, pots, debias)
     if perm is not None:  # potentials back to the caller's order

@@ -178,12 +178,14 @@ def stacked_sinkhorn_loop(
     tol: float | None = None,
     max_iter: int | None = None,
     verbose: bool = False,
+    progress: bool = False,
 ) -> LoopOutcome:
     """:func:`~.sinkhorn_loop.sinkhorn_loop` on the problems, stacked when it pays."""
+    options = {"tol": tol, "max_iter": max_iter, "verbose": verbose, "progress": progress}
     if not _stackable(problems):
-        return sinkhorn_loop(problems, eps_list, penalty, tol=tol, max_iter=max_iter, verbose=verbose)
+        return sinkhorn_loop(problems, eps_list, penalty, **options)
     stacked = StackedTransports(problems)
-    out = sinkhorn_loop([stacked], eps_list, penalty, tol=tol, max_iter=max_iter, verbose=verbose)
+    out = sinkhorn_loop([stacked], eps_list, penalty, **options)
     return LoopOutcome(stacked.split(out.potentials[0]), out.n_iter, out.converged)
 
 

@@ -11,6 +11,7 @@ harness's per-case callback against the task's list of cases.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import math
 import re
@@ -190,3 +191,36 @@ def test_benchmark_harness_reports_every_case_in_order() -> None:
         (10, "peer", "ok"),
         (20, "ours", "ok"),
     ]
+
+
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_sinkhorn_bar_counts_geomloss_schedule(monkeypatch: pytest.MonkeyPatch, multiscale: bool) -> None:
+    """sinkhorn / SamplesLoss(progress=True): one bar (over every level, multiscale) whose count
+    and total are the iterations of GeomLoss's own eps schedule for the same blur and scaling."""
+    tqdm = pytest.importorskip("tqdm").tqdm
+    schedule = pytest.importorskip("geomloss._legacy.sinkhorn_divergence").epsilon_schedule
+    from lazymat.solvers import SamplesLoss, sinkhorn
+
+    bars = []
+
+    def quiet_bar(total: int | None, what: str, unit: str) -> object:
+        bars.append(tqdm(total=total, desc=what, unit=unit, file=io.StringIO()))
+        return bars[-1]
+
+    monkeypatch.setattr("lazymat.progress._bar", quiet_bar)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((500, 2)), rng.random((400, 2)) + 0.3
+    diameter, blur, scaling = 2.0, 0.02, 0.7
+    want = len(schedule(2, diameter, blur, scaling))
+    sinkhorn(x, y, blur=blur, diameter=diameter, scaling=scaling, multiscale=multiscale, progress=True)
+    assert len(bars) == 1 and bars[0].total == want and bars[0].n == want
+    loss = SamplesLoss(
+        "sinkhorn",
+        blur=blur,
+        diameter=diameter,
+        scaling=scaling,
+        progress=True,
+        backend="multiscale" if multiscale else "online",
+    )
+    loss(x, y)
+    assert len(bars) == 2 and bars[1].n == want
