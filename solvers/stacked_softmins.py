@@ -22,6 +22,7 @@ potentials come back per problem, as :func:`~.sinkhorn_loop.sinkhorn_loop` gives
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import array_api_compat
@@ -181,11 +182,11 @@ def stacked_sinkhorn_loop(
     progress: bool = False,
 ) -> LoopOutcome:
     """:func:`~.sinkhorn_loop.sinkhorn_loop` on the problems, stacked when it pays."""
-    options = {"tol": tol, "max_iter": max_iter, "verbose": verbose, "progress": progress}
+    loop = partial(sinkhorn_loop, tol=tol, max_iter=max_iter, verbose=verbose, progress=progress)
     if not _stackable(problems):
-        return sinkhorn_loop(problems, eps_list, penalty, **options)
+        return loop(problems, eps_list, penalty)
     stacked = StackedTransports(problems)
-    out = sinkhorn_loop([stacked], eps_list, penalty, **options)
+    out = loop([stacked], eps_list, penalty)
     return LoopOutcome(stacked.split(out.potentials[0]), out.n_iter, out.converged)
 
 
