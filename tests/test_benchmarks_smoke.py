@@ -23,6 +23,7 @@ budget are off): a busy machine makes these tests slower, never red.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import itertools
@@ -31,7 +32,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +262,8 @@ def test_ours_agrees_with_peers(comparison: Any, task: str, tmp_path: Path) -> N
         probe=False,
         log=log.append,
     )
-    rows = harness.Runner(settings, deadline=math.inf).run_task(t, math.inf)
+    with jax_default_precision():
+        rows = harness.Runner(settings, deadline=math.inf).run_task(t, math.inf)
     trace = "\n".join(log)
     assert any(not r.ours for r in rows), f"no peer row for {task}"
     assert any(r.ours for r in rows), f"no row of ours for {task}"
@@ -284,6 +286,18 @@ def test_ours_agrees_with_peers(comparison: Any, task: str, tmp_path: Path) -> N
     for r in rows:  # the peers that compute the same thing agree with our first engine
         if not r.ours and r.checked and r.status == "ok" and r.diff is not None:
             assert r.diff <= t.tolerance, (r.contender, r.case.label, r.diff, r.diff_vs)
+
+
+@contextlib.contextmanager
+def jax_default_precision() -> Iterator[None]:
+    """jax's default 32-bit mode, as in ``peers.py``'s own process: a test module of this
+    session may have turned ``jax_enable_x64`` on for the whole process, under which OTT-JAX's
+    Sinkhorn fails (``cond branches must have equal output types``)."""
+    if "jax" not in sys.modules:
+        yield
+        return
+    with sys.modules["jax"].enable_x64(False):
+        yield
 
 
 def run_peers(*args: str) -> subprocess.CompletedProcess[str]:
