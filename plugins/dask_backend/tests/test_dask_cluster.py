@@ -153,12 +153,12 @@ def test_samples_loss_on_the_cluster(client: Any) -> None:
 
 @pytest.mark.slow
 def test_kernel_ridge_regression_on_the_cluster(client: Any) -> None:
-    check_kernel_ridge(700, 250, 60)
+    check_kernel_ridge(700, 350, 60)
 
 
 @pytest.mark.slow
 def test_kernel_ridge_regression_full_rank_nystrom_on_the_cluster(client: Any) -> None:
-    check_kernel_ridge(900, 250, 200)
+    check_kernel_ridge(900, 450, 200)
 
 
 def test_hamiltonian_shooting_on_the_cluster(client: Any) -> None:
@@ -168,12 +168,12 @@ def test_hamiltonian_shooting_on_the_cluster(client: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["online", "multiscale"])
 def test_converged_sinkhorn_on_the_cluster(client: Any, backend: str) -> None:
-    check_converged_sinkhorn(500, 400, 150, backend)
+    check_converged_sinkhorn(500, 400, 250, backend)
 
 
 @pytest.mark.slow
 def test_balanced_entropic_ot_on_the_cluster(client: Any) -> None:
-    check_balanced_ot(400, 300, 120)
+    check_balanced_ot(400, 300, 200)
 
 
 def _transitions(client: Any) -> int:
