@@ -7,6 +7,8 @@ a ranged reduction against the dense masked reduction in float64 numpy.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +53,13 @@ def _lazy(x: jax.Array, y: jax.Array) -> lm.LazyMatrix:
     return -lm.Vi(x).sqdist(lm.Vj(y)) / S
 
 
-def test_dispatch_picks_jax_xla_for_ranges() -> None:
-    spec, args = _lazy(jnp.asarray(X), jnp.asarray(Y)).prepare("lse", 1, 0, SPARSITY)
+def test_dispatch_picks_jax_xla_for_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small block-sparse request whose native kernel is neither loaded nor on disk (an empty
+    kernel cache, no background build) goes to jax-xla: a formula no other test compiles."""
+    monkeypatch.setenv("LAZYMAT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
+    lazy = -lm.Vi(jnp.asarray(X)).sqdist(lm.Vj(jnp.asarray(Y))) / (S * 1.0625)
+    spec, args = lazy.prepare("lse", 1, 0, SPARSITY)
     request = build_request(spec, args, lm.get_registry().backend("jax"), 1 << 20)
     assert select_engine(request, None).name == "jax-xla"
 
