@@ -18,7 +18,8 @@ counters) and the bytes of every task result (the scheduler's ``nbytes``), per S
 iteration; and prints a scaling model for 16 and 64 workers built from them (a model,
 not a measurement: see ``model``).
 
-    .venv/bin/python asv_bench/dask_scaling.py --kernel-n 1000000 --kernel-m 50000 --sinkhorn-n 50000
+    .venv/bin/python asv_bench/dask_scaling.py --kernel-n 1000000 --kernel-m 1000000 --chunk-rows 62500 \
+        --sinkhorn-n 100000 --sinkhorn-chunk-rows 25000 --repeats 1 --json /tmp/dask_scaling.json
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def sinkhorn_run(x: Any, y: Any) -> Callable[[], tuple[float, int]]:
     return run
 
 
+def progress(line: str) -> None:
+    """One line on stdout as soon as a figure is known (a long run may be stopped early)."""
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print(f"{time.strftime('%H:%M:%S')} {line} (load {load})", flush=True)
+
+
 def transfer_bytes(client: distributed.Client) -> int:
     """Bytes the workers have sent each other so far (their own counters)."""
     sent = client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total)
@@ -119,14 +127,17 @@ def on_cluster(
         )
     out: dict[str, Any] = {}
     with distributed.Client(cluster) as client:
-        rows = args.chunk_rows
+        rows, srows = args.chunk_rows, args.sinkhorn_chunk_rows or args.chunk_rows
         kx, ky, kb, sx, sy = client.persist(
-            [da.from_array(data[k], chunks=(rows, -1)) for k in ("kx", "ky", "kb", "sx", "sy")]
+            [da.from_array(data[k], chunks=(rows, -1)) for k in ("kx", "ky", "kb")]
+            + [da.from_array(data[k], chunks=(srows, -1)) for k in ("sx", "sy")]
         )
         distributed.wait([kx, ky, kb, sx, sy])
-        kernel_run(kx[: 2 * rows], ky[:rows], kb[:rows])()  # compile the kernels on the workers
-        sinkhorn_run(sx[: 2 * rows], sy[: 2 * rows])()
+        # compile the kernels on the workers: small slices across two chunks, so both workers run blocks
+        kernel_run(kx[rows - 500 : rows + 500], ky[rows - 500 : rows + 500], kb[rows - 500 : rows + 500])()
+        sinkhorn_run(sx[srows - 1000 : srows + 1000], sy[srows - 1000 : srows + 1000])()
         out["kernel_s"], out["kernel"] = timed(kernel_run(kx, ky, kb), args.repeats)
+        progress(f"dask {workers}x{threads} kernel {out['kernel_s']:.2f} s")
         sent, produced, received = transfer_bytes(client), result_bytes(client), received_by_name(client)
         with distributed.get_task_stream(client) as stream:
             out["sinkhorn_s"], (out["sinkhorn"], out["n_iter"]) = timed(sinkhorn_run(sx, sy), 1)
@@ -170,6 +181,15 @@ def main() -> None:
     parser.add_argument("--sinkhorn-n", type=int, default=50_000)
     parser.add_argument("--chunk-rows", type=int, default=12_500, help="rows per chunk of every dask array")
     parser.add_argument(
+        "--sinkhorn-chunk-rows",
+        type=int,
+        default=0,
+        help="rows per chunk of the Sinkhorn clouds (0: --chunk-rows)",
+    )
+    parser.add_argument(
+        "--skip-numpy", action="store_true", help="no single-process baseline (ratios then read n/a)"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=2, help="kernel product runs (median); Sinkhorn runs once"
     )
     parser.add_argument("--json", help="write the figures to this file")
@@ -184,13 +204,25 @@ def main() -> None:
     kernel_run(kd["x"][:1000], kd["y"][:1000], kd["b"][:1000])()  # compile here too
     sinkhorn_run(sd["x"][:2000], sd["y"][:2000])()
     one: dict[str, Any] = {}
-    one["kernel_s"], kernel = timed(kernel_run(kd["x"], kd["y"], kd["b"]), args.repeats)
-    one["sinkhorn_s"], (one["sinkhorn"], one["n_iter"]) = timed(sinkhorn_run(sd["x"], sd["y"]), 1)
-    figures["numpy"] = one
+    kernel = None
+    if not args.skip_numpy:
+        one["kernel_s"], kernel = timed(kernel_run(kd["x"], kd["y"], kd["b"]), args.repeats)
+        progress(f"numpy kernel {one['kernel_s']:.2f} s")
+        one["sinkhorn_s"], (one["sinkhorn"], one["n_iter"]) = timed(sinkhorn_run(sd["x"], sd["y"]), 1)
+        progress(f"numpy sinkhorn {one['sinkhorn_s']:.2f} s value {one['sinkhorn']!r} in {one['n_iter']} it.")
+        figures["numpy"] = one
+        dump(figures, args.json)
     for workers, threads in ((1, 2), (2, 1)):
         got = on_cluster(workers, threads, data, args)
+        if kernel is None:
+            kernel = got["kernel"]  # the 1x2 cluster's result is the reference of the 2x1 one
         got["kernel_max_rel_diff"] = float(np.abs(got.pop("kernel") - kernel).max() / np.abs(kernel).max())
+        progress(
+            f"dask {workers}x{threads} sinkhorn {got['sinkhorn_s']:.2f} s value {got['sinkhorn']!r} "
+            f"in {got['n_iter']} it.; kernel max rel. diff {got['kernel_max_rel_diff']:.1e}"
+        )
         figures[f"dask {workers}x{threads}"] = got
+        dump(figures, args.json)
     with open("/proc/loadavg") as f:
         load.append(f.read().split()[:3])
     figures["loadavg"] = load
@@ -199,10 +231,14 @@ def main() -> None:
 
     print(f"load average before / after: {load[0]} / {load[1]}")
     for name in ("numpy", "dask 1x2", "dask 2x1"):
+        if name not in figures:
+            continue
         r = figures[name]
+        kx_ = f"{r['kernel_s'] / one['kernel_s']:.2f}" if one else "n/a"
+        sx_ = f"{r['sinkhorn_s'] / one['sinkhorn_s']:.2f}" if one else "n/a"
         print(
-            f"{name:9s} kernel {r['kernel_s']:8.2f} s ({r['kernel_s'] / one['kernel_s']:.2f} x numpy)   "
-            f"sinkhorn {r['sinkhorn_s']:8.2f} s ({r['sinkhorn_s'] / one['sinkhorn_s']:.2f} x numpy) "
+            f"{name:9s} kernel {r['kernel_s']:8.2f} s ({kx_} x numpy)   "
+            f"sinkhorn {r['sinkhorn_s']:8.2f} s ({sx_} x numpy) "
             f"value {r['sinkhorn']!r} in {r['n_iter']} iterations"
         )
     n_iter = two["n_iter"]
@@ -218,8 +254,13 @@ def main() -> None:
         + ", ".join(f"{k} {v / n_iter / 1e6:.3f} MB" for k, v in by_name)
     )
     print("model (s): " + ", ".join(f"{k} workers {v:.2f}" for k, v in figures["model_s"].items()))
-    if args.json:
-        with open(args.json, "w") as f:
+    dump(figures, args.json)
+
+
+def dump(figures: dict[str, Any], path: str | None) -> None:
+    """The figures so far, as JSON, when a path was given."""
+    if path:
+        with open(path, "w") as f:
             json.dump(figures, f, indent=1)
 
 
