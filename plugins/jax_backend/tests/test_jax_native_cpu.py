@@ -19,6 +19,7 @@ from scipy.special import logsumexp
 import lazymat as lm
 from lazymat.builtin_engines.native_build import find_compiler
 from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, NativeCpuEngine
+from lazymat.dispatch import make_call
 
 jax.config.update("jax_enable_x64", True)
 pytestmark = pytest.mark.skipif(isinstance(find_compiler(), str), reason=f"no C compiler: {find_compiler()}")
@@ -97,3 +98,60 @@ def test_forcing_native_on_an_unsupported_request_says_why() -> None:
     x = jnp.asarray(RNG.standard_normal((5, 2000)))
     with lm.config(engine="native-cpu"), pytest.raises(ValueError, match=r"native-cpu.*dimension up to"):
         (-lm.Vi(x).sqdist(lm.Vj(x)) * lm.Vi(x)).logsumexp(axis=1)
+
+
+# -- the host callback differentiated in forward mode -------------------------------------
+
+_HX = RNG.standard_normal((6, 2))
+_HY = RNG.standard_normal((5, 2))
+
+
+def _hooked_loss(x: Any) -> Any:
+    """sum_i sin(lse_j -|x_i - y_j|^2) with the reduction's forward pass run outside the
+    primitive (``call.run`` inside the generic ``Backend.custom_vjp`` hook), so that an outer
+    derivative traces the engine's host callback itself."""
+    backend = lm.get_registry().backend("jax")
+    spec, args = (-lm.Vi(x).sqdist(lm.Vj(jnp.asarray(_HY)))).prepare("lse", 1)
+    return jnp.sum(jnp.sin(lm.Backend.apply_reduction(backend, make_call(spec, backend), tuple(args))[0]))
+
+
+def _dense_grad(x: np.ndarray) -> np.ndarray:
+    """The gradient of ``_hooked_loss``, written out in float64 numpy."""
+    diff = x[:, None] - _HY[None]
+    logits = -np.sum(diff**2, -1)
+    lse = logsumexp(logits, axis=1)
+    p = np.exp(logits - lse[:, None])
+    return np.cos(lse)[:, None] * np.sum(p[..., None] * -2 * diff, axis=1)
+
+
+def _dense_hessian(x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Central differences of ``_dense_grad``: (x.size, x.size)."""
+    columns = []
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        columns.append(((_dense_grad(x + e) - _dense_grad(x - e)) / (2 * h)).ravel())
+    return np.stack(columns, axis=1)
+
+
+@pytest.mark.filterwarnings("error::lazymat.EngineWarning")
+@pytest.mark.parametrize("forced", [True, False], ids=["native-cpu", "dispatch"])
+def test_host_callback_under_forward_mode(native_runs: list[int], forced: bool) -> None:
+    """grad of grad, jax.hessian (jacfwd of jacrev) and jvp of grad trace native-cpu's host
+    callback under a JVP trace: its jax.custom_jvp rule gives the dense float64 values, with
+    no EngineWarning (jax refuses to differentiate a bare pure_callback) and native-cpu run."""
+    x = jnp.asarray(_HX)
+    v = RNG.standard_normal(_HX.shape)
+    grad, hess = _dense_grad(_HX), _dense_hessian(_HX)
+    with lm.config(engine="native-cpu" if forced else None):
+        got_grad = jax.grad(_hooked_loss)(x)
+        got_gg = jax.grad(lambda x: jnp.sum(jax.grad(_hooked_loss)(x) ** 2))(x)
+        got_hess = jax.hessian(_hooked_loss)(x)
+        got_jvp = jax.jvp(jax.grad(_hooked_loss), (x,), (jnp.asarray(v),))[1]
+    tol = {"rtol": 1e-7, "atol": 1e-8 * np.abs(hess).max()}
+    np.testing.assert_allclose(got_grad, grad, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(got_gg, (2 * hess @ grad.ravel()).reshape(_HX.shape), **tol)
+    np.testing.assert_allclose(np.asarray(got_hess).reshape(hess.shape), hess, **tol)
+    np.testing.assert_allclose(got_jvp, (hess @ v.ravel()).reshape(_HX.shape), **tol)
+    if forced:
+        assert native_runs[0] >= 4
