@@ -11,6 +11,8 @@ from .laguerre import LaguerreResult, anisotropic_cost, laguerre_cells
 from .lazy_plan import TransportPlan
 from .lbfgs_minimizer import LBFGSInfo, lbfgs
 from .linear_operator import aslinearoperator
+from .matrix_ot import solve
+from .matrix_plan import MatrixPlan
 from .normalized_cometric import NormalizedKernel, normalized
 from .ot_result import OTResult
 from .preconditioners import jacobi, nystrom
@@ -28,6 +30,7 @@ __all__ = [
     "KernelNormLoss",
     "LaguerreResult",
     "LBFGSInfo",
+    "MatrixPlan",
     "NormalizedKernel",
     "OTResult",
     "RegistrationResult",
@@ -51,5 +54,6 @@ __all__ = [
     "shoot",
     "shoot_with_adjoint",
     "sinkhorn",
+    "solve",
     "solve_grid",
 ]

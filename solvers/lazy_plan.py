@@ -39,7 +39,120 @@ Product = Callable[[Any], Any]
 MAX_SPARSE_ENTRIES = 2**26
 
 
-class TransportPlan(LazyMatrix):
+class PlanQueries:
+    """What OT users ask of a plan, for any plan that gives its row sums and largest entries.
+
+    :class:`TransportPlan` (a LazyMatrix) and :class:`~.matrix_plan.MatrixPlan` (a user's
+    cost matrix) implement :meth:`_sums` and :meth:`_largest`, and hold ``_a_shape``,
+    ``_b_shape``, ``_batched`` and a transpose ``T``.
+    """
+
+    __slots__ = ()
+
+    _a_shape: tuple[int, ...]
+    _b_shape: tuple[int, ...]
+    _batched: bool
+
+    shape: Any  # (N, M)
+    T: Any  # the transposed plan, of the same kind
+
+    @staticmethod
+    def _sums(plan: Any, m: int) -> Any:
+        """plan @ 1: row sums, (N,) or (B, N)."""
+        raise NotImplementedError
+
+    def _largest(self, k: int) -> tuple[Any, Any]:
+        """The k largest entries of each row, in decreasing order, and their columns: (B, N, k)."""
+        raise NotImplementedError
+
+    def _apply(self, product: Product, v: Any) -> Any:
+        """pi @ v through ``product`` (flat (B, M, E) -> (B, N, E)), in the layout of LazyMatrix's ``@``."""
+        xp = array_api_compat.array_namespace(v)
+        m = self.shape[1]
+        if len(v.shape) not in (1, 2, 3) or v.shape[0 if len(v.shape) == 1 else -2] != m:
+            raise ValueError(
+                f"plan @ v needs v of shape ({m},), ({m}, E) or (B, {m}, E), got {tuple(v.shape)}"
+            )
+        flat = xp.reshape(v, (1, m, 1)) if len(v.shape) == 1 else v
+        flat = flat if len(flat.shape) == 3 else xp.reshape(flat, (1, *flat.shape))
+        out = product(flat)  # (B, N, E)
+        if len(v.shape) == 1:
+            out = out[..., 0]
+        return out if (self._batched or len(v.shape) == 3) else out[0, ...]
+
+    def marginals(self) -> tuple[Any, Any]:
+        """(pi 1, pi^T 1): the plan's row and column sums, shaped like the weights a and b."""
+        rows = self._sums(self, self.shape[1])
+        cols = self._sums(self.T, self.shape[0])
+        xp = array_api_compat.array_namespace(rows)
+        return xp.reshape(rows, self._a_shape), xp.reshape(cols, self._b_shape)
+
+    def to_sparse(self, top_k: int | None = None, mass: float | None = None) -> Any:
+        """The largest entries of each row: ``top_k`` of them, or the fewest holding ``mass`` of the row.
+
+        Returns a ``scipy.sparse.csr_array`` of shape (N, M) for an unbatched numpy plan,
+        else ``(indices, values)``: int64 indices of shape (2, nnz) (row, column) or, batched,
+        (3, nnz) (batch, row, column), and the values (nnz,), in the plan's array library.
+        ``mass`` in (0, 1]: rows keep their largest entries until these sum to at least
+        ``mass`` times the row's total (rows of total 0 keep none).
+        """
+        n, m = self.shape
+        assert n is not None and m is not None
+        if (top_k is None) == (mass is None):
+            raise ValueError("to_sparse needs exactly one of top_k= (entries per row) or mass= (fraction)")
+        if top_k is not None:
+            if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= m:
+                raise ValueError(f"top_k must be an integer in [1, {m}] (the plan's columns), got {top_k!r}")
+            values, cols = self._largest(top_k)
+            keep = None
+        else:
+            if not isinstance(mass, (int, float)) or isinstance(mass, bool) or not 0 < mass <= 1:
+                raise ValueError(f"mass must be a number in (0, 1], got {mass!r}")
+            values, cols, keep = self._holding(float(mass), n, m)
+        return self._sparse(values, cols, keep, n, m)
+
+    def _holding(self, mass: float, n: int, m: int) -> tuple[Any, Any, Any]:
+        """Entries, columns and a keep-mask (B, N, K) with the fewest entries per row holding ``mass``."""
+        rows = self._sums(self, m)  # (N,) or (B, N)
+        xp = array_api_compat.array_namespace(rows)
+        need = mass * xp.reshape(rows, (-1, n, 1))
+        rows_in_all = need.shape[0] * n
+        k = min(m, 16)
+        while True:
+            if rows_in_all * k > MAX_SPARSE_ENTRIES:
+                raise ValueError(
+                    f"to_sparse(mass={mass}) needs {k} or more entries per row ({rows_in_all} rows): "
+                    "the plan is too spread out to store; pass a smaller mass, or top_k="
+                )
+            values, cols = self._largest(k)
+            before = xp.cumulative_sum(values, axis=-1) - values  # mass of the larger entries
+            keep = (before < need * (1 - 1e-12)) & (values > 0)
+            covered = xp.all(before[..., -1:] + values[..., -1:] >= need * (1 - 1e-12))
+            if k == m or bool(covered):
+                return values, cols, keep
+            k = min(m, 2 * k)
+
+    def _sparse(self, values: Any, cols: Any, keep: Any, n: int, m: int) -> Any:
+        xp = array_api_compat.array_namespace(values)
+        device = array_api_compat.device(values)
+        b, _, k = values.shape
+        index = xp.arange(b * n * k, dtype=xp.int64, device=device)
+        batch, row = index // (n * k), (index // k) % n
+        flat = [xp.reshape(v, (-1,)) for v in (values, cols)]
+        if keep is not None:
+            mask = xp.reshape(keep, (-1,))
+            batch, row, flat = batch[mask], row[mask], [v[mask] for v in flat]
+        vals, col = flat
+        col = xp.astype(col, xp.int64)
+        if not self._batched and isinstance(vals, np.ndarray):
+            from scipy.sparse import csr_array
+
+            return csr_array((vals, (row, col)), shape=(n, m))
+        parts = [batch, row, col] if self._batched else [row, col]
+        return xp.stack(parts, axis=0), vals
+
+
+class TransportPlan(PlanQueries, LazyMatrix):
     """pi = exp(L), never stored; built by the solvers (see the module docstring).
 
     ``a_shape`` and ``b_shape`` are the shapes of the user's weights (``(N,)``, ``(B, N)``,
@@ -94,55 +207,13 @@ class TransportPlan(LazyMatrix):
         """pi @ v for a dense v of shape (M,), (M, E) or, batched, (B, M, E): as LazyMatrix's ``@``."""
         if self._product is None or isinstance(v, LazyMatrix):
             return LazyMatrix.__matmul__(self, v)
-        xp = array_api_compat.array_namespace(v)
-        m = self.shape[1]
-        if len(v.shape) not in (1, 2, 3) or v.shape[0 if len(v.shape) == 1 else -2] != m:
-            raise ValueError(
-                f"plan @ v needs v of shape ({m},), ({m}, E) or (B, {m}, E), got {tuple(v.shape)}"
-            )
-        flat = xp.reshape(v, (1, m, 1)) if len(v.shape) == 1 else v
-        flat = flat if len(flat.shape) == 3 else xp.reshape(flat, (1, *flat.shape))
-        out = self._product(flat)  # (B, N, E)
-        if len(v.shape) == 1:
-            out = out[..., 0]
-        return out if (self._batched or len(v.shape) == 3) else out[0, ...]
-
-    def marginals(self) -> tuple[Any, Any]:
-        """(pi 1, pi^T 1): the plan's row and column sums, shaped like the weights a and b."""
-        rows = self._sums(self, self.shape[1])
-        cols = self._sums(self.T, self.shape[0])
-        xp = array_api_compat.array_namespace(rows)
-        return xp.reshape(rows, self._a_shape), xp.reshape(cols, self._b_shape)
+        return self._apply(self._product, v)
 
     @staticmethod
-    def _sums(plan: TransportPlan, m: int) -> Any:
+    def _sums(plan: Any, m: int) -> Any:
         x = next(iter(plan.bindings.values()))
         xp = array_api_compat.array_namespace(x)
         return plan @ xp.ones((m,), dtype=x.dtype, device=array_api_compat.device(x))
-
-    def to_sparse(self, top_k: int | None = None, mass: float | None = None) -> Any:
-        """The largest entries of each row: ``top_k`` of them, or the fewest holding ``mass`` of the row.
-
-        Returns a ``scipy.sparse.csr_array`` of shape (N, M) for an unbatched numpy plan,
-        else ``(indices, values)``: int64 indices of shape (2, nnz) (row, column) or, batched,
-        (3, nnz) (batch, row, column), and the values (nnz,), in the plan's array library.
-        ``mass`` in (0, 1]: rows keep their largest entries until these sum to at least
-        ``mass`` times the row's total (rows of total 0 keep none).
-        """
-        n, m = self.shape
-        assert n is not None and m is not None
-        if (top_k is None) == (mass is None):
-            raise ValueError("to_sparse needs exactly one of top_k= (entries per row) or mass= (fraction)")
-        if top_k is not None:
-            if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= m:
-                raise ValueError(f"top_k must be an integer in [1, {m}] (the plan's columns), got {top_k!r}")
-            values, cols = self._largest(top_k)
-            keep = None
-        else:
-            if not isinstance(mass, (int, float)) or isinstance(mass, bool) or not 0 < mass <= 1:
-                raise ValueError(f"mass must be a number in (0, 1], got {mass!r}")
-            values, cols, keep = self._holding(float(mass), n, m)
-        return self._sparse(values, cols, keep, n, m)
 
     def _largest(self, k: int) -> tuple[Any, Any]:
         """The k largest entries of each row, in decreasing order, and their columns: (B, N, k)."""
@@ -150,43 +221,3 @@ class TransportPlan(LazyMatrix):
         xp = array_api_compat.array_namespace(neg)
         n = self.shape[0]
         return xp.reshape(xp.exp(-neg), (-1, n, k)), xp.reshape(cols, (-1, n, k))
-
-    def _holding(self, mass: float, n: int, m: int) -> tuple[Any, Any, Any]:
-        """Entries, columns and a keep-mask (B, N, K) with the fewest entries per row holding ``mass``."""
-        rows = self._sums(self, m)  # (N,) or (B, N)
-        xp = array_api_compat.array_namespace(rows)
-        need = mass * xp.reshape(rows, (-1, n, 1))
-        rows_in_all = need.shape[0] * n
-        k = min(m, 16)
-        while True:
-            if rows_in_all * k > MAX_SPARSE_ENTRIES:
-                raise ValueError(
-                    f"to_sparse(mass={mass}) needs {k} or more entries per row ({rows_in_all} rows): "
-                    "the plan is too spread out to store; pass a smaller mass, or top_k="
-                )
-            values, cols = self._largest(k)
-            before = xp.cumulative_sum(values, axis=-1) - values  # mass of the larger entries
-            keep = (before < need * (1 - 1e-12)) & (values > 0)
-            covered = xp.all(before[..., -1:] + values[..., -1:] >= need * (1 - 1e-12))
-            if k == m or bool(covered):
-                return values, cols, keep
-            k = min(m, 2 * k)
-
-    def _sparse(self, values: Any, cols: Any, keep: Any, n: int, m: int) -> Any:
-        xp = array_api_compat.array_namespace(values)
-        device = array_api_compat.device(values)
-        b, _, k = values.shape
-        index = xp.arange(b * n * k, dtype=xp.int64, device=device)
-        batch, row = index // (n * k), (index // k) % n
-        flat = [xp.reshape(v, (-1,)) for v in (values, cols)]
-        if keep is not None:
-            mask = xp.reshape(keep, (-1,))
-            batch, row, flat = batch[mask], row[mask], [v[mask] for v in flat]
-        vals, col = flat
-        col = xp.astype(col, xp.int64)
-        if not self._batched and isinstance(vals, np.ndarray):
-            from scipy.sparse import csr_array
-
-            return csr_array((vals, (row, col)), shape=(n, m))
-        parts = [batch, row, col] if self._batched else [row, col]
-        return xp.stack(parts, axis=0), vals

@@ -1,4 +1,4 @@
-"""What every OT solve returns: one result object for point clouds and grids.
+"""What every OT solve returns: one result object for point clouds, grids and cost matrices.
 
 :class:`OTResult` holds the value (the debiased divergence, or the entropic OT value), the
 dual potentials f, g of OT(a, b) and f_aa, g_bb of OT(a, a), OT(b, b) (debiasing), the
@@ -7,7 +7,8 @@ layout (batched or not, clouds (N,) or grids (n1, n2, ...)). The rest is compute
 access, from what the solver left behind (a :class:`Solution`, one per geometry):
 
 - ``plan``: the transport plan as a :class:`~.lazy_plan.TransportPlan` (a LazyMatrix with
-  marginals and ``to_sparse``);
+  marginals and ``to_sparse``), or for a user's cost matrix (:func:`~.matrix_ot.solve`) a
+  :class:`~.matrix_plan.MatrixPlan` answering the same queries;
 - ``marginals`` and ``marginal_errors``: pi 1, pi^T 1 and their L1 distances to a and b;
 - ``barycentric_map()``: x_i -> sum_j pi_ij y_j / a_i, the Brenier map estimate, shaped
   like the points (clouds (N, D), grids (n1, ..., nD, D));
@@ -26,12 +27,16 @@ from typing import Any
 import array_api_compat
 
 from .lazy_plan import TransportPlan
+from .matrix_plan import MatrixPlan
+
+#: a plan of clouds and grids (a LazyMatrix), or of a user's cost matrix
+Plan = TransportPlan | MatrixPlan
 
 
 class Solution:
     """What a solver leaves behind for :class:`OTResult`: one subclass per geometry."""
 
-    def plan(self) -> TransportPlan:
+    def plan(self) -> Plan:
         """The transport plan of OT(a, b)."""
         raise NotImplementedError
 
@@ -76,7 +81,7 @@ class OTResult:
     _solution: Solution = field(repr=False)
 
     @functools.cached_property
-    def plan(self) -> TransportPlan:
+    def plan(self) -> Plan:
         """The transport plan pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps), never stored.
 
         For batched inputs, a batched LazyMatrix: reductions give (B, N, ...) arrays. Rows
