@@ -66,6 +66,18 @@ class ReductionSpec:
                     f"got inner dimension {self.formula.dim}"
                 )
 
+    def __hash__(self) -> int:
+        """Computed once per spec (the spec is the first part of every call-path cache key)."""
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = hash((self.formula, self.reduction, self.k, self.signature, self.ranges))
+            self.__dict__["_hash"] = found
+        return found  # type: ignore[no-any-return]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields without the cached hash (string hashes differ between processes)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     @property
     def kind(self) -> Reduction:
         return get_reduction(self.reduction)
@@ -213,7 +225,24 @@ def _batch_shape(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(out)
 
 
-#: checked facts of a request (dtype, device, batch, N, M, namespace) by request key
+class RequestKey:
+    """The interned key of a request's checks, and the facts they gave.
+
+    :func:`build_request` looks a request's signature up once (``request_key``: spec,
+    backend, tile budget, each array's type, shape, dtype and device) and gets this
+    object; equal signatures get the same object while it is cached, and its hash is
+    its identity, so the caches keyed on ``request.key`` downstream (engine choice,
+    native launches) cost one cheap lookup each instead of hashing the signature again.
+    ``fields`` holds every field of the requests of this key except ``args``.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+
+#: interned request keys (with the checked facts) by request signature
 _FACTS = LRUCache("requests", 4096)
 
 
@@ -222,7 +251,7 @@ def request_key(spec: ReductionSpec, args: Sequence[Any], backend: Backend, tile
     array's (type, shape, dtype, device); None when an argument is not an array at all."""
     try:
         device = backend.device
-        return (spec, backend, tile_bytes, tuple((type(a), a.shape, a.dtype, device(a)) for a in args))
+        return (spec, backend, tile_bytes, tuple([(type(a), a.shape, a.dtype, device(a)) for a in args]))
     except Exception:  # not an array: the checks below say what was expected
         return None
 
@@ -232,30 +261,37 @@ def build_request(
 ) -> ReductionRequest:
     """Check the arrays against the spec and gather sizes; clear errors for bad input.
 
-    The checks run once per request key (``request_key``): arrays of the same
-    signatures as an earlier request of the same spec pass them by construction.
+    The checks run once per request signature (``request_key``): arrays of the same
+    signatures as an earlier request of the same spec pass them by construction, and the
+    request is assembled from the cached fields (no dataclass ``__init__``: this runs at
+    every reduction).
     """
-    key = request_key(spec, args, backend, tile_bytes)
-    facts = None if key is None else _FACTS.get(key)
-    if facts is None:
-        facts = _check(spec, args, backend)
-        if key is not None:
-            _FACTS.put(key, facts)
-    dtype, dev, batch, n, m, xp = facts
-    return ReductionRequest(
-        spec=spec,
-        args=tuple(args),
-        backend=backend,
-        xp=xp,
-        dtype=dtype,
-        device=dev,
-        batch=batch,
-        n=n,
-        m=m,
-        tile_bytes=tile_bytes,
-        ranges=spec.ranges,
-        key=key,
-    )
+    signature = request_key(spec, args, backend, tile_bytes)
+    key = None if signature is None else _FACTS.get(signature)
+    if key is None:
+        dtype, dev, batch, n, m, xp = _check(spec, args, backend)
+        fields = {
+            "spec": spec,
+            "backend": backend,
+            "xp": xp,
+            "dtype": dtype,
+            "device": dev,
+            "batch": batch,
+            "n": n,
+            "m": m,
+            "tile_bytes": tile_bytes,
+            "ranges": spec.ranges,
+            "origin": (0, 0),
+        }
+        if signature is None:
+            return ReductionRequest(args=tuple(args), **fields)
+        key = RequestKey(fields)
+        fields["key"] = key
+        _FACTS.put(signature, key)
+    request = object.__new__(ReductionRequest)
+    request.__dict__.update(key.fields)
+    request.__dict__["args"] = tuple(args)
+    return request
 
 
 def _check(spec: ReductionSpec, args: Sequence[Any], backend: Backend) -> tuple[Any, ...]:

@@ -53,9 +53,20 @@ class TorchBackend(Backend):
         return x.cpu().numpy()
 
     def from_dlpack(self, x: Any) -> Any:
-        """A tensor sharing the memory of any DLPack-capable array (numpy, jax, cupy, ...)."""
+        """A tensor sharing the memory of any DLPack-capable array (numpy, jax, cupy, ...).
+
+        A writable C-contiguous numpy array (the native engine's outputs) goes through ``torch.from_numpy``,
+        the same sharing at a third of ``torch.from_dlpack``'s cost (1.3 us against 3.4 us).
+        """
         import torch
 
+        if (
+            type(x).__module__ == "numpy"
+            and type(x).__name__ == "ndarray"
+            and x.flags.writeable
+            and x.flags.c_contiguous
+        ):
+            return torch.from_numpy(x)
         return torch.from_dlpack(x)
 
     def stop_gradient(self, x: Any) -> Any:
