@@ -173,11 +173,13 @@ def _structure(formula: Node, bindings: dict[Var, Any]) -> tuple[tuple[Any, ...]
 class LazyMatrix:
     """A symbolic N-by-M matrix (of vectors of dimension ``dim``), never stored."""
 
-    __slots__ = ("backend", "bindings", "formula")
+    __slots__ = ("_prepared", "backend", "bindings", "formula")
 
     formula: Node
     bindings: dict[Var, Any]
     backend: Backend | None
+    #: this matrix's specs by (reduction, axis, K, ranges), with their arrays (set by ``prepare``)
+    _prepared: dict[tuple[Any, ...], tuple[ReductionSpec, tuple[Any, ...]]]
 
     @classmethod
     def _new(cls, formula: Node, bindings: dict[Var, Any], backend: Backend | None) -> Any:
@@ -468,12 +470,28 @@ class LazyMatrix:
 
         ``ranges`` (a :class:`~lazymat.block_sparse.BlockSparsity` of this N-by-M matrix)
         restricts the reduction to chosen block pairs, whatever the axis. The spec is
-        computed once per formula structure (``_structure``) and reused from then on.
+        computed once per formula structure (``_structure``) and reused from then on; this
+        matrix keeps its own specs (``_prepared``), so reducing it again does not even walk
+        its formula (a LazyMatrix's formula and bindings never change).
         """
         if axis not in (0, 1):
             raise ValueError(f"a reduction runs over axis 0 (over i) or 1 (over j), got axis={axis!r}")
         if get_reduction(reduction).uses_k:
             _check_k(reduction, k)
+        mine = getattr(self, "_prepared", None)
+        found = None if mine is None else mine.get((reduction, axis, k, ranges))
+        if found is not None:
+            return found[0], list(found[1])
+        spec, args = self._prepare_cached(reduction, axis, k, ranges)
+        if mine is None:
+            mine = self._prepared = {}
+        mine[(reduction, axis, k, ranges)] = (spec, tuple(args))
+        return spec, args
+
+    def _prepare_cached(
+        self, reduction: str, axis: int, k: int, ranges: BlockSparsity | None
+    ) -> tuple[ReductionSpec, list[Any]]:
+        """:meth:`prepare` through the cache of specs by formula structure."""
         shape, order = _structure(self.formula, self.bindings)
         key = (shape, reduction, axis, k, ranges)
         spec = _PREPARED.get(key)
