@@ -19,7 +19,7 @@ iteration; and prints a scaling model for 16 and 64 workers built from them (a m
 not a measurement: see ``model``).
 
     .venv/bin/python asv_bench/dask_scaling.py --kernel-n 1000000 --kernel-m 1000000 --chunk-rows 62500 \
-        --sinkhorn-n 100000 --sinkhorn-chunk-rows 25000 --repeats 1 --json /tmp/dask_scaling.json
+        --sinkhorn-n 100000 --sinkhorn-chunk-rows 25000 --repeats 1 --skip-numpy --json /tmp/dask_scaling.json
 """
 
 from __future__ import annotations
@@ -114,9 +114,10 @@ def result_bytes(client: distributed.Client) -> int:
 
 
 def on_cluster(
-    workers: int, threads: int, data: dict[str, np.ndarray], args: argparse.Namespace
+    workers: int, threads: int, data: dict[str, np.ndarray], args: argparse.Namespace, task: str
 ) -> dict[str, Any]:
-    """Timings and dask's counters of the Sinkhorn run on a fresh LocalCluster."""
+    """Timing of ``task`` ("kernel" or "sinkhorn") on a fresh LocalCluster, and dask's
+    counters of the Sinkhorn run."""
     with dask.config.set({"distributed.admin.low-level-log-length": 1_000_000}):  # every transfer logged
         cluster = distributed.LocalCluster(
             n_workers=workers,
@@ -128,16 +129,21 @@ def on_cluster(
     out: dict[str, Any] = {}
     with distributed.Client(cluster) as client:
         rows, srows = args.chunk_rows, args.sinkhorn_chunk_rows or args.chunk_rows
-        kx, ky, kb, sx, sy = client.persist(
-            [da.from_array(data[k], chunks=(rows, -1)) for k in ("kx", "ky", "kb")]
-            + [da.from_array(data[k], chunks=(srows, -1)) for k in ("sx", "sy")]
-        )
-        distributed.wait([kx, ky, kb, sx, sy])
         # compile the kernels on the workers: small slices across two chunks, so both workers run blocks
-        kernel_run(kx[rows - 500 : rows + 500], ky[rows - 500 : rows + 500], kb[rows - 500 : rows + 500])()
+        if task == "kernel":
+            kx, ky, kb = client.persist(
+                [da.from_array(data[k], chunks=(rows, -1)) for k in ("kx", "ky", "kb")]
+            )
+            distributed.wait([kx, ky, kb])
+            cut = slice(rows - 500, rows + 500)
+            kernel_run(kx[cut], ky[cut], kb[cut])()
+            out["kernel_s"], out["kernel"] = timed(kernel_run(kx, ky, kb), args.repeats)
+            progress(f"dask {workers}x{threads} kernel {out['kernel_s']:.2f} s")
+            cluster.close()
+            return out
+        sx, sy = client.persist([da.from_array(data[k], chunks=(srows, -1)) for k in ("sx", "sy")])
+        distributed.wait([sx, sy])
         sinkhorn_run(sx[srows - 1000 : srows + 1000], sy[srows - 1000 : srows + 1000])()
-        out["kernel_s"], out["kernel"] = timed(kernel_run(kx, ky, kb), args.repeats)
-        progress(f"dask {workers}x{threads} kernel {out['kernel_s']:.2f} s")
         sent, produced, received = transfer_bytes(client), result_bytes(client), received_by_name(client)
         with distributed.get_task_stream(client) as stream:
             out["sinkhorn_s"], (out["sinkhorn"], out["n_iter"]) = timed(sinkhorn_run(sx, sy), 1)
@@ -192,6 +198,11 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="kernel product runs (median); Sinkhorn runs once"
     )
+    parser.add_argument(
+        "--tasks",
+        default="sinkhorn,kernel",
+        help="what to run, in this order, each on the 1x2 then the 2x1 cluster (after numpy)",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -201,52 +212,62 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = [f.read().split()[:3]]
     figures: dict[str, Any] = {"args": vars(args)}
-    kernel_run(kd["x"][:1000], kd["y"][:1000], kd["b"][:1000])()  # compile here too
-    sinkhorn_run(sd["x"][:2000], sd["y"][:2000])()
+    tasks = args.tasks.split(",")
+    if "kernel" in tasks:
+        kernel_run(kd["x"][:1000], kd["y"][:1000], kd["b"][:1000])()  # compile here too
+    if "sinkhorn" in tasks:
+        sinkhorn_run(sd["x"][:2000], sd["y"][:2000])()
     one: dict[str, Any] = {}
     kernel = None
     if not args.skip_numpy:
-        one["kernel_s"], kernel = timed(kernel_run(kd["x"], kd["y"], kd["b"]), args.repeats)
-        progress(f"numpy kernel {one['kernel_s']:.2f} s")
-        one["sinkhorn_s"], (one["sinkhorn"], one["n_iter"]) = timed(sinkhorn_run(sd["x"], sd["y"]), 1)
-        progress(f"numpy sinkhorn {one['sinkhorn_s']:.2f} s value {one['sinkhorn']!r} in {one['n_iter']} it.")
+        if "kernel" in tasks:
+            one["kernel_s"], kernel = timed(kernel_run(kd["x"], kd["y"], kd["b"]), args.repeats)
+            progress(f"numpy kernel {one['kernel_s']:.2f} s")
+        if "sinkhorn" in tasks:
+            one["sinkhorn_s"], (one["sinkhorn"], one["n_iter"]) = timed(sinkhorn_run(sd["x"], sd["y"]), 1)
+            progress(
+                f"numpy sinkhorn {one['sinkhorn_s']:.2f} s value {one['sinkhorn']!r} in {one['n_iter']} it."
+            )
         figures["numpy"] = one
         dump(figures, args.json)
-    for workers, threads in ((1, 2), (2, 1)):
-        got = on_cluster(workers, threads, data, args)
-        if kernel is None:
-            kernel = got["kernel"]  # the 1x2 cluster's result is the reference of the 2x1 one
-        got["kernel_max_rel_diff"] = float(np.abs(got.pop("kernel") - kernel).max() / np.abs(kernel).max())
-        progress(
-            f"dask {workers}x{threads} sinkhorn {got['sinkhorn_s']:.2f} s value {got['sinkhorn']!r} "
-            f"in {got['n_iter']} it.; kernel max rel. diff {got['kernel_max_rel_diff']:.1e}"
-        )
-        figures[f"dask {workers}x{threads}"] = got
-        dump(figures, args.json)
+    clusters = ((1, 2), (2, 1))
+    for task in tasks:
+        for workers, threads in clusters:
+            got = on_cluster(workers, threads, data, args, task)
+            if task == "kernel":
+                if kernel is None:
+                    kernel = got["kernel"]  # the 1x2 cluster's result is the reference of the 2x1 one
+                diff = np.abs(got.pop("kernel") - kernel).max() / np.abs(kernel).max()
+                got["kernel_max_rel_diff"] = float(diff)
+                progress(f"dask {workers}x{threads} kernel max rel. diff {diff:.1e}")
+            else:
+                progress(
+                    f"dask {workers}x{threads} sinkhorn {got['sinkhorn_s']:.2f} s value {got['sinkhorn']!r} "
+                    f"in {got['n_iter']} it."
+                )
+            figures.setdefault(f"dask {workers}x{threads}", {}).update(got)
+            dump(figures, args.json)
     with open("/proc/loadavg") as f:
         load.append(f.read().split()[:3])
     figures["loadavg"] = load
-    two = figures["dask 2x1"]
-    figures["model_s"] = {str(n): model(two, n) for n in (2, 16, 64)}
-
     print(f"load average before / after: {load[0]} / {load[1]}")
     for name in ("numpy", "dask 1x2", "dask 2x1"):
-        if name not in figures:
-            continue
-        r = figures[name]
-        kx_ = f"{r['kernel_s'] / one['kernel_s']:.2f}" if one else "n/a"
-        sx_ = f"{r['sinkhorn_s'] / one['sinkhorn_s']:.2f}" if one else "n/a"
-        print(
-            f"{name:9s} kernel {r['kernel_s']:8.2f} s ({kx_} x numpy)   "
-            f"sinkhorn {r['sinkhorn_s']:8.2f} s ({sx_} x numpy) "
-            f"value {r['sinkhorn']!r} in {r['n_iter']} iterations"
-        )
+        r = figures.get(name, {})
+        for task in tasks:
+            if f"{task}_s" in r:
+                ratio = f"{r[f'{task}_s'] / one[f'{task}_s']:.2f}" if f"{task}_s" in one else "n/a"
+                print(f"{name:9s} {task:8s} {r[f'{task}_s']:8.2f} s ({ratio} x numpy)")
+    two = figures["dask 2x1"]
+    if "sinkhorn_s" not in two:
+        dump(figures, args.json)
+        return
+    figures["model_s"] = {str(n): model(two, n) for n in (2, 16, 64)}
     n_iter = two["n_iter"]
     sent, produced = two["sent_bytes"] / n_iter / 1e6, two["result_bytes"] / n_iter / 1e6
     print(
-        f"dask 2x1 Sinkhorn: {two['tasks']} tasks, {two['task_seconds']:.2f} compute s; per iteration "
-        f"{sent:.3f} MB between workers, {produced:.3f} MB of task results; "
-        f"kernel max rel. diff vs numpy {two['kernel_max_rel_diff']:.1e}"
+        f"dask 2x1 Sinkhorn: value {two['sinkhorn']!r} in {n_iter} iterations, {two['tasks']} tasks, "
+        f"{two['task_seconds']:.2f} compute s; per iteration {sent:.3f} MB between workers, "
+        f"{produced:.3f} MB of task results"
     )
     by_name = sorted(two["received_by_name"].items(), key=lambda kv: -kv[1])
     print(

@@ -1,8 +1,15 @@
 """The task graph of one reduction of dask arrays: blocks, a merge tree per row chunk, outputs.
 
-1. **Line up the arguments** (:func:`line_up`): batch and inner axes become one chunk, the
-   points' axis follows its side's chunks (those of the side's first variable: rows for
-   i-variables, columns for j-variables); parameters are one chunk.
+1. **Line up the arguments** (:func:`line_up`): the points' axis follows its side's chunks
+   (those of the side's first variable: rows for i-variables, columns for j-variables),
+   each batch axis the chunks of the first argument that spans it (arguments broadcast
+   along it, of size 1, are one chunk), the inner axis is one chunk. Arguments already
+   lined up are not rechunked: a block reads the batch chunks of its rows and columns and
+   joins them itself. The batch-stacked potentials and clouds of a Sinkhorn loop, whose
+   batch axis is one chunk per problem, are read where they lie: a rechunk to one batch
+   chunk was a task per row chunk and argument on every iteration, and moved the stacked
+   clouds between workers each time (tiling blocks over batch chunks instead multiplied
+   the blocks and merges by the number of problems: 68% more tasks for 17% fewer bytes).
 2. **Column ranges**: one per j-chunk; for K-min kinds, runs of consecutive chunks of at
    least K columns (a block of fewer columns cannot fill a K-list).
 3. **Blocks**: one task per (row chunk, column range) that the block-sparsity visits
@@ -54,25 +61,53 @@ class Grid:
     rows: tuple[int, ...]
     cols: tuple[int, ...]
 
-    def chunk(self, k: int, block: int) -> tuple[Any, ...]:
-        """The key of argument ``k``'s chunk in row (or column) chunk ``block``."""
+    def reads(self, k: int, blocks: Sequence[int]) -> list[Any]:
+        """The keys of argument ``k``'s chunks in row (or column) chunks ``blocks``, nested
+        one list per batch axis of the argument (its chunks along it), the innermost list
+        over ``blocks``: what :class:`~lazymat_dask.tasks.RunBlock` joins."""
         a = self.args[k]
-        if self.cats[k] == "p":
-            return (a.name, *([0] * a.ndim))
-        return (a.name, *([0] * (a.ndim - 2)), block, 0)
+        inner = 1 if self.cats[k] == "p" else 2
+        counts = [len(c) for c in a.chunks[: a.ndim - inner]]
+
+        def nest(prefix: tuple[int, ...]) -> list[Any]:
+            if len(prefix) == len(counts):
+                tail = [(0,)] if inner == 1 else [(b, 0) for b in blocks]
+                return [(a.name, *prefix, *t) for t in tail]
+            return [nest((*prefix, c)) for c in range(counts[len(prefix)])]
+
+        return nest(())
+
+
+def _batch_chunks(
+    cats: Sequence[str], args: Sequence[da.Array], batch: Sequence[int]
+) -> list[tuple[int, ...]]:
+    """Per batch axis, the chunks of the first argument that spans it (size > 1)."""
+    chunks: list[tuple[int, ...]] = [(n,) for n in batch]
+    found = [n <= 1 for n in batch]
+    for cat, a in zip(cats, args, strict=True):
+        spans = a.shape[: a.ndim - (1 if cat == "p" else 2)]
+        lead = len(batch) - len(spans)
+        for t, n in enumerate(spans):
+            if n > 1 and not found[lead + t]:
+                chunks[lead + t], found[lead + t] = a.chunks[t], True
+    return chunks
 
 
 def line_up(request: ReductionRequest) -> Grid:
-    """Step 1: the request's arguments rechunked for blocks."""
+    """Step 1: the request's arguments rechunked for blocks, where they are not lined up."""
     check_chunks(request.args)
     cats = tuple(v.cat for v in request.spec.variables)
     side: dict[str, tuple[int, ...]] = {}
     for cat, a in zip(cats, request.args, strict=True):
         if cat != "p":
             side.setdefault(cat, a.chunks[row_axis(a.ndim)])
+    batch = _batch_chunks(cats, request.args, request.batch)
     args = []
     for cat, a in zip(cats, request.args, strict=True):
-        target = tuple(side[cat] if cat != "p" and k == a.ndim - 2 else (s,) for k, s in enumerate(a.shape))
+        inner = ((a.shape[-1],),) if cat == "p" else (side[cat], (a.shape[-1],))
+        spans = a.shape[: a.ndim - len(inner)]
+        lead = len(batch) - len(spans)
+        target = (*(batch[lead + t] if n > 1 else (n,) for t, n in enumerate(spans)), *inner)
         args.append(a if a.chunks == target else a.rechunk(target))
     return Grid(tuple(args), cats, side["i"], side["j"])
 
@@ -136,7 +171,7 @@ def reduction_graph(
             reads = {"i": [bi], "j": chunks, "p": [0]}
             layer[(block_name, bi, cols[0])] = (
                 run,
-                *([grid.chunk(k, b) for b in reads[cat]] for k, cat in enumerate(grid.cats)),
+                *(grid.reads(k, reads[cat]) for k, cat in enumerate(grid.cats)),
             )
             keys.append((block_name, bi, cols[0]))
         root = _merge_tree(layer, keys, (merge_name, bi), MergePartials(reduction))

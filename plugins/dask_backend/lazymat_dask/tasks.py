@@ -65,9 +65,10 @@ class RunBlock:
         self.offset, self.engine, self.exclude = offset, engine, exclude
 
     def __call__(self, *chunks: Sequence[Any]) -> tuple[Any, ...]:
-        """One list of chunks per variable (several for a column range that spans chunks)."""
+        """Per variable, its chunks nested one list per batch axis, the innermost list over
+        the points (several for a column range that spans chunks): joined into one array."""
         backend = _LOCAL_BACKENDS.setdefault(self.backend.name, self.backend)
-        arrays = [parts[0] if len(parts) == 1 else _concat(parts) for parts in chunks]
+        arrays = [_join(parts, 0) for parts in chunks]
         request = build_block(self.spec, arrays, backend, self.tile_bytes, self.offset)
         if self.engine is not None:
             return tuple(run_request(request, self.engine))
@@ -82,8 +83,16 @@ class RunBlock:
         return f"RunBlock({self.spec.reduction} at {self.offset})"
 
 
-def _concat(parts: Sequence[Any]) -> Any:
-    return array_api_compat.array_namespace(*parts).concat(list(parts), axis=-2)
+def _join(parts: Sequence[Any], axis: int) -> Any:
+    """The array of nested chunks: the outer lists along batch axes ``axis``, ``axis + 1``, ...,
+    the innermost along the points' axis (-2)."""
+    if isinstance(parts[0], list):
+        parts = [_join(p, axis + 1) for p in parts]
+    else:
+        axis = -2
+    if len(parts) == 1:
+        return parts[0]
+    return array_api_compat.array_namespace(*parts).concat(list(parts), axis=axis)
 
 
 class MergePartials:

@@ -9,6 +9,7 @@ numpy (``lazymat.testing``). ``test_dask_cluster.py`` runs a part of it on a two
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import dask
@@ -40,8 +41,11 @@ class DaskConformance(lazymat.testing.BackendConformance):
         if a.ndim == 0:
             return da.from_array(a)
         axis = max(a.ndim - 2, 0)
-        rows = awkward_chunks(a.shape[axis]) if self.chunking == "awkward" else (a.shape[axis],)
-        return da.from_array(a, chunks=tuple(rows if k == axis else -1 for k in range(a.ndim)))
+        rows = (a.shape[axis],) if self.chunking == "whole" else awkward_chunks(a.shape[axis])
+        by_one = self.chunking == "batches"  # batch axes too: one chunk per batch element
+        return da.from_array(
+            a, chunks=tuple(rows if k == axis else 1 if by_one and k < axis else -1 for k in range(a.ndim))
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +58,15 @@ class TestDaskChunked(DaskConformance):
     """Dispatch chooses the engine (the dask engine), chunks of awkward sizes on both sides."""
 
     engine = None
+
+
+class TestDaskBatchChunks(DaskConformance):
+    """Batch axes cut into one chunk per element as well (batch-stacked solvers' arrays):
+    blocks tile the batch chunks, arguments broadcast along a batch axis are read whole."""
+
+    engine = None
+    chunking = "batches"
+    selection: ClassVar[Callable[[str], bool] | None] = staticmethod(lambda name: name == "test_batch_dims")
 
 
 class TestDaskOneChunk(DaskConformance):
