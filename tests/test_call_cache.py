@@ -114,6 +114,64 @@ def test_cached_calls_equal_dense_float64(reduction: str) -> None:
                     np.testing.assert_array_equal(got, ref)
 
 
+def test_one_matrix_keeps_a_spec_per_reduction_axis_k_and_ranges() -> None:
+    """One LazyMatrix reduced many ways, twice over (the second round from the matrix's own
+    specs): each (reduction, axis, K, ranges) gets its own spec, against dense float64."""
+    x, y = RNG.standard_normal((21, 3)), RNG.standard_normal((13, 3))
+    K = lm.Vi(x).sqdist(lm.Vj(y))
+    F = sqdist(x, y)[..., None]
+    ranges = BlockSparsity((0, 9, 21), (0, 6, 13), ((0,), (0, 1)))
+    mask = ranges.dense_mask()[..., None]
+    for _ in range(2):
+        for axis in (1, 0):
+            G = F if axis == 1 else np.swapaxes(F, 0, 1)
+            for reduction, k in (("sum", 0), ("lse", 0), ("argkmin", 2), ("argkmin", 3)):
+                for got, ref in zip(
+                    K.reduce(reduction, axis, k=k), dense_reduce(G, reduction, k), strict=True
+                ):
+                    if got.dtype.kind == "f":
+                        close(got, ref, "float64", f"{reduction} axis {axis}")
+                    else:
+                        np.testing.assert_array_equal(got, ref, f"{reduction} K={k} axis {axis}")
+        close(K.sum(axis=1, ranges=ranges), (F * mask).sum(1), "float64", "block-sparse rows")
+        close(K.sum(axis=0, ranges=ranges), (F * mask).sum(0), "float64", "block-sparse columns")
+
+
+def test_request_keys_are_shared_by_equal_signatures_only() -> None:
+    """Requests of one spec and equal signatures share one interned key; another shape or dtype
+    gets another, and every call's result is its own data's (dense float64 / float32)."""
+    from lazymat.dispatch import make_call, select_backend
+
+    def request(x: np.ndarray, y: np.ndarray, b: np.ndarray) -> Any:
+        spec, args = ((-0.7 * lm.Vi(x).sqdist(lm.Vj(y))).exp() * lm.Vj(b)).prepare("sum", 1)
+        return make_call(spec, select_backend(args)).request(args)
+
+    x, y, b = RNG.standard_normal((9, 3)), RNG.standard_normal((11, 3)), RNG.standard_normal((11, 1))
+    x2 = RNG.standard_normal((9, 3))
+    assert request(x, y, b).key is request(x2, y, b).key
+    assert request(x[:5], y, b).key is not request(x, y, b).key
+    f32 = [a.astype(np.float32) for a in (x, y, b)]
+    assert request(*f32).key is not request(x, y, b).key
+    for args in ((x, y, b), (x2, y, b), (x[:5], y, b)):
+        K = (-0.7 * lm.Vi(args[0]).sqdist(lm.Vj(args[1]))).exp() * lm.Vj(args[2])
+        close(K.sum(axis=1), gauss(*args), "float64", "same spec, new data")
+    K32 = (-0.7 * lm.Vi(f32[0]).sqdist(lm.Vj(f32[1]))).exp() * lm.Vj(f32[2])
+    close(K32.sum(axis=1), gauss(x, y, b), "float32", "float32")
+
+
+@pytest.mark.parametrize("engine", ["native-cpu", None])
+def test_read_only_and_strided_inputs(engine: str | None) -> None:
+    """Read-only arrays (the native kernels take their addresses another way), a transposed view
+    and a broadcast weight, as a loop may pass them, against dense float64."""
+    x = RNG.standard_normal((14, 3))
+    x.setflags(write=False)
+    y = np.ascontiguousarray(RNG.standard_normal((3, 10))).T  # a strided view
+    b = np.broadcast_to(RNG.standard_normal((1, 1)), (10, 1))  # read-only, stride 0
+    for _ in range(3):
+        K = (-0.7 * lm.Vi(x).sqdist(lm.Vj(y))).exp() * lm.Vj(b)
+        close(K.sum(axis=1, engine=engine), gauss(x, y, b), "float64", f"engine {engine}")
+
+
 def test_batch_dimensions_and_block_sparse_ranges() -> None:
     """Batched arrays and a block-sparse pattern through the caches, against masked dense sums."""
     x, y, b = (

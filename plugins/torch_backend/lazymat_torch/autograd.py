@@ -86,10 +86,15 @@ class ReductionFunction(torch.autograd.Function):
         call, *args = inputs
         ctx.call = call
         ctx.n_args = len(args)
-        ctx.mark_non_differentiable(*[o for o in output if not o.is_floating_point()])
+        indices = [o for o in output if not o.is_floating_point()]
+        if indices:
+            ctx.mark_non_differentiable(*indices)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*args, *output)
-        ctx.save_for_forward(*args, *output)
+        # ``jvp`` runs during this same forward pass, and only under a dual level or a
+        # torch.func transform: without either, saving for it is wasted (1.5 us a call)
+        if forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active():
+            ctx.save_for_forward(*args, *output)
 
     @staticmethod
     def _saved(ctx: Any) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
