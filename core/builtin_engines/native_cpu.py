@@ -426,7 +426,7 @@ class _Launch:
     threads: _ThreadChoice | None
 
 
-_from_buffer = ctypes.c_char.from_buffer
+_from_buffer: Callable[[Any], ctypes.c_char] = ctypes.c_char.from_buffer  # any writable buffer
 
 
 def _address(a: np.ndarray) -> int:
