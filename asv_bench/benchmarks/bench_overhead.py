@@ -63,12 +63,17 @@ def _formula(x: Any, y: Any, b: Any) -> lm.LazyMatrix:
 def breakdown(backend: str = "numpy", grad: bool = False) -> dict[str, float]:
     """Microseconds of each stage of ``K.sum(axis=1)`` (10 x 10, float64), all caches warm.
 
-    The stages are nested calls of the one call path; each is timed on its own, so the
-    parts sum to about the whole. ``grad``: torch inputs that require grad (the forward
-    records a node of the autograd graph); "backward" is then ``torch.autograd.grad``
-    of the sum of the result, forward included.
+    The stages are timed on their own: the first six are the parts of the call (they sum to
+    about the whole, less the frames of ``reduce`` and ``sum``); "call.run" and
+    "backend.apply_reduction" nest the request, engine choice and run (their difference is
+    the backend's autodiff hook: a torch ``autograd.Function`` node when the input requires
+    grad); the config read is one of the three per call (``make_call`` holds the other two).
+    ``grad``: torch inputs that require grad (the forward records a node of the autograd
+    graph); "backward" is then ``torch.autograd.grad`` of the sum of the result, forward
+    included.
     """
     from lazymat.dispatch import _ranked, make_call, select_backend
+    from lazymat.options import get_option
 
     x, y, b = _arrays(backend, grad)
     K = _formula(x, y, b)
@@ -84,6 +89,9 @@ def breakdown(backend: str = "numpy", grad: bool = False) -> dict[str, float]:
         "request: checks (cached)": lambda: call.request(args),
         "engine choice (supports cached)": lambda: _ranked(request, ()),
         f"engine run ({engine.name})": lambda: engine.run(request),
+        "call.run: request + engine choice + run": lambda: call.run(*args),
+        "backend.apply_reduction: autodiff hook + call.run": lambda: be.apply_reduction(call, tuple(args)),
+        "config read: backend option (LazyMatrix.reduce)": lambda: get_option("backend"),
         "K.sum(axis=1): the whole call": lambda: K.sum(axis=1),
         "formula + K.sum: what a loop pays": lambda: _formula(x, y, b).sum(axis=1),
     }
