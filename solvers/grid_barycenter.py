@@ -50,6 +50,7 @@ import array_api_compat
 import lazymat
 
 from .grid_measures import (
+    GridLayout,
     axes_diameter,
     axes_spacing,
     check_densities,
@@ -87,7 +88,7 @@ class GridBarycenter:
 
 
 @dataclass
-class _Stack:
+class _Stack(GridLayout):
     """K densities per batch on one grid, flattened: masses (B, K, N), weights (B, K, 1)."""
 
     masses: Any
@@ -95,15 +96,6 @@ class _Stack:
     axes: tuple[Any, ...]
     batched: bool
     xp: Any
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(int(t.shape[0]) for t in self.axes)
-
-    def unflatten(self, v: Any) -> Any:
-        """(B, ..., N) -> the user's layout (B dropped when unbatched, N as the grid)."""
-        v = self.xp.reshape(v, (*v.shape[:-1], *self.shape))
-        return v if self.batched else v[0, ...]
 
 
 def _check_stack(measures: Any, weights: Any, dim: int | None, axes: Any) -> _Stack:
@@ -255,10 +247,10 @@ def barycenter_grid(
         for _ in range(backward_iterations or 0):
             state = step(state, eps, la, lam, debias)
     return GridBarycenter(
-        barycenter=s.unflatten(xp.exp(state.log_bar)[:, 0, :]),
-        f=s.unflatten(state.f),
-        g=s.unflatten(state.g),
-        d=None if state.d is None else s.unflatten(state.d[:, 0, :]),
+        barycenter=s.on_grid(xp.exp(state.log_bar)[:, 0, :]),
+        f=s.on_grid(state.f),
+        g=s.on_grid(state.g),
+        d=None if state.d is None else s.on_grid(state.d[:, 0, :]),
         n_iter=n_iter,
         converged=converged,
         error=_concrete(stop(state.error)),

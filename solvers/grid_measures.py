@@ -32,12 +32,10 @@ from .measures import _concrete_bool, _describe, check_equal_masses
 from .schedule import max_diameter
 
 
-@dataclass(frozen=True)
-class GridMeasures:
-    """Weights on one grid, flattened with a batch axis: a, b (B, N); ``axes``: D coordinate arrays."""
+class GridLayout:
+    """Flat arrays (B, ..., N) on a grid back to the user's layout; for records holding
+    ``axes`` (D coordinate arrays), ``batched`` and ``xp``."""
 
-    a: Any
-    b: Any
     axes: tuple[Any, ...]
     #: False when the user gave unbatched grids (n_1, ..., n_D): results drop the batch axis
     batched: bool
@@ -53,8 +51,19 @@ class GridMeasures:
         return v if self.batched else v[0, ...]
 
     def on_grid(self, v: Any) -> Any:
-        """A flat (B, N) array as the user's grids: (B, n_1, ..., n_D), or (n_1, ..., n_D) unbatched."""
-        return self.unbatch(self.xp.reshape(v, (v.shape[0], *self.shape)))
+        """A flat (B, ..., N) array as the user's grids: (B, ..., n_1, ..., n_D), B dropped unbatched."""
+        return self.unbatch(self.xp.reshape(v, (*v.shape[:-1], *self.shape)))
+
+
+@dataclass(frozen=True)
+class GridMeasures(GridLayout):
+    """Weights on one grid, flattened with a batch axis: a, b (B, N); ``axes``: D coordinate arrays."""
+
+    a: Any
+    b: Any
+    axes: tuple[Any, ...]
+    batched: bool
+    xp: Any
 
     def points(self) -> Any:
         """The cell centres, flattened in C order: (N, D), the points of the equivalent cloud."""
