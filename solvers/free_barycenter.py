@@ -23,14 +23,28 @@ entropy term does not depend on x; solving the plans again at the new points can
 E further. At the Sinkhorn tolerance, E(x_{t+1}) <= E(x_t).
 
 Batches: clouds (K, M, D) or (B, K, M, D) with points (N, D) or (B, N, D) solve B barycenters
-at once. The result carries no gradient (the inputs' graph is cut).
+at once.
+
+**Gradients** (torch.autograd): the result's ``value`` is E at the fixed point x*, computed by
+the last Sinkhorn solves with the clouds y^k, their weights a^k, the lambdas and b live and
+the points x* held constant. By the envelope theorem (x* minimises E, so dE/dx = 0 there),
+its gradients are those of the barycenter's objective E*(y, a, lambda, b) = min_x E(x):
+dE*/dy^k = lambda_k dOT_k/dy^k, dE*/da^k = lambda_k dOT_k/da^k (the potential g_k, defined up
+to a constant: weights keep their mass), dE*/dlambda_k = OT_k (tested against finite
+differences of the whole solve). The positions ``points`` carry no gradient: the fixed-point
+steps run on the barycentric maps cut from the autodiff graph.
+
+The result is an :class:`~.ot_result.OTResult` (``value``, the potentials ``f`` (K, N) and
+``g`` (K, M) of the K problems at x*, their batched ``plan``, ``marginal_errors`` per
+problem, ``eps``, ``schedule``) whose ``n_iter`` counts fixed-point steps, with the
+barycenter's own fields (``points``, ``objective``, ``displacement``, ``transports``).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import array_api_compat
@@ -39,25 +53,38 @@ import lazymat
 
 from .conjugate_gradient import ConvergenceWarning
 from .measures import check_finite
+from .ot_result import OTResult, Solution
 from .sinkhorn_divergence import sinkhorn
 
 logger = logging.getLogger("lazymat.solvers.free_barycenter")
 
 
 @dataclass
-class FreeBarycenterResult:
-    """What :func:`free_support_barycenter` returns.
+class FreeBarycenterResult(OTResult):
+    """What :func:`free_support_barycenter` returns: an :class:`~.ot_result.OTResult` of the K
+    problems at the barycenter's points (module docstring), and
 
     ``points`` (N, D) or (B, N, D); ``objective`` E at the starting points and after each
-    step (arrays of shape () or (B,)); ``displacement`` ``sum_i |x_i^new - x_i|^2`` of each step;
-    ``n_iter`` steps; ``converged`` whether the last displacement is below ``stop``.
+    step (arrays of shape () or (B,); the last is ``value``); ``displacement``
+    ``sum_i |x_i^new - x_i|^2`` of each step; ``n_iter`` steps; ``converged`` whether the last
+    displacement is below ``stop``; ``transports`` the last Sinkhorn solves (one batched
+    :class:`~.ot_result.OTResult` for clouds given as one array, one per cloud for a list).
     """
 
     points: Any
     objective: list[Any]
     displacement: list[Any]
-    n_iter: int
-    converged: bool
+    transports: list[OTResult] = field(repr=False)
+
+
+class _ListedSolution(Solution):
+    """The K problems of clouds of different sizes: no single plan (see ``transports``)."""
+
+    def plan(self) -> Any:
+        raise NotImplementedError(
+            "the clouds have different sizes, so the K plans are not one batch: read "
+            "result.transports[k].plan"
+        )
 
 
 def _as_batch(xp: Any, v: Any, name: str, rank: int) -> tuple[Any, bool]:
@@ -116,16 +143,21 @@ class _Clouds:
                         f"got {tuple(self.a.shape)}"
                     )
 
-    def solve(self, x: Any, b: Any, **options: Any) -> tuple[Any, Any]:
-        """Values (B, K) and barycentric maps (B, K, N, D) of OT_eps(b, x; a^k, y^k)."""
+    def solve(self, x: Any, b: Any, **options: Any) -> tuple[Any, Any, list[OTResult]]:
+        """Values (B, K), barycentric maps (B, K, N, D) of OT_eps(b, x; a^k, y^k), and the solves.
+
+        The values are differentiable in the clouds, their weights and b; the maps are cut
+        from autodiff (the fixed-point steps carry no gradient).
+        """
         xp = self.xp
+        stop = lazymat.backend_for(x).stop_gradient
         n_batch, n, d = (int(s) for s in x.shape)
         if self.listed:
             results = [
                 sinkhorn(x[0, ...], y, b[0, ...], a, **options) for y, a in zip(self.y, self.a, strict=True)
             ]
             values = xp.stack([r.value for r in results])[None, :]
-            maps = xp.stack([r.barycentric_map() for r in results])[None, ...]
+            maps = xp.stack([stop(r.barycentric_map()) for r in results])[None, ...]
         else:
             k, m = self.k, int(self.y.shape[2])
             xs = xp.reshape(xp.broadcast_to(x[:, None, ...], (n_batch, k, n, d)), (n_batch * k, n, d))
@@ -134,7 +166,7 @@ class _Clouds:
             a = None if self.a is None else xp.reshape(self.a, (n_batch * k, m))
             results = [sinkhorn(xs, ys, bs, a, **options)]
             values = xp.reshape(results[0].value, (n_batch, k))
-            maps = xp.reshape(results[0].barycentric_map(), (n_batch, k, n, d))
+            maps = xp.reshape(stop(results[0].barycentric_map()), (n_batch, k, n, d))
         if not all(r.converged for r in results):
             warnings.warn(
                 f"a Sinkhorn solve stopped before its tolerance tol={options['tol']:g}: its plan, hence the "
@@ -142,7 +174,7 @@ class _Clouds:
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        return values, maps
+        return values, maps, results
 
 
 def free_support_barycenter(
@@ -188,7 +220,9 @@ def free_support_barycenter(
     if lambdas is None:
         lam = xp.full((n_batch, data.k), 1.0 / data.k, dtype=x.dtype, device=dev)
     else:
-        lam = xp.asarray(lambdas, dtype=x.dtype, device=dev)
+        own = isinstance(lambdas, type(x))  # an array of x's library keeps its autodiff graph
+        lam = lambdas if own else xp.asarray(lambdas, device=dev)
+        lam = xp.astype(lam, x.dtype)
         lam = xp.reshape(lam, (1, -1)) if len(lam.shape) == 1 else lam
         if tuple(lam.shape) not in ((1, data.k), (n_batch, data.k)):
             raise ValueError(
@@ -215,19 +249,46 @@ def free_support_barycenter(
     def unbatch(v: Any) -> Any:
         return v if batched else v[0, ...]
 
-    values, maps = data.solve(x, b, **options)
+    values, maps, results = data.solve(x, b, **options)
     objective = [unbatch(xp.sum(lam * values, axis=1))]
     moves: list[Any] = []
     converged = False
+    lam_fixed = backend.stop_gradient(lam)  # the steps carry no gradient
     for step in range(max_iter):
-        new = xp.sum(lam[:, :, None, None] * maps, axis=1)
+        new = xp.sum(lam_fixed[:, :, None, None] * maps, axis=1)
         move = xp.sum((new - x) ** 2, axis=(1, 2))
         x = new
-        values, maps = data.solve(x, b, **options)
+        values, maps, results = data.solve(x, b, **options)
         objective.append(unbatch(xp.sum(lam * values, axis=1)))
         moves.append(unbatch(move))
         logger.info("free barycenter: step %d, displacement %.3e", step + 1, float(xp.max(move)))
         if float(xp.max(move)) <= stop:
             converged = True
             break
-    return FreeBarycenterResult(unbatch(x), objective, moves, len(moves), converged)
+    last = results[0]
+    if data.listed:
+        f = xp.stack([r.f for r in results])
+        g: Any = [r.g for r in results]
+        solution: Solution = _ListedSolution()
+    else:
+        k = data.k
+        f = unbatch(xp.reshape(last.f, (n_batch, k, n)))
+        g = unbatch(xp.reshape(last.g, (n_batch, k, -1)))
+        solution = last._solution
+    return FreeBarycenterResult(
+        value=objective[-1],
+        f=f,
+        g=g,
+        f_aa=None,
+        g_bb=None,
+        n_iter=len(moves),
+        converged=converged,
+        eps=last.eps,
+        rho=None,
+        schedule=last.schedule,
+        _solution=solution,
+        points=unbatch(x),
+        objective=objective,
+        displacement=moves,
+        transports=results,
+    )

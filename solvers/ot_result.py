@@ -99,7 +99,7 @@ class OTResult:
 
     @functools.cached_property
     def marginal_errors(self) -> tuple[Any, Any]:
-        """``(|pi 1 - a|_1, |pi^T 1 - b|_1)``, shape () or (B,).
+        """``(|pi 1 - a|_1, |pi^T 1 - b|_1)``, shape () or (B,) (one per problem of a batched plan).
 
         Zero at convergence for balanced transport; for unbalanced transport the
         marginals differ from a, b by design.
@@ -107,7 +107,7 @@ class OTResult:
         rows, cols = self.marginals
         a, b = self._solution.weights()
         xp = array_api_compat.array_namespace(rows)
-        batched = len(self.value.shape) == 1
+        batched = self.plan._batched
 
         def l1(v: Any) -> Any:  # per batch; an array of shape () when unbatched
             total = xp.sum(xp.abs(xp.reshape(v, (v.shape[0] if batched else 1, -1))), axis=-1)

@@ -129,3 +129,48 @@ def test_bad_input() -> None:
         free_support_barycenter(y, x0, b=np.concatenate([[0.0], np.ones(19) / 19]))
     with pytest.raises(ValueError, match="both be batched"):
         free_support_barycenter(y, x0[None])
+
+
+def test_objective_gradients_match_finite_differences() -> None:
+    """Envelope theorem at the fixed point: d value / d (clouds, weights, lambdas) vs the whole solve's FD."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    y, a, x0 = rng.random((3, 8, 2)), rng.random((3, 8)) + 0.5, rng.random((8, 2))
+    a /= a.sum(1, keepdims=True)
+    lam = np.array([0.2, 0.3, 0.5])
+    options = {"blur": 0.5, "tol": 1e-9, "max_iter": 300, "stop": 1e-22}
+    yt, at, lt = (torch.tensor(v, requires_grad=True) for v in (y, a, lam))
+    r = free_support_barycenter(yt, torch.tensor(x0), at, lambdas=lt, **options)
+    assert r.converged and not r.points.requires_grad
+    gy, ga, gl = (g.numpy() for g in torch.autograd.grad(r.value, [yt, at, lt]))
+
+    def value(yy: np.ndarray, aa: np.ndarray, ll: np.ndarray) -> float:
+        return float(free_support_barycenter(yy, x0, aa, lambdas=ll, **options).value)
+
+    h = 1e-5
+    dy, da, dl = rng.standard_normal(y.shape), rng.standard_normal(a.shape), rng.standard_normal(3)
+    da, dl = da - da.mean(1, keepdims=True), dl - dl.mean()  # weights and lambdas keep their sums
+    fd_y = (value(y + h * dy, a, lam) - value(y - h * dy, a, lam)) / (2 * h)
+    fd_a = (value(y, a + h * da, lam) - value(y, a - h * da, lam)) / (2 * h)
+    fd_l = (value(y, a, lam + h * dl) - value(y, a, lam - h * dl)) / (2 * h)
+    np.testing.assert_allclose((gy * dy).sum(), fd_y, rtol=1e-7)
+    np.testing.assert_allclose((ga * da).sum(), fd_a, rtol=1e-7)
+    np.testing.assert_allclose((gl * dl).sum(), fd_l, rtol=1e-7)
+
+
+def test_result_reads_as_an_ot_result() -> None:
+    """value, potentials, the K plans (marginals b and a^k) and marginal errors, as every OT solve."""
+    from lazymat.solvers import OTResult
+
+    y, a, x0 = clouds(9, k=2, m=10, n=7)
+    r = free_support_barycenter(y, x0, a, blur=0.3, tol=1e-11, max_iter=50, stop=1e-16)
+    assert isinstance(r, OTResult) and r.value is r.objective[-1]
+    assert r.f.shape == (2, 7) and r.g.shape == (2, 10) and r.eps == pytest.approx(0.09)
+    rows, cols = r.plan.marginals()
+    np.testing.assert_allclose(rows, np.full((2, 7), 1 / 7), atol=1e-9)
+    np.testing.assert_allclose(cols, a, atol=1e-9)
+    assert np.all(np.asarray(r.marginal_errors[1]) < 1e-8) and r.marginal_errors[0].shape == (2,)
+    listed = free_support_barycenter([y[0], y[1][:6]], x0, [a[0], a[1][:6] / a[1][:6].sum()], blur=0.3)
+    assert len(listed.g) == 2 and listed.g[1].shape == (6,)
+    with pytest.raises(NotImplementedError, match="transports"):
+        _ = listed.plan
