@@ -241,9 +241,13 @@ def shoot(
     check_state(q0, p0, steps)
     field = make_field(kernel, q0, p0)
     states, _ = _integrate(field, (q0, p0), steps, _scheme(method), keep=False, progress=progress)
+    # computed where they live on a lazy backend (dask persists them): reading them runs nothing again
+    materialize = lazymat.backend_for(q0).materialize
     if trajectory:
-        return [s[0] for s in states], [s[1] for s in states]
-    return states[-1]
+        held = [materialize(*s) for s in states]
+        return [s[0] for s in held], [s[1] for s in held]
+    q1, p1 = materialize(*states[-1])
+    return q1, p1
 
 
 def flow(

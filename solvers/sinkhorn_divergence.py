@@ -43,6 +43,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import lazymat
+
 from .cloud_solution import CloudSolution, unsort
 from .costs import Cost, ground_cost
 from .measures import check_measures
@@ -223,13 +225,18 @@ def sinkhorn(
             tuple(unsort(xp, v, perm[s]) for v, s in zip(q, side, strict=True))
             for q, side in zip(pots, side_of, strict=False)
         ]
-    f, g = pots[0]
+    # the values are computed where they live (a lazy backend: dask persists them), so that
+    # reading them does not run the solve's graph again (backend.materialize)
+    value, *returned = lazymat.backend_for(value).materialize(
+        m.unbatch(value), *(m.unbatch(v) for v in (*pots[0], *(q[0] for q in pots[1:3] if debias)))
+    )
+    f, g = returned[:2]
     return OTResult(
-        value=m.unbatch(value),
-        f=m.unbatch(f),
-        g=m.unbatch(g),
-        f_aa=m.unbatch(pots[1][0]) if debias else None,
-        g_bb=m.unbatch(pots[2][0]) if debias else None,
+        value=value,
+        f=f,
+        g=g,
+        f_aa=returned[2] if debias else None,
+        g_bb=returned[3] if debias else None,
         n_iter=outcome.n_iter,
         converged=outcome.converged,
         eps=eps,

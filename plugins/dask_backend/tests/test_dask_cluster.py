@@ -12,6 +12,8 @@
 - The solvers of ``test_dask_solvers.py`` at larger sizes, vs their independent references
   and vs numpy in one process to 1e-12 (``SamplesLoss`` and shooting by default; cg with
   Nystrom, converged Sinkhorn and balanced OT, a minute or more each, under ``slow``).
+- A solver's returned arrays hold their values on the workers (``Backend.materialize``):
+  reading them runs nothing again, and the scheduler logs no "different run_spec" warning.
 - A worker process killed (SIGKILL) in the middle of a Sinkhorn run: the answer is the
   undisturbed run's, bit for bit (dask retries and recomputes lost chunks; every task is a
   pure function of its inputs and the merge tree is fixed).
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -41,7 +44,7 @@ from test_dask_solvers import (
 
 import lazymat as lm
 import lazymat_dask
-from lazymat.solvers import SamplesLoss
+from lazymat.solvers import SamplesLoss, sinkhorn
 
 distributed = pytest.importorskip("distributed")
 
@@ -174,6 +177,44 @@ def test_converged_sinkhorn_on_the_cluster(client: Any, backend: str) -> None:
 @pytest.mark.slow
 def test_balanced_entropic_ot_on_the_cluster(client: Any) -> None:
     check_balanced_ot(400, 300, 200)
+
+
+class _Warnings(logging.Handler):
+    """The warnings of the scheduler (which runs in this process) while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_solver_results_hold_their_values(client: Any) -> None:
+    """sinkhorn's value and potentials come back persisted (lazy mode: nothing asked for):
+    each is a graph of its own chunks only, held by the workers, and computing them sends
+    the scheduler no second, different task for a key it ran (dask/dask#9888's warning)."""
+    rng = np.random.default_rng(10)
+    x, y = rng.random((600, 3)), rng.random((500, 3)) + 0.2
+    r = sinkhorn(da.from_array(x, chunks=(300, 3)), da.from_array(y, chunks=(250, 3)), p=2, blur=0.1)
+    arrays = {"value": r.value, "f": r.f, "g": r.g, "f_aa": r.f_aa, "g_bb": r.g_bb}
+    for name, a in arrays.items():
+        keys = set(dask.core.flatten(a.__dask_keys__()))
+        assert set(a.__dask_graph__()) == keys, f"{name}: a graph to run, not its values"
+        assert {f.key for f in distributed.futures_of(a)} == keys, f"{name}: not held on the workers"
+    scheduler = logging.getLogger("distributed.scheduler")
+    level, grab = scheduler.level, _Warnings()
+    scheduler.setLevel(logging.WARNING)
+    scheduler.addHandler(grab)
+    try:
+        got = dict(zip(arrays, dask.compute(*arrays.values()), strict=True))
+    finally:
+        scheduler.removeHandler(grab)
+        scheduler.setLevel(level)
+    assert not [m for m in grab.messages if "run_spec" in m], grab.messages
+    here = sinkhorn(x, y, p=2, blur=0.1)
+    for name, value in got.items():
+        np.testing.assert_allclose(value, getattr(here, name), rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 def _transitions(client: Any) -> int:

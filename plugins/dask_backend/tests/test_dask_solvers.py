@@ -33,6 +33,13 @@ def chunked(a: np.ndarray, rows: int) -> da.Array:
     return da.from_array(a, chunks=(rows, *a.shape[1:]))
 
 
+def held(a: da.Array, what: str) -> None:
+    """``a``'s graph is its own chunks only (``Backend.materialize`` persisted it): reading
+    it runs none of the solve again."""
+    keys = set(dask.core.flatten(a.__dask_keys__()))
+    assert set(a.__dask_graph__()) == keys, f"{what}: a graph to run, not its values"
+
+
 def clouds(n: int, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.random((n, 3)), rng.random((m, 3)) + 0.2
@@ -62,6 +69,7 @@ def check_samples_loss(n: int, m: int, rows: int, results: str) -> None:
     loss = SamplesLoss("sinkhorn", p=2, blur=0.05, backend="online")
     with lazymat_dask.config(results=results):
         value, (gx, _) = loss.value_and_grad(chunked(x, rows), chunked(y, rows))
+        held(value, "the Sinkhorn divergence")
         value, gx = dask.compute(value, gx)
     assert gx.shape == x.shape
     ref_value, ref_gx = geomloss_value_and_grad(x, y, p=2, blur=0.05)
@@ -152,6 +160,8 @@ def check_shooting(n: int, rows: int) -> None:
     q, p = rng.random((n, 3)), 0.1 * rng.standard_normal((n, 3))
     with lazymat_dask.config(persist=True):
         q1, p1 = shoot(chunked(q, rows), chunked(p, rows), gaussian(0.3), steps=6)
+        held(q1, "shooting q1")
+        held(p1, "shooting p1")
         q1, p1 = dask.compute(q1, p1)
     ref_q, ref_p = euler_shooting(q, p, 0.3, 6)
     close(q1, ref_q, 1e-12, "shooting q1 vs a dense Euler integrator")
