@@ -61,12 +61,20 @@ def _library() -> Any:
     if compiler is None:
         raise NotImplementedError("no C compiler on the PATH")
     folder = Path(tempfile.mkdtemp(prefix="lazymat-fused-c-"))
-    src, lib = folder / "fused.c", folder / "fused.so"
+    src, obj, lib = folder / "fused.c", folder / "fused.o", folder / "fused.so"
     src.write_text(SOURCE)
-    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
-    run = subprocess.run([compiler, *flags, "-o", str(lib), str(src), "-lm"], capture_output=True, text=True)
-    if run.returncode != 0:
-        raise NotImplementedError(f"the fused C loop did not compile: {run.stderr[:300]}")
+    # Compiled with fast-math but linked without it: a -ffast-math link (gcc < 13) adds
+    # crtfastmath.o, whose constructor sets flush-to-zero and denormals-are-zero in the thread
+    # that loads the library, for the rest of the process (every contender measured after it,
+    # and a make test worker, flushed subnormals to zero).
+    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
+    for step in (
+        [*flags, "-c", "-o", str(obj), str(src)],
+        ["-shared", "-fopenmp", "-o", str(lib), str(obj), "-lm"],
+    ):
+        run = subprocess.run([compiler, *step], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise NotImplementedError(f"the fused C loop did not compile: {run.stderr[:300]}")
     library = ctypes.CDLL(str(lib))
     library.fused_gauss.restype = None
     return library
