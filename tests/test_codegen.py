@@ -75,8 +75,9 @@ def smallest_subnormal(fi: np.finfo) -> float:
 
 
 def denormals_flushed() -> bool:
-    """Whether this thread flushes subnormal results to zero (a library loaded earlier in the
-    process may have set the FPU's flush-to-zero mode: one make test worker had it)."""
+    """Whether this thread flushes subnormal results to zero: a library linked with -ffast-math
+    sets that mode when loaded (the peer harness's fused C loop did, in one make test worker,
+    until it was linked without; see test_subnormals.py), and jax sets it in its callbacks."""
     return math.ldexp(1.0, -1074) == 0.0
 
 
