@@ -195,8 +195,8 @@ def test_solver_results_hold_their_values(client: Any) -> None:
     each is a graph of its own chunks only, held by the workers, and computing them sends
     the scheduler no second, different task for a key it ran (dask/dask#9888's warning)."""
     rng = np.random.default_rng(10)
-    x, y = rng.random((600, 3)), rng.random((500, 3)) + 0.2
-    r = sinkhorn(da.from_array(x, chunks=(300, 3)), da.from_array(y, chunks=(250, 3)), p=2, blur=0.1)
+    x, y = rng.random((400, 3)), rng.random((300, 3)) + 0.2
+    r = sinkhorn(da.from_array(x, chunks=(200, 3)), da.from_array(y, chunks=(150, 3)), p=2, blur=0.1)
     arrays = {"value": r.value, "f": r.f, "g": r.g, "f_aa": r.f_aa, "g_bb": r.g_bb}
     for name, a in arrays.items():
         keys = set(dask.core.flatten(a.__dask_keys__()))
