@@ -15,16 +15,42 @@ dL/db = K_yy b - K_yx a, and the points' gradients as symbolic VJPs of the same 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lazymat
 from lazymat import LazyMatrix, Vi, Vj
 
-from .costs import KERNELS
+from .costs import KERNELS, NORM_FLOOR
 from .measures import Measures
-from .stacked_softmins import stacked_kernel_products
+from .stacked_softmins import stacked_kernel_products, stacked_reduction
+from .tile_transports import dense_sqdist, fits_tile_budget
 
 Kernel = Callable[[LazyMatrix, LazyMatrix], LazyMatrix]
+
+#: GeomLoss's kernels as functions of the squared distances (namespace, |x - y|^2, blur),
+#: for the dense tiles of small problems (the same formulas as :data:`.costs.KERNELS`)
+DENSE_KERNELS: dict[str, Callable[[Any, Any, float], Any]] = {
+    "gaussian": lambda xp, sq, blur: xp.exp(-sq / (2 * blur * blur)),
+    "laplacian": lambda xp, sq, blur: xp.exp(-xp.sqrt(sq + NORM_FLOOR) / blur),
+    "energy": lambda xp, sq, blur: -xp.sqrt(sq + NORM_FLOOR),
+}
+
+
+@dataclass(frozen=True)
+class NamedKernel:
+    """GeomLoss's kernel ``name`` at scale ``blur``: a LazyMatrix of (Vi(x), Vj(y)), or a
+    dense array of the squared distances (:meth:`dense`, small problems)."""
+
+    name: str
+    blur: float
+
+    def __call__(self, x: LazyMatrix, y: LazyMatrix) -> LazyMatrix:
+        k: LazyMatrix = KERNELS[self.name](x, y, self.blur)
+        return k
+
+    def dense(self, xp: Any, sq: Any) -> Any:
+        return DENSE_KERNELS[self.name](xp, sq, self.blur)
 
 
 def make_kernel(name: str, blur: float, kernel: Kernel | None = None) -> Kernel:
@@ -37,8 +63,7 @@ def make_kernel(name: str, blur: float, kernel: Kernel | None = None) -> Kernel:
         return kernel
     if name not in KERNELS:
         raise ValueError(f"unknown kernel {name!r}: expected one of {sorted(KERNELS)}")
-    base = KERNELS[name]
-    return lambda x, y: base(x, y, blur)
+    return NamedKernel(name, blur)
 
 
 def _product(xp: Any, kernel: Kernel, x: Any, y: Any, w: Any) -> LazyMatrix:
@@ -68,13 +93,22 @@ def kernel_loss(m: Measures, kernel: Kernel, potentials: bool = False, *, stack:
     With ``potentials=True``: (F, G) = (K_xx a - K_xy b, K_yy b - K_yx a), the
     gradients of the loss with respect to a and b, shapes (B, N) and (B, M).
     ``stack``: the products as one batched reduction (:mod:`.stacked_softmins`), for
-    kernels finite everywhere (GeomLoss's: padded columns meet a zero weight).
+    kernels finite everywhere (GeomLoss's: padded columns meet a zero weight); for
+    GeomLoss's kernels (:class:`NamedKernel`), as one dense tile when it fits the tile
+    budget (:func:`.tile_transports.fits_tile_budget`), differentiated by the backend.
     """
     xp = m.xp
     blocks = [(m.x, m.x, m.a, 0.0), (m.y, m.y, m.b, 0.0), (m.x, m.y, m.b, 0.0)]
     if potentials:
         blocks.append((m.y, m.x, m.a, 0.0))
-    if stack:
+    batch, size = m.x.shape[0] * len(blocks), max(m.x.shape[1], m.y.shape[1])
+    if stack and isinstance(kernel, NamedKernel) and fits_tile_budget(m.x, batch, size):
+
+        def dense_products(rows: Any, cols: Any, w: Any) -> Any:
+            return xp.sum(kernel.dense(xp, dense_sqdist(xp, rows, cols)) * w[:, None, :], axis=-1)
+
+        products = stacked_reduction(xp, blocks, dense_products)
+    elif stack:
         products = stacked_kernel_products(xp, kernel, blocks)
     else:
         products = [_apply(xp, kernel, x, y, w) for x, y, w, _ in blocks]

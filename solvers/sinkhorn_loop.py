@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import array_api_compat
@@ -51,6 +52,21 @@ def log_weights(xp: Any, w: Any) -> Any:
     """log(w), with LOG_ZERO where w = 0 (and a zero, not NaN, gradient there)."""
     positive = w > 0
     return xp.where(positive, xp.log(xp.where(positive, w, xp.ones_like(w))), xp.full_like(w, LOG_ZERO))
+
+
+def pad(xp: Any, v: Any, size: int, fill: float, *, after_first: bool = False) -> Any:
+    """``v`` (B, n, ...) padded along axis 1 to ``size`` with ``fill``, or (``after_first``)
+    with its first entry plus ``fill`` (the clouds of several problems stacked into one
+    batch: :mod:`.stacked_softmins`, :mod:`.tile_transports`)."""
+    n = v.shape[1]
+    if n == size:
+        return v
+    shape = (v.shape[0], size - n, *v.shape[2:])
+    if after_first:
+        tail = xp.broadcast_to(v[:, :1, ...], shape) + fill
+    else:
+        tail = xp.full(shape, fill, dtype=v.dtype, device=array_api_compat.device(v))
+    return xp.concat((v, tail), axis=1)
 
 
 def softmin(
@@ -109,9 +125,13 @@ class Transport:
         self.stop = stop
         self.log_a = log_weights(self.xp, stop(self.a))
         self.log_b = self.log_a if self.symmetric else log_weights(self.xp, stop(self.b))
-        xs = stop(self.x)
-        ys = xs if self.symmetric else stop(self.y)
-        self.matrix = evaluate_cost(self.cost, Vi(xs), Vj(ys))
+
+    @cached_property
+    def matrix(self) -> LazyMatrix:
+        """The cost matrix of the loop, on the stopped points (built on first use)."""
+        xs = self.stop(self.x)
+        ys = xs if self.symmetric else self.stop(self.y)
+        return evaluate_cost(self.cost, Vi(xs), Vj(ys))
 
     def zeros(self) -> tuple[Any, ...]:
         za = self.xp.zeros_like(self.log_a)

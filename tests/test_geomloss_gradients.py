@@ -3,7 +3,8 @@
 The losses: "hausdorff" (balanced, KL, TV, p = 1), "sinkhorn" (balanced, p = 1, KL with and
 without debiasing, TV), "energy", "gaussian", "laplacian". The gradients come from
 ``SamplesLoss.value_and_grad`` on numpy (lazymat's symbolic VJPs, no autodiff),
-torch.autograd and jax.grad; the reference is the central difference
+torch.autograd (through the dense tile of small problems and through the lazy reductions)
+and jax.grad; the reference is the central difference
 (v(p + h d) - v(p - h d)) / 2h of the value computed on numpy, along random directions d
 of each argument (three per argument: an error in any component shows). Sinkhorn and
 Hausdorff iterate to convergence (``tol``), where their gradients are those of the value
@@ -104,13 +105,21 @@ def test_numpy_value_and_grad(name):
     check(name, [np.asarray(g) for g in grads])
 
 
+#: the tile budgets of the two paths of small problems: one dense tile differentiated by the
+#: backend (the default budget), or lazy reductions with their symbolic VJPs (a budget too
+#: small for the tile, solvers/tile_transports.py)
+PATHS = {"tile": None, "lazy": 4096}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_torch_autograd(name):
+def test_torch_autograd(name, path):
     torch = pytest.importorskip("torch")
     if "torch" not in lazymat.backends():
         pytest.skip("the lazymat-torch plugin is not installed")
     leaves = [torch.tensor(v, requires_grad=True) for v in problem(name)]
-    value = make_loss(name)(*leaves)
+    with lazymat.config(tile_bytes=PATHS[path]):
+        value = make_loss(name)(*leaves)
     check(name, [g.numpy() for g in torch.autograd.grad(value, leaves)])
 
 
