@@ -203,6 +203,11 @@ def main() -> None:
         default="sinkhorn,kernel",
         help="what to run, in this order, each on the 1x2 then the 2x1 cluster (after numpy)",
     )
+    parser.add_argument(
+        "--clusters",
+        default="1x2,2x1",
+        help="LocalClusters, workers x threads ('': numpy in this process only)",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -230,7 +235,7 @@ def main() -> None:
             )
         figures["numpy"] = one
         dump(figures, args.json)
-    clusters = ((1, 2), (2, 1))
+    clusters = [tuple(int(n) for n in c.split("x")) for c in args.clusters.split(",") if c]
     for task in tasks:
         for workers, threads in clusters:
             got = on_cluster(workers, threads, data, args, task)
@@ -257,7 +262,7 @@ def main() -> None:
             if f"{task}_s" in r:
                 ratio = f"{r[f'{task}_s'] / one[f'{task}_s']:.2f}" if f"{task}_s" in one else "n/a"
                 print(f"{name:9s} {task:8s} {r[f'{task}_s']:8.2f} s ({ratio} x numpy)")
-    two = figures["dask 2x1"]
+    two = figures.get("dask 2x1", {})
     if "sinkhorn_s" not in two:
         dump(figures, args.json)
         return
