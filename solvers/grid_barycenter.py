@@ -51,6 +51,7 @@ import lazymat
 
 from .grid_measures import (
     GridLayout,
+    GridMeasures,
     axes_diameter,
     axes_spacing,
     check_densities,
@@ -58,7 +59,9 @@ from .grid_measures import (
     grid_axes,
     is_interval,
 )
+from .grid_sinkhorn import GridSolution
 from .measures import _concrete_bool, check_equal_masses
+from .ot_result import OTResult
 from .schedule import check_scales, epsilon_schedule
 from .separable import flat_logsumexp
 from .sinkhorn_loop import log_weights
@@ -67,24 +70,26 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GridBarycenter:
-    """What :func:`barycenter_grid` returns, in the user's layout (a leading B if batched).
+class GridBarycenter(OTResult):
+    """What :func:`barycenter_grid` returns: an :class:`~.ot_result.OTResult` of the K problems
+    between the barycenter and the measures, in the user's layout (a leading B if batched), and
+    the barycenter's own fields.
 
-    ``barycenter`` (n_1, ..., n_D); potentials ``f`` (barycenter side) and ``g`` (measures'
-    side) of the K plans, (K, n_1, ..., n_D); ``d`` the debiasing potential (None unless
-    debiased); ``n_iter`` iterations, ``converged`` (None when ``tol`` is None), ``error``
-    the last L1 marginal error (a float), ``eps`` and the annealing ``schedule``.
+    ``value`` sum_k lambda_k (<P_k, C> + eps <P_k, log P_k - 1>), the entropic costs of the
+    K plans P_k = exp((f_k + g_k - C) / eps) (POT's convention), read off the potentials as
+    sum_k lambda_k (<P_k 1, f_k> + <P_k^T 1, g_k> - eps <P_k, 1>) with P_k 1 = bar and
+    P_k^T 1 = a_k (at convergence; debiased, the plans' costs, not the debiased objective);
+    potentials ``f`` (barycenter side) and ``g`` (measures' side) of the K plans,
+    (K, n_1, ..., n_D); ``plan`` the K plans, one batched :class:`~.lazy_plan.TransportPlan`
+    over B * K problems (marginals and ``marginal_errors`` of shape (B * K, ...)); ``n_iter``,
+    ``converged`` (None when ``tol`` is None), ``eps``, ``schedule``. Own fields:
+    ``barycenter`` (n_1, ..., n_D), ``d`` the debiasing potential (None unless debiased),
+    ``error`` the last L1 marginal error (a float).
     """
 
     barycenter: Any
-    f: Any
-    g: Any
     d: Any
-    n_iter: int
-    converged: bool | None
     error: float
-    eps: float
-    schedule: list[float]
 
 
 @dataclass
@@ -246,17 +251,46 @@ def barycenter_grid(
         state = _State(stop(state.f), None, None if state.d is None else stop(state.d))
         for _ in range(backward_iterations or 0):
             state = step(state, eps, la, lam, debias)
+    bar = xp.exp(state.log_bar)  # (B, 1, N)
     return GridBarycenter(
-        barycenter=s.on_grid(xp.exp(state.log_bar)[:, 0, :]),
+        value=s.unbatch(_plans_cost(xp, state, bar, s.masses, lam, eps)),
         f=s.on_grid(state.f),
         g=s.on_grid(state.g),
-        d=None if state.d is None else s.on_grid(state.d[:, 0, :]),
+        f_aa=None,
+        g_bb=None,
         n_iter=n_iter,
         converged=converged,
-        error=_concrete(stop(state.error)),
         eps=eps,
+        rho=None,
         schedule=schedule,
+        _solution=_plans_solution(s, state, bar, eps),
+        barycenter=s.on_grid(bar[:, 0, :]),
+        d=None if state.d is None else s.on_grid(state.d[:, 0, :]),
+        error=_concrete(stop(state.error)),
     )
+
+
+def _plans_cost(xp: Any, state: _State, bar: Any, masses: Any, lam: Any, eps: float) -> Any:
+    """sum_k lambda_k (<bar, f_k> + <a_k, g_k> - eps m): the K plans' entropic costs, (B,)."""
+    costs = xp.sum(bar * state.f, axis=-1) + xp.sum(masses * state.g, axis=-1) - eps * xp.sum(masses, axis=-1)
+    return xp.sum(lam[..., 0] * costs, axis=-1)
+
+
+def _plans_solution(s: _Stack, state: _State, bar: Any, eps: float) -> GridSolution:
+    """The K plans P_k = exp((f_k + g_k - C) / eps) as grid OT solutions between bar and a_k.
+
+    GridSolution's plans are exp(log a + f' / eps + log b + g' / eps - C / eps): with
+    f' = f - eps log bar and g' = g - eps log a_k (log 0 written LOG_ZERO on both sides, so
+    that log a + f' / eps = f / eps wherever the mass is zero too) they are the P_k.
+    """
+    xp, stop = s.xp, lazymat.backend_for(bar).stop_gradient
+    b, k, n = (int(v) for v in s.masses.shape)
+    rows = xp.reshape(xp.broadcast_to(stop(bar), (b, k, n)), (b * k, n))
+    cols = xp.reshape(stop(s.masses), (b * k, n))
+    f = xp.reshape(stop(state.f), (b * k, n)) - eps * log_weights(xp, rows)
+    g = xp.reshape(stop(state.g), (b * k, n)) - eps * log_weights(xp, cols)
+    pairs = GridMeasures(rows, cols, s.axes, True, xp)
+    return GridSolution(pairs, eps, (f, g), (b * k, *s.shape))
 
 
 def _concrete(v: Any) -> float:

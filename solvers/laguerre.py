@@ -53,10 +53,11 @@ The computations are in float64 (sums of up to 10^6 weights to 1e-4 of a cell); 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ from .conjugate_gradient import ConvergenceWarning, cg
 from .costs import Cost, evaluate_cost, ground_cost
 from .laguerre_volumes import Cells, Domain, assign
 from .measures import check_finite
+from .ot_result import OTResult, Solution
 from .penalties import Balanced
 from .schedule import epsilon_schedule
 from .sinkhorn_loop import Transport, sinkhorn_loop
@@ -105,14 +107,23 @@ def anisotropic_cost(dim: int) -> Cost:
 
 
 @dataclass
-class LaguerreResult:
-    """What :func:`laguerre_cells` returns.
+class LaguerreResult(OTResult):
+    """What :func:`laguerre_cells` returns: an :class:`~.ot_result.OTResult` of the semi-discrete
+    problem, and the cells' own fields.
 
-    ``weights`` the dual weights f (N,), ``volumes`` their cells' volumes (N,), ``targets``
-    the prescribed ones, ``centroids`` (N, D); ``errors`` ``max_i |Vol_i - v_i| / v_i`` at the
-    start of Newton and after each iteration; ``n_iter`` Newton iterations, ``n_evaluations``
-    volume evaluations (line search included), ``warm_start_iter`` Sinkhorn iterations of the
-    warm start; ``converged`` whether ``errors[-1] <= tol``.
+    As every OT solve: ``value`` the semi-discrete dual sum_i f_i v_i + sum_j mu_j g_j at the
+    returned weights, with ``f`` the dual weights (N,) and ``g`` (M,) their c-transform
+    g_j = min_i c(s_i, y_j) - f_i on the domain's samples (pixel centres for a density; the
+    dual's integral is taken at them); ``n_iter`` Newton iterations; ``converged`` whether
+    ``errors[-1] <= tol``; ``eps`` 0 (unregularised) and ``schedule`` the warm start's
+    temperatures (empty without it); ``marginal_errors`` (sum_i |Vol_i - v_i|, 0): every
+    sample's mass goes to the cells. The plan (a partition of the domain) is not a lazy
+    operator: read it with :meth:`labels`, ``volumes`` and ``centroids``.
+
+    Own fields: ``weights`` (= ``f``), ``volumes`` their cells' volumes (N,), ``targets`` the
+    prescribed ones, ``centroids`` (N, D); ``errors`` ``max_i |Vol_i - v_i| / v_i`` at the
+    start of Newton and after each iteration; ``n_evaluations`` volume evaluations (line
+    search included), ``warm_start_iter`` Sinkhorn iterations of the warm start.
     """
 
     weights: Any
@@ -120,19 +131,31 @@ class LaguerreResult:
     targets: Any
     centroids: Any
     errors: list[float]
-    n_iter: int
     n_evaluations: int
     warm_start_iter: int
-    converged: bool
     _seeds: Any = field(repr=False)
     _cost: Cost = field(repr=False)
+
+    @functools.cached_property
+    def marginal_errors(self) -> tuple[Any, Any]:
+        """``(sum_i |Vol_i - v_i|, 0)``: the cells' volumes against the targets; the domain is covered."""
+        xp = array_api_compat.array_namespace(self.volumes)
+        return xp.sum(xp.abs(self.volumes - self.targets)), xp.zeros((), dtype=self.volumes.dtype)
 
     def labels(self, points: Any) -> Any:
         """The cell of each point (P, D): argmin_i c(s_i, y) - f_i, as int64 indices (P,)."""
         xp = array_api_compat.array_namespace(points)
-        n = int(self._seeds.shape[0])
-        c = evaluate_cost(self._cost, Vi(self._seeds), Vj(points)) - Vi(xp.reshape(self.weights, (n, 1)))
-        return xp.reshape(c.argmin(axis=0), (-1,))
+        return xp.reshape(_power_costs(self._seeds, self.weights, points, self._cost).argmin(axis=0), (-1,))
+
+
+class _Partition(Solution):
+    """Semi-discrete OT: the plan is a partition of the domain, not a lazy operator."""
+
+    def plan(self) -> Any:
+        raise NotImplementedError(
+            "a semi-discrete plan is the partition of the domain into the cells: read it with "
+            "result.labels(points), result.volumes and result.centroids"
+        )
 
 
 def _float64(name: str, v: Any) -> Any:
@@ -250,8 +273,8 @@ def _check_distinct(xp: Any, seeds: Any) -> None:
         )
 
 
-def _warm_start(domain: Domain, seeds: Any, targets: Any, cost: Cost) -> tuple[Any, int]:
-    """Step 2 of the module docstring: entropic weights, and the Sinkhorn iterations run."""
+def _warm_start(domain: Domain, seeds: Any, targets: Any, cost: Cost) -> tuple[Any, list[float]]:
+    """Step 2 of the module docstring: entropic weights, and the temperatures of its iterations."""
     xp = domain.xp
     c = evaluate_cost(cost, Vi(seeds), Vj(domain.points))
     c_max = float(xp.max(c.max(axis=1)))
@@ -266,7 +289,7 @@ def _warm_start(domain: Domain, seeds: Any, targets: Any, cost: Cost) -> tuple[A
     )
     out = sinkhorn_loop([t], eps_list, Balanced())
     f = out.potentials[0][0][0, :]
-    return f + eps_end * xp.log(targets), out.n_iter
+    return f + eps_end * xp.log(targets), eps_list[: out.n_iter]
 
 
 def _relative_error(xp: Any, volumes: Any, targets: Any) -> float:
@@ -366,19 +389,21 @@ def laguerre_cells(
     n = int(seeds.shape[0])
     _check_distinct(xp, seeds)
     targets = _targets(volumes, n, domain)
-    starts = []  # the starting weights to try, in order: the first without empty cells wins
+    starts: list[
+        tuple[str, Callable[[], tuple[Any, list[float]]]]
+    ] = []  # the starting weights to try, in order: the first without empty cells wins
     if init is not None:
         init = _float64("init", init)
         if tuple(init.shape) != (n,):
             raise ValueError(f"init must have shape ({n},), one weight per seed, got {tuple(init.shape)}")
-        starts.append(("init", lambda: (init, 0)))
+        starts.append(("init", lambda: (init, [])))
     if warm_start:
         starts.append(("the warm start", lambda: _warm_start(domain, seeds, targets, cost)))
-    starts.append(("zero weights", lambda: (xp.zeros_like(targets), 0)))
-    evaluations, warm_iter = 0, 0
+    starts.append(("zero weights", lambda: (xp.zeros_like(targets), [])))
+    evaluations, schedule = 0, []
     for name, start in starts:
-        f, iterations = start()
-        warm_iter += iterations
+        f, temperatures = start()
+        schedule += temperatures
         cells = assign(domain, seeds, f, cost)
         evaluations += 1
         if not bool(xp.any(cells.volumes <= 0)):
@@ -393,7 +418,9 @@ def laguerre_cells(
         )
     floor = 0.5 * min(float(xp.min(cells.volumes)), float(xp.min(targets)))
     errors = [_relative_error(xp, cells.volumes, targets)]
-    logger.info("laguerre: %d cells, start error %.3e (warm start: %d iterations)", n, errors[0], warm_iter)
+    logger.info(
+        "laguerre: %d cells, start error %.3e (warm start: %d iterations)", n, errors[0], len(schedule)
+    )
     n_iter = 0
     stalled = False
     while errors[-1] > tol and n_iter < max_iter:
@@ -435,16 +462,39 @@ def laguerre_cells(
             ConvergenceWarning,
             stacklevel=2,
         )
+    g = _c_transform(seeds, f, domain.points, cost)
     return LaguerreResult(
+        value=xp.sum(f * targets) + xp.sum(domain.weights * g),
+        f=f,
+        g=g,
+        f_aa=None,
+        g_bb=None,
+        n_iter=n_iter,
+        converged=converged,
+        eps=0.0,
+        rho=None,
+        schedule=schedule,
+        _solution=_Partition(),
         weights=f,
         volumes=cells.volumes,
         targets=targets,
         centroids=cells.centroids(),
         errors=errors,
-        n_iter=n_iter,
         n_evaluations=evaluations,
-        warm_start_iter=warm_iter,
-        converged=converged,
+        warm_start_iter=len(schedule),
         _seeds=seeds,
         _cost=cost,
     )
+
+
+def _power_costs(seeds: Any, f: Any, points: Any, cost: Cost) -> LazyMatrix:
+    """c(s_i, y_j) - f_i, seeds on i and points on j."""
+    xp = array_api_compat.array_namespace(points)
+    result: LazyMatrix = evaluate_cost(cost, Vi(seeds), Vj(points)) - Vi(xp.reshape(f, (-1, 1)))
+    return result
+
+
+def _c_transform(seeds: Any, f: Any, points: Any, cost: Cost) -> Any:
+    """g_j = min_i c(s_i, y_j) - f_i, a min reduction over the seeds: (M,)."""
+    xp = array_api_compat.array_namespace(points)
+    return xp.reshape(_power_costs(seeds, f, points, cost).min(axis=0), (-1,))

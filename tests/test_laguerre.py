@@ -320,3 +320,32 @@ def test_bad_input() -> None:
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="bandwidth"):
             laguerre_cells(x, v, density=ones, bandwidth=0.1)
+
+
+def test_result_reads_as_an_ot_result() -> None:
+    """value, f, g (the c-transform on the pixel centres) and marginal errors against numpy brute force."""
+    from lazymat.solvers import OTResult
+
+    x, v = problem(11, 30)
+    n = 64
+    density = np.ones((n, n))
+    r = laguerre_cells(x, v, density=density, tol=1e-6)
+    assert isinstance(r, OTResult) and r.f is r.weights and r.eps == 0.0 and r.schedule
+    t = (np.arange(n) + 0.5) / n
+    y = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    mu = np.full(n * n, 1.0 / (n * n))
+    shifted = ((y[:, None, :] - x[None, :, :]) ** 2).sum(-1) - npy(r.f)[None, :]
+    g = shifted.min(axis=1)
+    np.testing.assert_allclose(npy(r.g), g, atol=1e-13)
+    np.testing.assert_allclose(float(r.value), float(npy(r.f) @ v + mu @ g), rtol=1e-12)
+    # the dual at the pixel centres: the primal cost of their assignment, up to the volume mismatch
+    labels = shifted.argmin(axis=1)
+    np.testing.assert_array_equal(npy(r.labels(y)), labels)
+    primal = float((mu * ((y - x[labels]) ** 2).sum(-1)).sum())
+    counted = np.bincount(labels, weights=mu, minlength=len(x))
+    assert abs(float(r.value) - primal) <= np.abs(npy(r.f)).max() * np.abs(counted - v).sum() + 1e-12
+    volume_error, domain_error = r.marginal_errors
+    np.testing.assert_allclose(float(volume_error), np.abs(npy(r.volumes) - v).sum(), rtol=1e-12)
+    assert float(domain_error) == 0.0
+    with pytest.raises(NotImplementedError, match="labels"):
+        _ = r.plan
