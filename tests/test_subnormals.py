@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def run_native_cpu() -> bool:
     return subnormals_kept()
 
 
-def in_fresh_process(check: object) -> bool:
+def in_fresh_process(check: Callable[[], bool]) -> bool:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return bool(pool.submit(check).result())  # type: ignore[arg-type]
+        return pool.submit(check).result()
 
 
 def test_a_fresh_process_keeps_subnormals() -> None:
