@@ -43,7 +43,7 @@ import array_api_compat
 
 import lazymat
 
-from .matrix_plan import MatrixPlan, log_sum_exp, row_blocks, transposed
+from .matrix_plan import MatrixPlan, exp, log_sum_exp, row_blocks, transposed
 from .measures import _concrete_bool, _describe, _weights, check_equal_masses, check_finite
 from .ot_result import OTResult, Solution
 from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
@@ -94,7 +94,7 @@ class MatrixTransport:
         total = 0
         for rows in row_blocks(n, m):
             z = (f[:, rows, None] + g[:, None, :] - self.c[:, rows, :]) / eps
-            per_row = xp.sum(self.b[:, None, :] * xp.exp(z), axis=-1)
+            per_row = xp.sum(self.b[:, None, :] * exp(xp, z), axis=-1)
             total = total + xp.sum(self.a[:, rows] * per_row, axis=-1)
         return eps * total
 

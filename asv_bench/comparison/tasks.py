@@ -35,6 +35,7 @@ NAMES = (
     "laguerre",
     "grid",
     "grid_barycenter",
+    "matrix_ot",
 )
 
 
@@ -189,6 +190,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_grid import grid_barycenter_task, grid_task
 
         return grid_task(quick) if name == "grid" else grid_barycenter_task(quick)
+    if name == "matrix_ot":
+        from .peer_matrix import matrix_task
+
+        return matrix_task(quick)
     if name == "laguerre":
         from .peer_laguerre import laguerre_task
 
