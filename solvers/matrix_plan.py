@@ -57,11 +57,14 @@ def log_sum_exp(xp: Any, c: Any, h: Any, inv_eps: float) -> Any:
 
     The largest term of each row is factored out, so that no exponential overflows.
     """
-    out = []
+    floor = math.log(float(xp.finfo(c.dtype).smallest_normal)) + 10  # see exp(): terms below it are
+    out = []  # counted as e^floor, which changes the sum (>= 1, the largest term) by M e^floor at most
     for rows in row_blocks(int(c.shape[1]), int(c.shape[2])):
-        z = h[:, None, :] - c[:, rows, :] * inv_eps
+        z = c[:, rows, :] * (-inv_eps)
+        z += h[:, None, :]
         top = xp.max(z, axis=-1)
-        out.append(top + xp.log(xp.sum(exp(xp, z - top[..., None]), axis=-1)))
+        z -= top[..., None]
+        out.append(top + xp.log(xp.sum(xp.exp(xp.maximum(z, floor)), axis=-1)))
     return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
 

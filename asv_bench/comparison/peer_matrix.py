@@ -89,7 +89,7 @@ def pot() -> Contender:
 
 
 def matrix_task(quick: bool) -> Task:
-    sizes = [64, 128] if quick else [300, 1_000, 3_000]
+    sizes = [32, 64] if quick else [300, 1_000, 2_000]
     return Task(
         "matrix_ot",
         f"OT on a user's cost matrix to tol {TOL:g}, eps = {REG}",
