@@ -1,15 +1,16 @@
 """The benchmarks cannot rot unnoticed, at a cost a test suite can pay on a fresh machine.
 
 1. Every asv benchmark runs once at a tiny size on every backend and through every engine
-   (not every pair: :func:`covering`), values against dense float64 numpy (the conjugate
-   gradient against ``numpy.linalg.solve``); the keops engine, whose every formula compiles
-   (10-60 s each), runs the three reductions only.
+   (not every pair; sizes and blurs on the plainest target only: :func:`run_benchmarks`),
+   values against dense float64 numpy (the conjugate gradient against
+   ``numpy.linalg.solve``); the keops engine, whose every formula compiles (10-60 s each),
+   runs the three reductions only.
 2. Every task of the peer comparison (``asv_bench/peers.py``) runs through its harness at
    its smallest ``--quick`` size, one test per task: ours on every engine and the peers that
    compile nothing (dense torch / jax.numpy, OTT-JAX, GeomLoss tensorized, POT, SciPy, the
    fused C loop), with ours agreeing with the peers through the harness's difference column
-   (the conjugate gradient's preconditioners on the reference engine only: every engine
-   with every preconditioner is checked by the asv benchmarks' run, 1.).
+   (the conjugate gradient's preconditioners on the reference engine only: every
+   preconditioner on every backend and engine is checked by the asv benchmarks' run, 1.).
    The contenders that run pykeops are a sample (:data:`KEOPS_SAMPLE`): pykeops and our
    keops engine on the kernel product, GeomLoss's multiscale backend, the multiscale task's
    reference. Their formulas compile into the shared KeOps build folder (``conftest.py``),
@@ -94,49 +95,66 @@ def dense_reference(task: str, args: dict[str, np.ndarray], w: Any) -> np.ndarra
 CHECKED = ("KernelProduct", "Softmin", "ArgKmin", "ConjugateGradient")
 
 
-def covering(targets: Sequence[str]) -> set[str]:
-    """Targets ("backend/engine") among which every backend and every engine of ``targets``
-    appears once: a backend's own engines first (the reference engine, the slowest on every
-    backend but numpy, on numpy). Every (backend, engine) pair is the conformance suites'
-    job; here each benchmark's code runs on each library and through each engine."""
-    backends: set[str] = set()
-    engines: set[str] = set()
-    chosen = set()
-    ordered = sorted(targets, key=lambda t: t.rpartition("/")[2] == "reference" and t != "numpy/reference")
-    for target in ordered:
-        backend, _, engine = target.rpartition("/")
-        if backend not in backends or engine not in engines:
-            chosen.add(target)
-            backends.add(backend)
-            engines.add(engine)
-    return chosen
+def covering_order(target: str) -> tuple[bool, bool, bool]:
+    """Sort key of the targets ("backend/engine") a benchmark runs on: the plainest,
+    ``numpy/reference``, first; then a backend's own engines (``jax/jax-xla``,
+    ``torch/torch-tiled``), so that a shared engine (native-cpu) runs on a backend that has
+    no engine of its own; the reference engine, the slowest on every backend but numpy, last."""
+    backend, _, engine = target.rpartition("/")
+    own = engine.startswith(backend.partition(":")[0])
+    return target != "numpy/reference", engine == "reference", not own
 
 
 def run_benchmarks(mod: Any, wanted: Callable[[str], bool]) -> dict[str, list[str]]:
-    """Every benchmark of ``mod`` once, on the targets ``wanted(target)`` accepts that
-    :func:`covering` keeps (values checked where :func:`dense_reference` knows them); class
-    name -> the targets that ran."""
+    """Every benchmark of ``mod`` on a covering set of the targets ``wanted(target)`` accepts
+    (values checked where :func:`dense_reference` knows them); class name -> the targets that ran.
+
+    Targets are tried in :func:`covering_order`; one runs when it brings a backend or an
+    engine that has not run the benchmark yet (a target whose setup declines, asv's skip,
+    covers nothing), so that each benchmark's code runs on each library and through each
+    engine (every pair is the conformance suites' job). The first target that runs takes
+    every combination of the other parameters; the others take every value of those that
+    pick code (a preconditioner, a method, a flag) at the first value of the numbers
+    (sizes, blurs), which change no code path."""
     w = importlib.import_module("benchmarks.workloads")
     ran: dict[str, list[str]] = {}
     for cls in benchmark_classes(mod):
-        kept = covering([t for t in cls.params[0] if wanted(t)])
-        for params in itertools.product(*cls.params):
-            if params[0] not in kept:
+        backends: set[str] = set()
+        engines: set[str] = set()
+        for target in sorted(filter(wanted, cls.params[0]), key=covering_order):
+            backend, _, engine = target.rpartition("/")
+            if backend in backends and engine in engines:
                 continue
-            bench = cls()
-            try:
-                bench.setup(*params)
-            except NotImplementedError:
-                continue  # asv's skip: an engine that does not run this task, a missing solver
-            for name in dir(cls):
-                if name.startswith(("time_", "peakmem_", "track_")):
-                    out = getattr(bench, name)(*params)
-                    if name.startswith("track_"):
-                        assert np.isfinite(out) and out > 0, (cls.__name__, params, name, out)
-            ran.setdefault(cls.__name__, []).append(params[0])
-            if cls.__name__ in CHECKED:
-                check_values(cls.__name__, bench, w)
+            rest = cls.params[1:] if not backends else [v if picks_code(v) else v[:1] for v in cls.params[1:]]
+            ran_here = [run_once(cls, (target, *values), w) for values in itertools.product(*rest)]
+            if any(ran_here):
+                ran.setdefault(cls.__name__, []).append(target)
+                backends.add(backend)
+                engines.add(engine)
     return ran
+
+
+def picks_code(values: Sequence[Any]) -> bool:
+    """Whether a benchmark parameter's values choose code (strings, flags), not numbers."""
+    return any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)
+
+
+def run_once(cls: Any, params: tuple[Any, ...], w: Any) -> bool:
+    """Every method of one benchmark at ``params``, values checked; False if its setup declines
+    (asv's skip: an engine that does not run this task, a missing solver)."""
+    bench = cls()
+    try:
+        bench.setup(*params)
+    except NotImplementedError:
+        return False
+    for name in dir(cls):
+        if name.startswith(("time_", "peakmem_", "track_")):
+            out = getattr(bench, name)(*params)
+            if name.startswith("track_"):
+                assert np.isfinite(out) and out > 0, (cls.__name__, params, name, out)
+    if cls.__name__ in CHECKED:
+        check_values(cls.__name__, bench, w)
+    return True
 
 
 def on_keops(target: str) -> bool:
