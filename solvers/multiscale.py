@@ -335,126 +335,185 @@ def multiscale_sinkhorn_loop(
             "multiscale Sinkhorn sorts one pair of clouds by clusters: pass clouds (N, D) and (M, D), "
             f"not batches of {m.x.shape[0]} (use a loop, or multiscale=False)"
         )
-    xp = m.xp
-    backend = lazymat.backend_for(m.x)
-    stop = backend.stop_gradient
-    x_native = np.asarray(backend.to_numpy(stop(m.x[0, ...])))
-    x, y, a, b = (
-        np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
-    )
-    d = x.shape[1]
-    coarsest = cluster_scale_value(cluster_scale)
-    if coarsest is None:
-        coarsest = default_cluster_scale(diameter, d, max(x.shape[0], y.shape[0]))
-    scales, jumps = level_scales(x, y, eps_list, p, coarsest, cluster_levels, truncate)
-    truncate = positive_scalar("truncate", truncate)
-    label_x, label_y = (
-        host_labels(n, v, w) for n, v, w in zip("xy", labels or (None, None), (x, y), strict=True)
-    )
-    hx, hy = cloud_hierarchy(x, a, scales, label_x), cloud_hierarchy(y, b, scales, label_y)
-    lv = _Levels(m, hx, hy, x_native.dtype)
-    if verbose:
-        sizes = ", ".join(f"{lx.size}x{ly.size}" for lx, ly in zip(hx.levels, hy.levels, strict=True))
-        _info(f"multiscale Sinkhorn: scales {scales}, points per level {sizes}, jumps after {jumps}")
-
-    def to_np(v: Any) -> np.ndarray:
-        return np.asarray(backend.to_numpy(v[0, ...]), dtype=np.float64)
-
-    pots: list[tuple[Any, ...]] | None = None
-    ranges: list[Any] = [None, None, None]
-    kept: list[Any] = [None, None, None]
-    jumped: list[Any] = [None, None, None]  # the kept pairs at the jump to the level
-    clouds = (hx, hy)
-    start, n_iter, last = 0, 0, len(eps_list) - 1
-
-    def retruncate(k: int, eps: float, only_if_gained: bool = False) -> bool:
-        """Re-test the level's pairs from those kept at its jump, with its potentials, at
-        ``eps`` (the kernel may widen again as the potentials move); True if a problem
-        gained pairs. ``only_if_gained``: change only such problems."""
-        assert pots is not None
-        gained = False
-        for s, (u, v) in enumerate(_SIDES[: len(pots)]):
-            f, g = (to_np(w) for w in (pots[s] * 2)[:2])
-            here = clouds[u].levels[k], clouds[v].levels[k]
-            parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-            tested = _shrink(jumped[s], f, g, here, parents, eps, truncate, p)
-            if _same_pairs(tested, kept[s]):
-                continue
-            grows = _gains(tested, kept[s], parents[1].size)
-            gained = gained or grows
-            if grows or not only_if_gained:
-                kept[s], ranges[s] = tested, block_structure(tested, *here)
-        if verbose:
-            _info(f"level {k} for eps = {eps:.3e}: keeps {ranges[0].density():.2%}")
-        return gained
-
+    run = _Run(m, cost, penalty, p, eps_list, debias, truncate, tol, max_iter, verbose)
+    run.build_levels(diameter, cluster_scale, cluster_levels, labels)
     # one run's progress (iterations, eps, time left) over every level's loops
     with Progress(logger, "multiscale sinkhorn", len(eps_list), progress=progress, verbose=verbose) as report:
-        for k, arrays in enumerate(lv.arrays):
-            fine = k == len(scales)
-            end = last if fine else jumps[k]
+        return run.solve(report)
+
+
+class _Run:
+    """One multiscale solve, level after level (the steps of :func:`multiscale_sinkhorn_loop`).
+
+    Its state: the potentials of the current level's problems (OT(a, b), and OT(a, a),
+    OT(b, b) if debiased) and, per problem, the cluster pairs its kernel keeps, those kept
+    at the jump to the level (re-tested as eps falls), and their block-sparse ranges.
+    """
+
+    def __init__(
+        self,
+        m: Measures,
+        cost: Cost,
+        penalty: Penalty,
+        p: float,
+        eps_list: list[float],
+        debias: bool,
+        truncate: float | None,
+        tol: float | None,
+        max_iter: int | None,
+        verbose: bool,
+    ) -> None:
+        self.m, self.cost, self.penalty, self.p, self.eps_list = m, cost, penalty, p, eps_list
+        self.debias, self.tol, self.max_iter, self.verbose = debias, tol, max_iter, verbose
+        self.truncate_arg = truncate
+        self.truncate = positive_scalar("truncate", truncate)
+        self.backend = lazymat.backend_for(m.x)
+        self.pots: list[tuple[Any, ...]] | None = None
+        self.ranges: list[Any] = [None, None, None]
+        self.kept: list[Any] = [None, None, None]
+        self.jumped: list[Any] = [None, None, None]  # the kept pairs at the jump to the level
+        self.n_iter = 0
+
+    def build_levels(
+        self,
+        diameter: float,
+        cluster_scale: float | None,
+        cluster_levels: int | None,
+        labels: tuple[np.ndarray | None, np.ndarray | None] | None,
+    ) -> None:
+        """The clouds' cluster hierarchies (on the host), their scales and jumps, and their
+        arrays in the caller's library."""
+        m, backend = self.m, self.backend
+        stop = backend.stop_gradient
+        x_native = np.asarray(backend.to_numpy(stop(m.x[0, ...])))
+        x, y, a, b = (
+            np.asarray(backend.to_numpy(stop(v[0, ...])), dtype=np.float64) for v in (m.x, m.y, m.a, m.b)
+        )
+        coarsest = cluster_scale_value(cluster_scale)
+        if coarsest is None:
+            coarsest = default_cluster_scale(diameter, x.shape[1], max(x.shape[0], y.shape[0]))
+        self.scales, self.jumps = level_scales(
+            x, y, self.eps_list, self.p, coarsest, cluster_levels, self.truncate_arg
+        )
+        label_x, label_y = (
+            host_labels(n, v, w) for n, v, w in zip("xy", labels or (None, None), (x, y), strict=True)
+        )
+        hx, hy = cloud_hierarchy(x, a, self.scales, label_x), cloud_hierarchy(y, b, self.scales, label_y)
+        self.clouds = (hx, hy)
+        self.lv = _Levels(m, hx, hy, x_native.dtype)
+        if self.verbose:
+            sizes = ", ".join(f"{lx.size}x{ly.size}" for lx, ly in zip(hx.levels, hy.levels, strict=True))
+            scales, jumps = self.scales, self.jumps
+            _info(f"multiscale Sinkhorn: scales {scales}, points per level {sizes}, jumps after {jumps}")
+
+    def to_np(self, v: Any) -> np.ndarray:
+        return np.asarray(self.backend.to_numpy(v[0, ...]), dtype=np.float64)
+
+    def problems(self, k: int) -> list[Transport]:
+        """The problems of level ``k`` with the current truncated kernels."""
+        return _problems(self.lv.arrays[k], self.ranges, self.cost, self.debias)
+
+    def iterate(
+        self, problems: list[Transport], eps_list: list[float], tol: float | None, report: Progress
+    ) -> LoopOutcome:
+        """The Sinkhorn loop on ``problems`` from the current potentials, within ``max_iter``."""
+        max_iter = None if self.max_iter is None else max(1, self.max_iter - self.n_iter)
+        out = sinkhorn_loop(
+            problems, eps_list, self.penalty, tol=tol, max_iter=max_iter, initial=self.pots, report=report
+        )
+        self.n_iter += out.n_iter
+        self.pots = out.potentials
+        return out
+
+    def retruncate(self, k: int, eps: float, only_if_gained: bool = False) -> bool:
+        """Re-test level ``k``'s pairs from those kept at its jump, with its potentials, at
+        ``eps`` (the kernel may widen again as the potentials move); True if a problem
+        gained pairs. ``only_if_gained``: change only such problems."""
+        assert self.pots is not None
+        clouds, gained = self.clouds, False
+        for s, (u, v) in enumerate(_SIDES[: len(self.pots)]):
+            f, g = (self.to_np(w) for w in (self.pots[s] * 2)[:2])
+            here = clouds[u].levels[k], clouds[v].levels[k]
+            parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+            tested = _shrink(self.jumped[s], f, g, here, parents, eps, self.truncate, self.p)
+            if _same_pairs(tested, self.kept[s]):
+                continue
+            grows = _gains(tested, self.kept[s], parents[1].size)
+            gained = gained or grows
+            if grows or not only_if_gained:
+                self.kept[s], self.ranges[s] = tested, block_structure(tested, *here)
+        if self.verbose:
+            _info(f"level {k} for eps = {eps:.3e}: keeps {self.ranges[0].density():.2%}")
+        return gained
+
+    def solve(self, report: Progress) -> MultiscaleOutcome:
+        """Every level's loop, each followed by the jump to the next; the last level finishes."""
+        start, last = 0, len(self.eps_list) - 1
+        for k in range(len(self.lv.arrays)):
+            fine = k == len(self.scales)
+            end = last if fine else self.jumps[k]
             # level 0: no truncation yet, one call; finer levels: one eps at a time, re-truncated;
             # refinement levels (end < start): none
             steps = [(start, end)] if k == 0 else [(i, i) for i in range(start, end + 1)]
-            problems = _problems(arrays, ranges, cost, debias)
+            problems = self.problems(k)
             for first, final in steps:
-                out = sinkhorn_loop(
+                out = self.iterate(
                     problems,
-                    eps_list[first : final + 1],
-                    penalty,
-                    tol=tol if fine and final == last else None,
-                    max_iter=None if max_iter is None else max(1, max_iter - n_iter),
-                    initial=pots,
-                    report=report,
+                    self.eps_list[first : final + 1],
+                    self.tol if fine and final == last else None,
+                    report,
                 )
-                n_iter += out.n_iter
-                pots = out.potentials
                 if fine and final == last:
-                    # converged (tol): the kept pairs must hold at the converged potentials too
-                    while out.converged and k > 0 and retruncate(k, eps_list[last], only_if_gained=True):
-                        out = sinkhorn_loop(
-                            _problems(arrays, ranges, cost, debias),
-                            eps_list[last:],
-                            penalty,
-                            tol=tol,
-                            max_iter=None if max_iter is None else max(1, max_iter - n_iter),
-                            initial=pots,
-                            report=report,
-                        )
-                        n_iter += out.n_iter
-                        pots = out.potentials
-                    problems = _problems(arrays, ranges, cost, debias)
-                    if tol is None:
-                        polish = POLISH if max_iter is None else max(0, min(POLISH, max_iter - n_iter))
-                        pots = _polish(problems, pots, eps_list[last], penalty, polish)
-                        n_iter += polish
-                    result = LoopOutcome(pots, n_iter, out.converged)
-                    return MultiscaleOutcome(problems, result, lv.sorted, lv.perm, scales)
+                    return self.finish(k, out, report)
                 if k > 0 and final < end:
-                    retruncate(k, eps_list[final + 1])
-                    problems = _problems(arrays, ranges, cost, debias)
-            assert pots is not None
-            eps, eps_next = eps_list[end], eps_list[end + 1]
-            nxt = lv.arrays[k + 1]
-            moved_pots = []
-            for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
-                rows, cols = clouds[u].levels[k], clouds[v].levels[k]
-                finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
-                f, g = (to_np(w) for w in (pots[s] * 2)[:2])
-                if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
-                    parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
-                    kept[s] = _shrink(jumped[s], f, g, (rows, cols), parents, eps_next, truncate, p)
-                candidates = partial(candidate_pairs, kept[s], rows, cols)
-                kept[s] = jumped[s] = kept_pairs(rows, cols, f, g, candidates, eps_next, truncate, p)
-                ranges[s] = block_structure(kept[s], *finer)
-                moved = _extrapolate(xp, t, pots[s], kept[s], (nxt[u], nxt[v]), finer, (rows, cols), eps)
-                moved_pots.append(tuple(penalty.update(xp, w, eps) for w in moved))
-                if verbose:
-                    kept_share = ranges[s].density()
-                    _info(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {kept_share:.2%}")
-            pots = moved_pots
+                    self.retruncate(k, self.eps_list[final + 1])
+                    problems = self.problems(k)
+            self.jump(k, problems, end)
             start = end + 1
-    raise AssertionError("unreachable: the last level returns")
+        raise AssertionError("unreachable: the last level returns")
+
+    def finish(self, k: int, out: LoopOutcome, report: Progress) -> MultiscaleOutcome:
+        """The end of the annealing on the points: converged (``tol``), the kept pairs must
+        hold at the converged potentials too; else :data:`POLISH` more iterations."""
+        eps = self.eps_list[-1]
+        while out.converged and k > 0 and self.retruncate(k, eps, only_if_gained=True):
+            out = self.iterate(self.problems(k), self.eps_list[-1:], self.tol, report)
+        problems = self.problems(k)
+        assert self.pots is not None
+        if self.tol is None:
+            polish = POLISH if self.max_iter is None else max(0, min(POLISH, self.max_iter - self.n_iter))
+            self.pots = _polish(problems, self.pots, eps, self.penalty, polish)
+            self.n_iter += polish
+        result = LoopOutcome(self.pots, self.n_iter, out.converged)
+        return MultiscaleOutcome(problems, result, self.lv.sorted, self.lv.perm, self.scales)
+
+    def jump(self, k: int, problems: list[Transport], end: int) -> None:
+        """From level ``k`` to ``k + 1`` after eps_list[end]: truncate each problem's kernel at
+        the next eps, and extrapolate its potentials to the finer points."""
+        assert self.pots is not None
+        clouds, xp = self.clouds, self.m.xp
+        eps, eps_next = self.eps_list[end], self.eps_list[end + 1]
+        nxt = self.lv.arrays[k + 1]
+        moved_pots = []
+        for s, (t, (u, v)) in enumerate(zip(problems, _SIDES, strict=False)):
+            rows, cols = clouds[u].levels[k], clouds[v].levels[k]
+            finer = clouds[u].levels[k + 1], clouds[v].levels[k + 1]
+            f, g = (self.to_np(w) for w in (self.pots[s] * 2)[:2])
+            if k > 0:  # fewer parents, fewer candidates: the parents' test at this eps first
+                parents = clouds[u].levels[k - 1], clouds[v].levels[k - 1]
+                self.kept[s] = _shrink(
+                    self.jumped[s], f, g, (rows, cols), parents, eps_next, self.truncate, self.p
+                )
+            candidates = partial(candidate_pairs, self.kept[s], rows, cols)
+            kept = kept_pairs(rows, cols, f, g, candidates, eps_next, self.truncate, self.p)
+            self.kept[s] = self.jumped[s] = kept
+            self.ranges[s] = block_structure(kept, *finer)
+            moved = _extrapolate(xp, t, self.pots[s], kept, (nxt[u], nxt[v]), finer, (rows, cols), eps)
+            moved_pots.append(tuple(self.penalty.update(xp, w, eps) for w in moved))
+            if self.verbose:
+                share = self.ranges[s].density()
+                _info(f"level {k} -> {k + 1} at eps = {eps:.3e}: problem {s} keeps {share:.2%}")
+        self.pots = moved_pots
 
 
 def _polish(
