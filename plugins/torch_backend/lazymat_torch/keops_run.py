@@ -2,7 +2,8 @@
 
 Arrays keep lazymat's layout, which is KeOps' own ((*batch, N, D), (*batch, M, D),
 (*batch, D)), with batch dimensions padded to a common number. Half-precision data is
-computed in float32. Genred objects are cached per (formula, aliases, reduction, dtype).
+computed in float32. Genred objects are cached per (formula, aliases, reduction, dtype), and so
+are the formula's constants and index variables as tensors (per values, dtype, device).
 
 The first call of a formula compiles it into KeOps' cache folder; two processes doing
 that at once (pytest-xdist workers, data-loader processes) would write the same files,
@@ -63,13 +64,24 @@ def _arguments(request: ReductionRequest, found: KeOpsFormula, dtype: torch.dtyp
         lead = 1 if v.cat == "p" else 2
         a = a.detach().to(dtype)  # index arrays too: KeOps compares them as floats
         args.append(a.reshape((1,) * (nb + lead - a.ndim) + tuple(a.shape)))
-    for values, dim in found.constants:
-        args.append(torch.tensor(values, dtype=dtype, device=device).reshape((1,) * nb + (dim,)))
+    for values, _ in found.constants:
+        args.append(_constant(values, nb, dtype, device))
     for axis in found.index_vars:
-        count = request.n if axis == "i" else request.m
-        index = torch.arange(count, dtype=dtype, device=device)
-        args.append(index.reshape((1,) * nb + (count, 1)))
+        args.append(_index(request.n if axis == "i" else request.m, nb, dtype, device))
     return args
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple[float, ...], nb: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A formula's constant as a KeOps parameter, made once (a tensor per call cost 5-20 us);
+    Genred only reads its arguments."""
+    return torch.tensor(values, dtype=dtype, device=device).reshape((1,) * nb + (len(values),))
+
+
+@functools.lru_cache(maxsize=16)
+def _index(count: int, nb: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The indices 0, 1, ..., count - 1 as a KeOps variable (the min/K-min gradients' mask)."""
+    return torch.arange(count, dtype=dtype, device=device).reshape((1,) * nb + (count, 1))
 
 
 @functools.lru_cache(maxsize=16)
