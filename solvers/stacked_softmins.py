@@ -20,6 +20,8 @@ reduces C(y_j, x_i) over i), so only symmetric costs stack: the built-in ones.
 :func:`stacked_sinkhorn_loop` and :func:`stacked_extrapolate` are the loop and the last,
 differentiable extrapolation of :mod:`.sinkhorn_loop` on the stacked problems; the
 potentials come back per problem, as :func:`~.sinkhorn_loop.sinkhorn_loop` gives them.
+The smallest stacks (GeomLoss's tutorials) skip the reductions: their costs fit one dense
+tile, built once per solve (:mod:`.tile_transports`).
 """
 
 from __future__ import annotations

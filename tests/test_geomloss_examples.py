@@ -21,6 +21,10 @@ largest entry of GeomLoss's result:
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -34,6 +38,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 EXACT = 1e-9
+
+
+def _gallery() -> Any:
+    """asv_bench/benchmarks/geomloss_gallery.py: the scripts' losses, shared with their benchmark."""
+    path = Path(__file__).resolve().parents[1] / "asv_bench" / "benchmarks" / "geomloss_gallery.py"
+    spec = importlib.util.spec_from_file_location("geomloss_gallery", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GALLERY = _gallery()
+FLOW_LOSSES, FLOW_RATES = GALLERY.FLOW_LOSSES, GALLERY.FLOW_RATES
 
 
 def tensor(v: np.ndarray) -> object:
@@ -76,17 +94,6 @@ def flow(name: str, kw: dict, x, y, lr: float, steps: int, ref_kw: dict | None =
         x = x - lr * len(x) * g
 
 
-FLOW_LOSSES = [
-    ("gaussian", {"blur": 0.5}),
-    ("gaussian", {"blur": 0.1}),
-    ("laplacian", {"blur": 0.1}),
-    ("energy", {}),
-    ("sinkhorn", {"p": 1, "blur": 1.0}),
-    ("sinkhorn", {"p": 1, "blur": 0.01}),
-    ("sinkhorn", {"p": 2, "blur": 1.0}),
-    ("sinkhorn", {"p": 2, "blur": 0.01}),
-    ("sinkhorn", {"p": 2, "blur": 0.01, "reach": 0.3}),
-]
 FLOW_IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for n, kw in FLOW_LOSSES]
 
 
@@ -99,7 +106,7 @@ def clamp_free(name: str, kw: dict) -> dict:
 @pytest.mark.parametrize("name, kw", FLOW_LOSSES, ids=FLOW_IDS)
 def test_gradient_flows_1d(name, kw):
     t = torch.linspace(0, 1, 10, dtype=torch.float64).view(-1, 1)
-    flow(name, kw, 0.2 * t, 0.4 * t + 0.6, lr=0.01, steps=4, ref_kw=clamp_free(name, kw))
+    flow(name, kw, 0.2 * t, 0.4 * t + 0.6, lr=FLOW_RATES["flows-1d"], steps=4, ref_kw=clamp_free(name, kw))
 
 
 def test_gradient_flows_1d_stock_clamp():
@@ -126,7 +133,7 @@ def blobs(seed: int, n: int, centres: list[tuple[float, float]], spread: float) 
 def test_gradient_flows_2d(name, kw):
     x = blobs(0, 12, [(0.3, 0.3), (0.3, 0.7)], 0.05)
     y = blobs(1, 14, [(0.7, 0.5)], 0.1)
-    flow(name, kw, x, y, lr=0.05, steps=3, ref_kw=clamp_free(name, kw))
+    flow(name, kw, x, y, lr=FLOW_RATES["flows-2d"], steps=3, ref_kw=clamp_free(name, kw))
 
 
 # -- optimal_transport/plot_optimal_transport_2D.py, plot_optimal_transport_color.py ------------

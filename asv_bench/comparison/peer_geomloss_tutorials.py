@@ -37,22 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from benchmarks.geomloss_gallery import FLOW_LOSSES, FLOW_RATES
 
 from .harness import Case, Contender, Result, Task
 from .peer_reductions import need
 from .tasks import rel_array
 
-FLOW_LOSSES: list[tuple[str, dict[str, Any]]] = [
-    ("gaussian", {"blur": 0.5}),
-    ("gaussian", {"blur": 0.1}),
-    ("laplacian", {"blur": 0.1}),
-    ("energy", {}),
-    ("sinkhorn", {"p": 1, "blur": 1.0}),
-    ("sinkhorn", {"p": 1, "blur": 0.01}),
-    ("sinkhorn", {"p": 2, "blur": 1.0}),
-    ("sinkhorn", {"p": 2, "blur": 0.01}),
-    ("sinkhorn", {"p": 2, "blur": 0.01, "reach": 0.3}),
-]
 OT_2D_LOSSES: list[dict[str, Any]] = [{"blur": 0.1}, {"blur": 0.01}, {"blur": 0.01, "reach": 0.1}]
 BLURS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 #: the scripts' loop lengths, and ours (full runs; --quick divides them)
@@ -134,9 +124,8 @@ def run_tutorial(name: str, samples_loss: Callable[..., Any], data: dict[str, An
     ys = [torch.tensor(v, dtype=dtype) for v in data["y"]]
     out = []
     if name in ("flows-1d", "flows-2d"):
-        lr = 0.01 if name == "flows-1d" else 0.05
         for loss, kw in FLOW_LOSSES:
-            out.append(_flow(torch, samples_loss(loss, **kw), xs[0], ys[0], lr, steps))
+            out.append(_flow(torch, samples_loss(loss, **kw), xs[0], ys[0], FLOW_RATES[name], steps))
     elif name == "ot-2d":
         runs = [(kw, 0) for kw in OT_2D_LOSSES] + [({"blur": 0.01}, k) for k in (1, 2, 3)]
         for kw, k in runs:
