@@ -225,3 +225,38 @@ def test_bad_input_raises_clear_errors() -> None:
     r = solve(c, a, b, reg=EPS)
     with pytest.raises(NotImplementedError, match="no points"):
         r.barycentric_map()
+
+
+def dense_symmetric_loop(c: np.ndarray, a: np.ndarray, b: np.ndarray, schedule: list[float]) -> float:
+    """GeomLoss's symmetric Sinkhorn loop (balanced) in dense float64 with SciPy, then the dual value."""
+    from scipy.special import logsumexp
+
+    def f_of(g, eps):  # -eps log sum_j b_j exp((g_j - C_ij) / eps)
+        return -eps * logsumexp(np.log(b)[None, :] + (g[None, :] - c) / eps, axis=1)
+
+    def g_of(f, eps):
+        return -eps * logsumexp(np.log(a)[:, None] + (f[:, None] - c) / eps, axis=0)
+
+    zf, zg = np.zeros(len(a)), np.zeros(len(b))
+    f, g = f_of(zg, schedule[0]), g_of(zf, schedule[0])
+    for eps in schedule:
+        f, g = 0.5 * (f + f_of(g, eps)), 0.5 * (g + g_of(f, eps))
+    eps = schedule[-1]
+    f, g = f_of(g, eps), g_of(f, eps)
+    mass = (np.outer(a, b) * np.exp((f[:, None] + g[None, :] - c) / eps)).sum()
+    return float(a @ f + b @ g - eps * mass + eps * a.sum() * b.sum())
+
+
+def test_jax_jit_matches_a_dense_loop_written_here() -> None:
+    if "jax" not in lazymat.backends():
+        pytest.skip("the lazymat-jax plugin is not installed")
+    import jax
+
+    c, a, b, _, _ = problem(12)
+    cj, aj, bj = (arr("jax", v) for v in (c, a, b))
+    value = jax.jit(lambda cc: solve(cc, aj, bj, reg=0.05, reg_start=1.0, scaling=0.5).value)(cj)
+    schedule = solve(c, a, b, reg=0.05, reg_start=1.0, scaling=0.5).schedule
+    assert len(schedule) == 7  # 1, 0.5, ..., 0.0625, 0.05
+    np.testing.assert_allclose(float(value), dense_symmetric_loop(c, a, b, schedule), rtol=1e-12)
+    with pytest.raises(TypeError, match="pass reg_start="):
+        jax.jit(lambda cc: solve(cc, aj, bj, reg=0.05).value)(cj)
