@@ -38,7 +38,7 @@ from .call_cache import LRUCache
 from .engine import Engine, EngineError, EngineWarning
 from .options import engine_for, get_option
 from .plugin_manager import get_registry
-from .request import ReductionRequest, ReductionSpec, build_request
+from .request import ReductionRequest, ReductionSpec, build_request, canonical_spec
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class ReductionCall:
 
     def reduce(self, spec: ReductionSpec, args: Sequence[Any]) -> tuple[Any, ...]:
         """Run ``spec`` on ``args`` differentiably, with this call's backend, engine and budget."""
-        call = ReductionCall(spec, self.backend, self.engine, self.tile_bytes)
+        call = ReductionCall(canonical_spec(spec), self.backend, self.engine, self.tile_bytes)
         return self.backend.apply_reduction(call, tuple(args))
 
 
@@ -129,8 +129,13 @@ def reduce(
 
 
 def make_call(spec: ReductionSpec, backend: Backend, engine: str | None = None) -> ReductionCall:
-    """The call of ``spec`` on ``backend`` under the configuration in force (engine, tile budget)."""
-    return ReductionCall(spec, backend, engine_for(backend.name, engine), get_option("tile_bytes"))
+    """The call of ``spec`` on ``backend`` under the configuration in force (engine, tile budget).
+
+    The call carries the canonical spec equal to ``spec`` (:func:`lazymat.request.canonical_spec`),
+    so that the caches downstream compare it by identity."""
+    return ReductionCall(
+        canonical_spec(spec), backend, engine_for(backend.name, engine), get_option("tile_bytes")
+    )
 
 
 # -- engines ------------------------------------------------------------------------------

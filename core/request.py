@@ -75,8 +75,9 @@ class ReductionSpec:
         return found  # type: ignore[no-any-return]
 
     def __getstate__(self) -> dict[str, Any]:
-        """The fields without the cached hash (string hashes differ between processes)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+        """The fields without the cached hash (string hashes differ between processes) and
+        the canonical spec (``canonical_spec``: one per process)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_canonical")}
 
     @property
     def kind(self) -> Reduction:
@@ -111,6 +112,30 @@ class ReductionSpec:
         and the block-sparsity cut to the block (None stays None)."""
         ranges = None if self.ranges is None else self.ranges.submatrix(rows, cols)
         return ReductionSpec(self.formula, reduction or self.reduction, self.k, self.signature, ranges)
+
+
+#: one object per spec value (see ``canonical_spec``)
+_CANONICAL = LRUCache("specs", 4096)
+
+
+def canonical_spec(spec: ReductionSpec) -> ReductionSpec:
+    """The first spec equal to ``spec`` that this process met (``spec`` itself if none).
+
+    Every call-path cache is keyed on specs. Two equal specs that are distinct objects (a
+    solver that builds its reductions' formulas anew at each solve) compare equal only by
+    walking both formulas' DAGs, at each lookup of each cache: tens of microseconds per
+    reduction for a large formula. A call carries the canonical spec instead, so that its
+    lookups compare by identity; the walk happens once per new spec object (the answer is
+    kept on the object).
+    """
+    found = spec.__dict__.get("_canonical")
+    if found is None:
+        found = _CANONICAL.get(spec)
+        if found is None:
+            _CANONICAL.put(spec, spec)
+            found = spec
+        spec.__dict__["_canonical"] = found
+    return found  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, eq=False)

@@ -159,6 +159,33 @@ def test_request_keys_are_shared_by_equal_signatures_only() -> None:
     close(K32.sum(axis=1), gauss(x, y, b), "float32", "float32")
 
 
+def test_equal_specs_built_twice_share_one_canonical_spec() -> None:
+    """A solver that builds its formula anew at each solve makes equal specs that are distinct
+    objects: calls carry one canonical spec (caches compare it by identity), pickling drops
+    that link, and each call computes its own data (dense float64)."""
+    import pickle
+
+    from lazymat.dispatch import make_call, reduce, select_backend
+    from lazymat.request import canonical_spec
+
+    x, y, b = RNG.standard_normal((12, 3)), RNG.standard_normal((9, 3)), RNG.standard_normal((9, 1))
+
+    def spec_and_args(x: np.ndarray) -> Any:
+        return ((-0.7 * lm.Vi(x).sqdist(lm.Vj(y))).exp() * lm.Vj(b)).prepare("sum", 1)
+
+    clear_caches()
+    first, args = spec_and_args(x)
+    second = type(first)(first.formula.rebuild(first.formula.children), first.reduction)
+    assert second == first and second is not first
+    backend = select_backend(args)
+    assert make_call(second, backend).spec is make_call(first, backend).spec is canonical_spec(first)
+    assert "_canonical" not in pickle.loads(pickle.dumps(second)).__dict__
+    x2 = RNG.standard_normal((12, 3))
+    for spec, data in ((first, x), (second, x2), (second, x)):
+        (out,) = reduce(spec, [data, y, b])
+        close(out, gauss(data, y, b), "float64", "canonical spec")
+
+
 @pytest.mark.parametrize("engine", ["native-cpu", None])
 def test_read_only_and_strided_inputs(engine: str | None) -> None:
     """Read-only arrays (the native kernels take their addresses another way), a transposed view
