@@ -258,13 +258,16 @@ class RequestKey:
     object; equal signatures get the same object while it is cached, and its hash is
     its identity, so the caches keyed on ``request.key`` downstream (engine choice,
     native launches) cost one cheap lookup each instead of hashing the signature again.
-    ``fields`` holds every field of the requests of this key except ``args``.
+    ``fields`` holds every field of the requests of this key except ``args``; ``memo`` is
+    where an engine may keep what it derives from the key (under its own engine object as
+    the dict key: a lookup without lock or hashing, living as long as the key is cached).
     """
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "memo")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
+        self.memo: dict[Any, Any] = {}
 
 
 #: interned request keys (with the checked facts) by request signature

@@ -106,7 +106,7 @@ def test_one_thread_or_all_gives_the_same_bits(dtype: str) -> None:
     spec, args = ((-0.4 * lm.Vi(x).sqdist(lm.Vj(y))).exp() * lm.Vj(b)).prepare("sum", 1)
     request = make_call(spec, get_registry().backend("numpy")).request(args)
     outs = [engine.run(request)[0] for _ in range(2 * _ThreadChoice.TRIALS + 2)]
-    launch = engine._launches.get(request.key)
+    launch = engine._per_key(request).launch
     if launch.threads is None:
         pytest.skip("the kernels run on one thread here (no OpenMP, or OMP_NUM_THREADS=1)")
     assert launch.threads.single is not None, "the choice is made after the trials"

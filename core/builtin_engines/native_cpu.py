@@ -112,9 +112,8 @@ class NativeCpuEngine(GeneratedKernelEngine):
         self._small: dict[KernelSpec, bool] = {}
         #: kernels whose background build was started (or skipped: LAZYMAT_NATIVE_BACKGROUND=0)
         self._started: set[KernelSpec] = set()
-        #: request key -> kernel spec, and -> what a call needs besides the data
-        self._specs = LRUCache("native-cpu kernel specs", 1024)
-        self._launches = LRUCache("native-cpu launches", 1024)
+        #: request key -> its _PerKey record, for keys that do not carry one (``_per_key``)
+        self._records = LRUCache("native-cpu requests", 1024)
 
     # -- can it run? ----------------------------------------------------------------------
     @staticmethod
@@ -179,17 +178,33 @@ class NativeCpuEngine(GeneratedKernelEngine):
             return request.n * request.m * math.prod(request.batch)
         return visited_pairs(request.ranges.intervals) * math.prod(request.batch)
 
+    def _per_key(self, request: ReductionRequest) -> _PerKey | None:
+        """This engine's record of the request's key (None without a key): on the interned key
+        itself (``RequestKey.memo``: a dict lookup, no lock, no hashing of the kernel spec),
+        else in an LRU keyed on the key."""
+        key = request.key
+        if key is None:
+            return None
+        memo = getattr(key, "memo", None)
+        if memo is not None:
+            record = memo.get(self)
+            return record if record is not None else memo.setdefault(self, _PerKey())  # type: ignore[no-any-return]
+        record = self._records.get(key)
+        if record is None:
+            record = _PerKey()
+            self._records.put(key, record)
+        return record  # type: ignore[no-any-return]
+
     # -- compile --------------------------------------------------------------------------
     def _kernel_spec(self, request: ReductionRequest) -> KernelSpec:
         """The kernel of a request (once per request key: its spec, dtypes and index arrays)."""
-        kspec = None if request.key is None else self._specs.get(request.key)
-        if kspec is None:
-            integer = frozenset(
-                k for k, a in enumerate(request.args) if _dtype_name(a.dtype) in _INDEX_DTYPES
-            )
-            kspec = KernelSpec.for_request(request, _dtype_name(request.dtype), integer)
-            if request.key is not None:
-                self._specs.put(request.key, kspec)
+        record = self._per_key(request)
+        if record is not None and record.kspec is not None:
+            return record.kspec
+        integer = frozenset(k for k, a in enumerate(request.args) if _dtype_name(a.dtype) in _INDEX_DTYPES)
+        kspec = KernelSpec.for_request(request, _dtype_name(request.dtype), integer)
+        if record is not None:
+            record.kspec = kspec
         return kspec
 
     def _small_ready(self, request: ReductionRequest) -> bool:
@@ -198,16 +213,26 @@ class NativeCpuEngine(GeneratedKernelEngine):
         to another engine. For a backend with autodiff the answer is fixed by the first small
         request of the kernel in this process (so that derivatives repeat: a gradient computed
         twice gives the same numbers, as ``torch.autograd.gradcheck`` checks); for one without
-        (numpy), a kernel built in the background is taken as soon as it is loaded."""
+        (numpy), a kernel built in the background is taken as soon as it is loaded. A final
+        verdict (any verdict with autodiff, a loaded kernel without) is kept per request key."""
+        record = self._per_key(request)
+        if record is not None and record.small is not None:
+            return record.small
         kspec = self._kernel_spec(request)
+        final: bool | None
         if request.backend.has_autodiff:
             verdict = self._small.get(kspec)
             if verdict is None:
                 ready = self._ready_or_started(kspec)  # takes the lock itself
                 with self._lock:  # the first verdict of the process stays
                     verdict = self._small.setdefault(kspec, ready)
-            return verdict
-        return kspec in self._kernels or self._ready_or_started(kspec)
+            final = verdict
+        else:
+            verdict = kspec in self._kernels or self._ready_or_started(kspec)
+            final = True if verdict else None  # loaded kernels stay loaded; a build may finish
+        if record is not None:
+            record.small = final
+        return verdict
 
     def _ready_or_started(self, kspec: KernelSpec) -> bool:
         """True if the kernel is loaded, or (looked up once per kernel) in the disk cache; else
@@ -329,13 +354,15 @@ class NativeCpuEngine(GeneratedKernelEngine):
             keep=keep,
             threads=threads,
         )
-        if request.key is not None:
-            self._launches.put(request.key, launch)
+        record = self._per_key(request)
+        if record is not None:
+            record.launch = launch
         return launch
 
     def run(self, request: ReductionRequest) -> tuple[Any, ...]:
         args = request.args
-        launch = None if request.key is None else self._launches.get(request.key)
+        record = self._per_key(request)
+        launch = None if record is None else record.launch
         if launch is None:
             launch = self._launch(request, [self._host_view(request, a) for a in args])
         ptrs: list[int | None] = [None] * launch.slots
@@ -386,6 +413,18 @@ class NativeCpuEngine(GeneratedKernelEngine):
         if from_dlpack is not None:
             return from_dlpack(out)
         return request.backend.from_numpy(out, request.device)
+
+
+class _PerKey:
+    """What native-cpu keeps per request key: the kernel spec, the launch plan and the final
+    verdict on small requests (``_small_ready``); filled as they are first needed."""
+
+    __slots__ = ("kspec", "launch", "small")
+
+    def __init__(self) -> None:
+        self.kspec: KernelSpec | None = None
+        self.launch: _Launch | None = None
+        self.small: bool | None = None
 
 
 @dataclass(frozen=True)
