@@ -36,6 +36,7 @@ which a single matrix C does not hold (use :func:`~lazymat.solvers.sinkhorn` on 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ import array_api_compat
 
 import lazymat
 
+from .conjugate_gradient import ConvergenceWarning
 from .matrix_plan import MatrixPlan, exp, log_sum_exp, row_blocks, transposed
 from .measures import _concrete_bool, _describe, _weights, check_equal_masses, check_finite
 from .ot_result import OTResult, Solution
@@ -210,7 +212,8 @@ def solve(
         scaling: the ratio of two successive temperatures in (0, 1) (0.25: the point-cloud
             solver's blur ratio 0.5 at p = 2).
         max_iter, tol: as :func:`~lazymat.solvers.sinkhorn` (tol: iterate at ``reg`` until
-            the potentials move by less than ``tol``; None: the annealing only).
+            the potentials move by less than ``tol``, warning with a ConvergenceWarning if
+            ``max_iter`` (default: the annealing + 1000) comes first; None: the annealing only).
         verbose, progress: log the iterations / show a progress bar (logger
             ``lazymat.solvers.sinkhorn_loop``).
 
@@ -262,6 +265,13 @@ def solve(
     outcome = sinkhorn_loop(
         [problem], eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose, progress=progress
     )
+    if outcome.converged is False:
+        warnings.warn(
+            f"solve stopped after {outcome.n_iter} iterations before its tolerance tol={tol:g}: the "
+            "potentials, value and plan are inexact (raise max_iter, reg or tol)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     f, g = problem.sinkhorn_step(outcome.potentials[0], eps, pen)
     value = dual_value(problem, pen, eps, f, g)
 

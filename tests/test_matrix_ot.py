@@ -260,3 +260,12 @@ def test_jax_jit_matches_a_dense_loop_written_here() -> None:
     np.testing.assert_allclose(float(value), dense_symmetric_loop(c, a, b, schedule), rtol=1e-12)
     with pytest.raises(TypeError, match="pass reg_start="):
         jax.jit(lambda cc: solve(cc, aj, bj, reg=0.05).value)(cj)
+
+
+def test_unconverged_solve_warns() -> None:
+    from lazymat.solvers import ConvergenceWarning
+
+    c, a, b, _, _ = problem(13)
+    with pytest.warns(ConvergenceWarning, match="before its tolerance"):
+        r = solve(c, a, b, reg=EPS, tol=1e-14, max_iter=12)
+    assert r.converged is False
