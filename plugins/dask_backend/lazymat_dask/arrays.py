@@ -52,7 +52,7 @@ def as_dask(a: Any, rows: tuple[int, ...] | None) -> da.Array:
     axis = row_axis(len(shape))
     if rows is None or not shape or sum(rows) != shape[axis]:
         rows = (shape[axis],) if shape else ()
-    name = f"lazymat-wrapped-{tokenize(a)}"
+    name = f"lazymat-wrapped-{tokenize(a, rows)}"  # the same array cut otherwise is another array
     whole = (f"{name}-whole",)
     layer: dict[Any, Any] = {whole: a}
     start = 0

@@ -234,3 +234,16 @@ def test_materialize_keeps_the_iteration_graph_from_growing() -> None:
     K = np.exp(-_sqdist(x, x) / 0.05)
     exact = np.linalg.solve(K + 0.5 * np.eye(300), b)
     np.testing.assert_allclose(sol.compute(), exact, rtol=1e-9, atol=1e-11)
+
+
+def test_an_array_wrapped_with_two_chunkings_is_two_arrays() -> None:
+    """A numpy argument wrapped for reductions whose sides are cut differently (a cotangent
+    of two calls) gives two dask arrays of distinct keys: computed together, each is the
+    array itself, not chunks of the other cut."""
+    from lazymat_dask.arrays import as_dask
+
+    a = np.arange(12.0).reshape(6, 2)
+    one, two = as_dask(a, (4, 2)), as_dask(a, (1, 5))
+    assert one.name != two.name
+    for got in dask.compute(one, two, scheduler="threads"):
+        np.testing.assert_array_equal(got, a)
