@@ -313,8 +313,10 @@ def matrix_vjp(
             f"cotangent of shape {tuple(cotangent.shape)} for an output of shape {tuple(value.shape)}"
         )
     cots = [cotangent if kind == "value" else None for kind in red.outputs]
-    grads = call.vjp(args, outputs, cots, [True] * len(args))
     targets = list(args) if wrt is None else list(wrt)
+    # only the arguments asked for: each one more is a reduction of its own
+    wanted = [any(a is t for t in targets) for a in args]
+    grads = call.vjp(args, outputs, cots, wanted)
     result = []
     for target in targets:
         total = None

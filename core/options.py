@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from .environ import getenv
 from .plugin_manager import get_registry
 
 #: default memory budget of one tile's intermediates
@@ -136,7 +136,7 @@ def get_option(key: str, explicit: Any = None) -> Any:
     for source in (_context.get() or {}, _global):
         if source.get(key) is not None:
             return source[key]
-    env = os.environ.get(_ENV[key])
+    env = getenv(_ENV[key])
     if env:
         try:
             return _check(key, env)

@@ -66,6 +66,7 @@ from ..codegen.cpu import ENTRY_POINT, PARALLEL_MIN_PAIRS, CpuSkeleton, block_si
 from ..codegen.kernel_spec import FAMILIES, FAMILY_OUTPUTS, KernelSpec
 from ..codegen.mathlib import DTYPES
 from ..codegen.ranges import row_chunks, visited_pairs
+from ..environ import getenv
 from ..request import ReductionRequest
 from .generated import GeneratedKernelEngine
 from .native_build import Compiler, build, find_compiler, load
@@ -160,7 +161,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
     def priority_for(self, request: ReductionRequest) -> int:
         """``priority`` for requests large enough to pay a compile, and for smaller ones whose
         kernel was ready when this process first met it; below every other engine otherwise."""
-        env = _getenv("LAZYMAT_NATIVE_MIN_PAIRS")
+        env = getenv("LAZYMAT_NATIVE_MIN_PAIRS")
         try:
             threshold = COMPILE_MIN_PAIRS if env is None else int(env)
         except ValueError:
@@ -475,19 +476,6 @@ def _address(a: np.ndarray) -> int:
         return ctypes.addressof(_from_buffer(a))
     except (TypeError, ValueError, BufferError):
         return int(a.ctypes.data)
-
-
-#: os.environ's own table on POSIX (bytes -> bytes); None elsewhere
-_ENVIRON: dict[bytes, bytes] | None = getattr(os.environ, "_data", None) if os.name == "posix" else None
-
-
-def _getenv(name: str) -> str | None:
-    """``os.environ.get(name)`` without its encoding of the name at every call (1.5 us of a
-    small reduction's 30): the same table, so ``os.environ[...] = ...`` is seen at once."""
-    if _ENVIRON is None:
-        return os.environ.get(name)
-    value = _ENVIRON.get(name.encode())
-    return None if value is None else os.fsdecode(value)
 
 
 def _blocked(h: np.ndarray, dtype: np.dtype[Any], block: int) -> np.ndarray:

@@ -55,15 +55,18 @@ class Node:
 
     children: tuple[Node, ...]
     dim: int
+    _hash: int
 
     def __init__(self, *children: Node, dim: int) -> None:
         if len(children) != self.arity:
             raise TypeError(f"{type(self).__name__} takes {self.arity} operands, got {len(children)}")
         if dim < 1:
             raise DimensionError(f"{type(self).__name__}: inner dimension must be >= 1, got {dim}")
-        self.children = children
-        self.dim = dim
-        self._hash = hash((type(self).__name__, self.static(), children, dim))
+        # object.__setattr__: the immutability guard below costs a failed hasattr per field,
+        # a third of a formula's construction time (formulas are built at every call)
+        object.__setattr__(self, "children", children)
+        object.__setattr__(self, "dim", dim)
+        object.__setattr__(self, "_hash", hash((type(self).__name__, self.static(), children, dim)))
 
     # -- identity -------------------------------------------------------------------------
     def static(self) -> tuple[Any, ...]:
