@@ -31,8 +31,9 @@ the points x* held constant. By the envelope theorem (x* minimises E, so dE/dx =
 its gradients are those of the barycenter's objective E*(y, a, lambda, b) = min_x E(x):
 dE*/dy^k = lambda_k dOT_k/dy^k, dE*/da^k = lambda_k dOT_k/da^k (the potential g_k, defined up
 to a constant: weights keep their mass), dE*/dlambda_k = OT_k (tested against finite
-differences of the whole solve). The positions ``points`` carry no gradient: the fixed-point
-steps run on the barycentric maps cut from the autodiff graph.
+differences of the whole solve). The positions ``points`` are not differentiable: the
+fixed-point steps run on the barycentric maps cut from the autodiff graph, and differentiating
+anything built on ``points`` raises ``NotImplementedError`` (never a silent zero).
 
 The result is an :class:`~.ot_result.OTResult` (``value``, the potentials ``f`` (K, N) and
 ``g`` (K, M) of the K problems at x*, their batched ``plan``, ``marginal_errors`` per
@@ -104,6 +105,33 @@ def _check_simplex(xp: Any, name: str, v: Any, axis: int = -1) -> None:
     total = xp.sum(v, axis=axis)
     if bool(xp.any(xp.abs(total - 1) > 1e-6)):
         raise ValueError(f"'{name}' must sum to 1 along its last axis, got sums {total}")
+
+
+def _not_differentiable(backend: Any, points: Any, data: _Clouds, lam: Any, b: Any) -> Any:
+    """``points`` as a node of the autodiff graph whose gradient raises.
+
+    The positions depend on the clouds, their weights, lambda and b through the fixed point,
+    whose implicit derivative is not implemented: a loss built on them would otherwise get
+    zeros from them without a word (the steps are cut from the graph). Where no input carries
+    a gradient the node is never differentiated and costs nothing.
+    """
+
+    def forward(*_: Any) -> tuple[Any, ...]:
+        return (points,)
+
+    def backward(*_: Any) -> list[Any]:
+        raise NotImplementedError(
+            "free_support_barycenter: the barycenter's points are not differentiable (the "
+            "implicit derivative of the fixed point is not implemented); differentiate the "
+            "result's value, the objective min_x E(x), whose gradients in the clouds, weights, "
+            "lambdas and b are exact (envelope theorem)"
+        )
+
+    clouds = data.y if data.listed else [data.y]
+    weights = (data.a if data.listed else [data.a]) if data.a is not None else []
+    inputs = [v for v in [*clouds, *weights, lam, b] if v is not None]
+    (guarded,) = backend.custom_vjp(forward, backward, inputs)
+    return guarded
 
 
 class _Clouds:
@@ -287,7 +315,7 @@ def free_support_barycenter(
         rho=None,
         schedule=last.schedule,
         _solution=solution,
-        points=unbatch(x),
+        points=_not_differentiable(backend, unbatch(x), data, lam, b),
         objective=objective,
         displacement=moves,
         transports=results,

@@ -141,8 +141,12 @@ def test_objective_gradients_match_finite_differences() -> None:
     options = {"blur": 0.5, "tol": 1e-9, "max_iter": 300, "stop": 1e-22}
     yt, at, lt = (torch.tensor(v, requires_grad=True) for v in (y, a, lam))
     r = free_support_barycenter(yt, torch.tensor(x0), at, lambdas=lt, **options)
-    assert r.converged and not r.points.requires_grad
+    assert r.converged
     gy, ga, gl = (g.numpy() for g in torch.autograd.grad(r.value, [yt, at, lt]))
+    # the positions' implicit derivative is not implemented: a loss built on them raises
+    # instead of taking zeros from them
+    with pytest.raises(NotImplementedError, match="points are not differentiable"):
+        torch.autograd.grad((r.points**2).sum() + r.value, [yt])
 
     def value(yy: np.ndarray, aa: np.ndarray, ll: np.ndarray) -> float:
         return float(free_support_barycenter(yy, x0, aa, lambdas=ll, **options).value)
@@ -156,6 +160,29 @@ def test_objective_gradients_match_finite_differences() -> None:
     np.testing.assert_allclose((gy * dy).sum(), fd_y, rtol=1e-7)
     np.testing.assert_allclose((ga * da).sum(), fd_a, rtol=1e-7)
     np.testing.assert_allclose((gl * dl).sum(), fd_l, rtol=1e-7)
+
+
+def test_points_refuse_differentiation_under_jax() -> None:
+    """jax.grad through the positions raises (their implicit derivative is not implemented);
+    the objective's gradient still matches central differences of the whole solve."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    rng = np.random.default_rng(3)
+    y, x0 = rng.random((2, 6, 2)), rng.random((5, 2))
+    options = {"blur": 0.5, "tol": 1e-9, "max_iter": 200, "stop": 1e-22}
+    with jax.enable_x64(True):
+        with pytest.raises(NotImplementedError, match="points are not differentiable"):
+            jax.grad(lambda yy: free_support_barycenter(yy, jnp.asarray(x0), **options).points.sum())(
+                jnp.asarray(y)
+            )
+        g = jax.grad(lambda yy: free_support_barycenter(yy, jnp.asarray(x0), **options).value)(jnp.asarray(y))
+    d, h = rng.standard_normal(y.shape), 1e-5
+
+    def value(yy: np.ndarray) -> float:
+        return float(free_support_barycenter(yy, x0, **options).value)
+
+    fd = (value(y + h * d) - value(y - h * d)) / (2 * h)
+    np.testing.assert_allclose((np.asarray(g) * d).sum(), fd, rtol=1e-6)
 
 
 def test_result_reads_as_an_ot_result() -> None:
