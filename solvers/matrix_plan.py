@@ -39,6 +39,12 @@ def transposed(xp: Any, c: Any) -> Any:
     return xp.permute_dims(c, (0, 2, 1))
 
 
+def underflow_floor(xp: Any, dtype: Any) -> float:
+    """log of e^10 times ``dtype``'s smallest normal number: exponents below it count as it
+    (:func:`log_sum_exp`) or as 0 (:func:`exp`), a change below the smallest normal times e^10."""
+    return math.log(float(xp.finfo(dtype).smallest_normal)) + 10
+
+
 def exp(xp: Any, z: Any) -> Any:
     """exp(z), with exact zeros where exp(z) < e^10 times the dtype's smallest normal number.
 
@@ -48,7 +54,7 @@ def exp(xp: Any, z: Any) -> Any:
     clamped before the exponential and the results below the threshold set to 0 (a change
     below the dtype's smallest normal number times e^10).
     """
-    floor = math.log(float(xp.finfo(z.dtype).smallest_normal)) + 10
+    floor = underflow_floor(xp, z.dtype)
     return xp.where(z > floor, xp.exp(xp.maximum(z, floor)), xp.zeros_like(z))
 
 
@@ -57,7 +63,7 @@ def log_sum_exp(xp: Any, c: Any, h: Any, inv_eps: float) -> Any:
 
     The largest term of each row is factored out, so that no exponential overflows.
     """
-    floor = math.log(float(xp.finfo(c.dtype).smallest_normal)) + 10  # see exp(): terms below it are
+    floor = underflow_floor(xp, c.dtype)  # see exp(): terms below it are
     out = []  # counted as e^floor, which changes the sum (>= 1, the largest term) by M e^floor at most
     for rows in row_blocks(int(c.shape[1]), int(c.shape[2])):
         z = c[:, rows, :] * (-inv_eps)
