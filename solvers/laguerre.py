@@ -120,13 +120,12 @@ class LaguerreResult(OTResult):
     sample's mass goes to the cells. The plan (a partition of the domain) is not a lazy
     operator: read it with :meth:`labels`, ``volumes`` and ``centroids``.
 
-    Own fields: ``weights`` (= ``f``), ``volumes`` their cells' volumes (N,), ``targets`` the
+    Own fields: ``weights`` (a property: ``f``), ``volumes`` their cells' volumes (N,), ``targets`` the
     prescribed ones, ``centroids`` (N, D); ``errors`` ``max_i |Vol_i - v_i| / v_i`` at the
     start of Newton and after each iteration; ``n_evaluations`` volume evaluations (line
     search included), ``warm_start_iter`` Sinkhorn iterations of the warm start.
     """
 
-    weights: Any
     volumes: Any
     targets: Any
     centroids: Any
@@ -135,6 +134,11 @@ class LaguerreResult(OTResult):
     warm_start_iter: int
     _seeds: Any = field(repr=False)
     _cost: Cost = field(repr=False)
+
+    @property
+    def weights(self) -> Any:
+        """The dual weights f (N,) of the power diagram (the OT result's ``f``)."""
+        return self.f
 
     @functools.cached_property
     def marginal_errors(self) -> tuple[Any, Any]:
@@ -475,7 +479,6 @@ def laguerre_cells(
         rho=None,
         schedule=schedule,
         _solution=_Partition(),
-        weights=f,
         volumes=cells.volumes,
         targets=targets,
         centroids=cells.centroids(),
