@@ -15,6 +15,7 @@ from typing import Any
 
 from .autodiff import matrix_vjp as vjp
 from .backend import Backend
+from .build_once import Reduction
 from .engine import Engine, EngineError, EngineWarning
 from .hookspecs import hookimpl
 from .ir.node import DimensionError
@@ -65,6 +66,7 @@ __all__ = [
     "LazyTensor",
     "Pm",
     "PluginWarning",
+    "Reduction",
     "ReductionRequest",
     "ReductionSpec",
     "Vi",

@@ -67,6 +67,12 @@ def _wrap(x: Any, cat: str) -> LazyMatrix:
             x = xp.reshape(x, (shape[0], 1))
     if any(s == 0 for s in x.shape):
         raise ValueError(f"V{cat} got an empty array of shape {tuple(x.shape)}: expected at least one point")
+    return variable(cat, x, backend)
+
+
+def variable(cat: str, x: Any, backend: Backend | None) -> LazyMatrix:
+    """A new variable of category ``cat`` bound to ``x`` (already checked and shaped: ``Vi``,
+    ``Vj``, ``Pm``), or to a stand-in of an array (:class:`lazymat.build_once.Reduction`)."""
     var = Var(next(_ids), cat, int(x.shape[-1]))
     return LazyMatrix._new(var, {var: x}, backend)
 
