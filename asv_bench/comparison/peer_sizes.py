@@ -4,7 +4,10 @@ against dense numpy, dense torch, pykeops and dense jax.numpy, in one run.
 Users spend their time in loops of small and medium calls, so every task runs at
 N = M = 100, 300, 1000, 3000, 10^4 and 10^5 (D = 3, float32), with lazymat on each backend
 *without* a forced engine (what a user gets), against the dense peers (the N x M matrix,
-while it fits) and pykeops:
+while it fits) and pykeops. lazymat has two rows per backend where the task is one or two
+reductions: the formula written at each call (``lazymat (numpy)``), and the build-once form
+``lm.Reduction`` (``lazymat build-once (numpy)``), built before the timed calls as a loop
+builds it before iterating (what a loop should use):
 
 - ``sizes-kernel``: Gaussian kernel product K @ b;
 - ``sizes-softmin``: eps log sum_j exp((g_j - |x_i - y_j|^2) / eps);
@@ -62,6 +65,57 @@ def default_engine(
         return lambda: finish(task(**args))
 
     return Contender(f"lazymat ({backend})", True, setup, collect)
+
+
+def build_once(task: str, backend: str) -> Contender:
+    """lazymat on ``backend`` in the build-once form (``lm.Reduction``, built in the setup, as a
+    loop builds it before iterating), no engine forced: ``kernel``, ``softmin``, ``knn``, ``grad``."""
+
+    def setup(data: dict[str, Any], case: Case) -> Callable[[], Any]:
+        if backend not in lm.backends():
+            raise NotImplementedError(f"lazymat backend {backend!r} is not installed")
+        b = lm.get_registry().backend(backend)
+        args = [b.from_numpy(v) for v in data.values()]  # x, y and b or g: the order of the data
+        run = build_once_task(task, case.d, backend)
+        return lambda: finish(run(*args))
+
+    collect = _grad_result if task == "grad" else ours.array_result
+    return Contender(f"lazymat build-once ({backend})", True, setup, collect)
+
+
+def build_once_task(task: str, d: int, backend: str) -> Callable[..., Any]:
+    """The task as a function of its arrays, its reductions built once here (``lm.Reduction``)."""
+    gamma = w.gaussian_gamma(d)
+    if task == "kernel":
+        return lm.Reduction(lambda x, y, b: (-gamma * x.sqdist(y)).exp() * b, "sum", inputs="ijj")
+    if task == "softmin":
+        eps = w.SOFTMIN_EPS
+        lse = lm.Reduction(lambda x, y, g: (g - x.sqdist(y)) / eps, "lse", inputs="ijj")
+        return lambda x, y, g: lse(x, y, g) * eps
+    if task == "knn":
+        return lm.Reduction(lambda x, y: x.sqdist(y), "argkmin", inputs="ij", k=w.K_NEIGHBOURS)
+    kernel = lm.Reduction(lambda x, y, b: (-gamma * x.sqdist(y)).exp() * b, "sum", inputs="ijj")
+    if lm.get_registry().backend(backend).has_autodiff:
+
+        def loss(x: Any, y: Any, b: Any) -> Any:
+            out = kernel(x, y, b)
+            return lm.backend_for(out).namespace(out).sum(out)
+
+        return lambda x, y, b: w.value_and_grad(backend, loss, {"x": x, "y": y, "b": b}, "x")
+
+    # no autodiff (numpy): the gradient written out, as dense numpy's row writes it, fused with
+    # the value into one reduction: sum_j k_ij (1, x_i - y_j) with k_ij = exp(-gamma |x_i - y_j|^2) b_j
+    def fused(x: Any, y: Any, b: Any) -> Any:
+        k = (-gamma * x.sqdist(y)).exp() * b
+        return k.concat(k * (x - y))
+
+    both = lm.Reduction(fused, "sum", inputs="ijj")
+
+    def value_and_grad(x: Any, y: Any, b: Any) -> tuple[Any, Any]:
+        out = both(x, y, b)
+        return out[:, 0].sum(), -2 * gamma * out[:, 1:]
+
+    return value_and_grad
 
 
 # -- dense numpy -------------------------------------------------------------------------------
@@ -268,6 +322,7 @@ def sizes_tasks(quick: bool) -> list[Task]:
         ("knn", w.knn, ("x", "y"), w.knn_data),
     ):
         contenders = [default_engine(fn, inputs, b) for b in backends]
+        contenders += [build_once(name, b) for b in backends]
         contenders += [dense_numpy(name), dense_torch(name), pykeops(name), dense_jnp(name)]
         tasks.append(
             Task(
@@ -287,6 +342,7 @@ def sizes_tasks(quick: bool) -> list[Task]:
             cases,
             lambda c: w.kernel_data(c.n, c.m, c.d),
             [default_engine(lazymat_grad, ("x", "y", "b"), b, _grad_result) for b in backends]
+            + [build_once("grad", b) for b in backends]
             + [dense_numpy("grad"), torch_grad(False), torch_grad(True), jax_grad()],
             rel_array,
             tolerance=1e-4,
