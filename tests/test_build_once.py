@@ -5,8 +5,8 @@ written here and finite differences.
   dimensions, parameters, 1-d and 0-d arguments, and block-sparse ranges, on numpy and torch;
 - one Reduction called on arrays of other sizes, dimensions and libraries (a new signature
   builds the formula again; the same array passed twice stays two variables);
-- gradients: torch autograd, torch.func forward mode, jax.grad, against central finite
-  differences of the dense numpy formula;
+- gradients: torch autograd, torch.func forward mode, jax.grad (and under jax.jit), against
+  central finite differences of the dense numpy formula;
 - one clear error per category (arguments, shapes, libraries, the formula function).
 """
 
@@ -207,7 +207,7 @@ def test_torch_autograd_and_forward_mode_match_finite_differences() -> None:
 
 
 @needs_jax
-def test_jax_grad_matches_finite_differences() -> None:
+def test_jax_grad_and_jit_match_finite_differences() -> None:
     import jax
     import jax.numpy as jnp
 
@@ -220,15 +220,19 @@ def test_jax_grad_matches_finite_differences() -> None:
     def loss(x: Any, y: Any, s: Any, b: Any) -> Any:
         return jnp.sum(jnp.log(red(x, y, s, b)[:, 0]) * w)
 
-    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*(jnp.asarray(a) for a in (x, y, s, b)))
+    arrays = [jnp.asarray(a) for a in (x, y, s, b)]
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*arrays)
+    jitted = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(*arrays)  # traced into jit
+    np.testing.assert_allclose(float(jitted[0]), dense_loss(x, y, s, b), rtol=1e-12)
     refs = [
         finite_differences(lambda a: dense_loss(a, y, s, b), x),
         finite_differences(lambda a: dense_loss(x, a, s, b), y),
         finite_differences(lambda a: dense_loss(x, y, a, b), s),
         finite_differences(lambda a: dense_loss(x, y, s, a), b),
     ]
-    for g, r in zip(grads, refs, strict=True):
+    for g, h, r in zip(grads, jitted[1], refs, strict=True):
         np.testing.assert_allclose(np.asarray(g), r, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(h), r, rtol=1e-6, atol=1e-7)
 
 
 def test_errors_say_what_was_expected() -> None:
