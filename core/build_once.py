@@ -14,11 +14,12 @@ The function receives one placeholder variable per argument (``inputs``: ``"i"``
 ``"p"`` for each, as ``Vi``, ``Vj`` and ``Pm``) and is called once per *signature* of the
 arguments (each one's library, dtype, rank and inner dimension: what the formula's nodes and
 the arrays' checks depend on). The canonical spec it gives is prepared by
-:meth:`LazyMatrix.prepare`, the code of every LazyMatrix reduction, and kept in a bounded
-cache; a call then looks its arguments' signature up and goes to
+:meth:`LazyMatrix.prepare`, the code of every LazyMatrix reduction, and kept on the object
+(at most ``MAX_SIGNATURES`` signatures; the registry is part of the key, so a reset of the
+plugins prepares again); a call then looks its arguments' signature up and goes to
 :func:`lazymat.dispatch.reduce`, the one call path of every reduction. Autodiff is therefore
-the LazyMatrix path's own (torch autograd, torch.func, jax.grad, ``lazymat.vjp``), and so are
-the engines, ``ranges=``, ``engine=`` and ``backend=``.
+the LazyMatrix path's own (torch autograd, torch.func, jax.grad, inside jax.jit too), and so
+are the engines, ``ranges=``, ``engine=`` and ``backend=``.
 
 Every argument is its own variable: two arguments that are the same array stay two
 variables (``prepare`` merges them for a LazyMatrix, which would change the spec from one
@@ -33,11 +34,11 @@ from typing import Any
 
 from .backend import Backend
 from .block_sparse import BlockSparsity
-from .call_cache import LRUCache
 from .dispatch import reduce, select_backend
 from .ir.node import DimensionError
 from .lazymatrix import LazyMatrix, _check_k, _wrap, variable
 from .options import get_option
+from .plugin_manager import get_registry
 from .reductions import get_reduction
 from .request import ReductionSpec
 
@@ -58,8 +59,8 @@ class _StandIn:
 #: a prepared call: (spec, argument order, reshapes of 1-d / 0-d arguments, backend)
 _Prepared = tuple[ReductionSpec, tuple[int, ...], tuple[tuple[int, Any], ...], Backend]
 
-#: prepared calls, by (Reduction, ranges, argument signatures)
-_CALLS = LRUCache("build-once calls", 1024)
+#: prepared calls a Reduction keeps (argument signatures x ranges); it starts afresh beyond
+MAX_SIGNATURES = 64
 
 
 class Reduction:
@@ -121,6 +122,9 @@ class Reduction:
         self.engine = engine
         self.backend = backend
         self._single = len(kind.outputs) == 1
+        #: prepared calls by (registry, ranges, each argument's type, dtype, last dimension, rank):
+        #: kept on the object, so that they live as long as it does and never hold it
+        self._calls: dict[tuple[Any, ...], _Prepared] = {}
 
     def __call__(
         self,
@@ -139,17 +143,20 @@ class Reduction:
             )
         try:
             key = (
-                self,
+                get_registry(),
                 ranges,
                 *[(type(a), a.dtype, a.shape[-1] if a.shape else 0, len(a.shape)) for a in args],
             )
         except Exception:  # not an array: the checks of the preparation say what was expected
             key = None
-        found = None if key is None else _CALLS.get(key)
+        calls = self._calls
+        found = None if key is None else calls.get(key)
         if found is None:
             found = self._prepare(args, ranges)
             if key is not None:
-                _CALLS.put(key, found)
+                if len(calls) >= MAX_SIGNATURES:  # a new dict: threads holding the old one are unharmed
+                    calls = self._calls = {}
+                calls[key] = found
         spec, order, reshapes, own_backend = found
         given = list(args)
         for position, xp in reshapes:
