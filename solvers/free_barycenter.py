@@ -25,15 +25,22 @@ E further. At the Sinkhorn tolerance, E(x_{t+1}) <= E(x_t).
 Batches: clouds (K, M, D) or (B, K, M, D) with points (N, D) or (B, N, D) solve B barycenters
 at once.
 
-**Gradients** (torch.autograd): the result's ``value`` is E at the fixed point x*, computed by
-the last Sinkhorn solves with the clouds y^k, their weights a^k, the lambdas and b live and
-the points x* held constant. By the envelope theorem (x* minimises E, so dE/dx = 0 there),
-its gradients are those of the barycenter's objective E*(y, a, lambda, b) = min_x E(x):
-dE*/dy^k = lambda_k dOT_k/dy^k, dE*/da^k = lambda_k dOT_k/da^k (the potential g_k, defined up
-to a constant: weights keep their mass), dE*/dlambda_k = OT_k (tested against finite
-differences of the whole solve). The positions ``points`` are not differentiable: the
-fixed-point steps run on the barycentric maps cut from the autodiff graph, and differentiating
-anything built on ``points`` raises ``NotImplementedError`` (never a silent zero).
+**Gradients** (torch.autograd, jax.grad). The result's ``value`` is E at the fixed point
+x*, computed by the last Sinkhorn solves with the clouds y^k, their weights a^k, the lambdas
+and b live and the points x* held constant. By the envelope theorem (x* minimises E, so
+dE/dx = 0 there), its gradients are those of the barycenter's objective E*(y, a, lambda, b)
+= min_x E(x): dE*/dy^k = lambda_k dOT_k/dy^k, dE*/da^k = lambda_k dOT_k/da^k (the potential
+g_k, defined up to a constant: weights keep their mass), dE*/dlambda_k = OT_k.
+
+The ``points`` x* are differentiable too, in the clouds, their weights, the lambdas and b:
+the implicit function theorem on dE/dx(x*) = 0 together with the optimality of the K
+Sinkhorn problems' potentials (:mod:`.barycenter_implicit`: one CG solve with the Hessian of
+E, whose products go through lazymat reductions). The fixed-point steps themselves carry no
+gradient: the derivative is that of the stationary point, exact when the steps converged
+(``stop``; differentiating points short of it warns) and the Sinkhorn solves reached ``tol``.
+``x_init`` gets none (the local minimum does not move with it). First derivatives in reverse
+mode only: second derivatives through the points and forward mode (``jax.jvp``) raise.
+Without autodiff (numpy), :meth:`FreeBarycenterResult.points_vjp` gives the same VJP.
 
 The result is an :class:`~.ot_result.OTResult` (``value``, the potentials ``f`` (K, N) and
 ``g`` (K, M) of the K problems at x*, their batched ``plan``, ``marginal_errors`` per
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +60,7 @@ import array_api_compat
 
 import lazymat
 
+from .barycenter_implicit import Problems, points_vjp, spread
 from .conjugate_gradient import ConvergenceWarning
 from .measures import check_finite
 from .ot_result import OTResult, Solution
@@ -76,6 +85,19 @@ class FreeBarycenterResult(OTResult):
     objective: list[Any]
     displacement: list[Any]
     transports: list[OTResult] = field(repr=False)
+    _points_vjp: Callable[[Any], tuple[Any, Any, Any, Any]] = field(repr=False)
+
+    def points_vjp(self, cotangent: Any) -> tuple[Any, Any, Any, Any]:
+        """The gradients of ``sum(cotangent * points)`` in (clouds, weights, lambdas, b).
+
+        The implicit derivative of the points (:mod:`.barycenter_implicit`) without autodiff
+        (numpy, cupy; torch.autograd and jax.grad reach it through ``points``). ``cotangent``
+        is shaped like ``points``; the gradients like the clouds (an array or a list), their
+        weights (None if uniform), and the lambdas and b of each barycenter, (K,) and (N,)
+        or batched (B, K) and (B, N). The weights', lambdas' and b's are defined up to a
+        constant (they keep their sums).
+        """
+        return self._points_vjp(cotangent)
 
 
 class _ListedSolution(Solution):
@@ -107,31 +129,141 @@ def _check_simplex(xp: Any, name: str, v: Any, axis: int = -1) -> None:
         raise ValueError(f"'{name}' must sum to 1 along its last axis, got sums {total}")
 
 
-def _not_differentiable(backend: Any, points: Any, data: _Clouds, lam: Any, b: Any) -> Any:
-    """``points`` as a node of the autodiff graph whose gradient raises.
+def _problem_groups(
+    xp: Any,
+    listed: bool,
+    theta: tuple[list[Any], list[Any], Any, Any],
+    state: tuple[Any, list[Any], list[Any]],
+    eps: float,
+    tol: float,
+) -> list[Problems]:
+    """The K problems at the points x* as :class:`.barycenter_implicit.Problems` groups: one
+    batched group (B K problems) for clouds given as one array, one group per cloud for a list.
 
-    The positions depend on the clouds, their weights, lambda and b through the fixed point,
-    whose implicit derivative is not implemented: a loss built on them would otherwise get
-    zeros from them without a word (the steps are cut from the graph). Where no input carries
-    a gradient the node is never differentiated and costs nothing.
+    ``theta``: clouds, weights (empty list: uniform), lambdas (B, K), b (B, N); ``state``: the
+    points x* (B, N, D) and the potentials f, g of each Sinkhorn solve (batched layout).
     """
+    clouds, weights, lam, b = theta
+    x, fs, gs = state
+    n_batch, d = int(x.shape[0]), int(x.shape[2])
+
+    def uniform(shape: tuple[int, ...]) -> Any:
+        return xp.full(shape, 1.0 / shape[-1], dtype=x.dtype, device=array_api_compat.device(x))
+
+    if listed:
+        return [
+            Problems(
+                xp,
+                x,
+                y[None, ...],
+                (weights[k] if weights else uniform(tuple(y.shape[:1])))[None, ...],
+                b,
+                fs[k][None, ...],
+                gs[k][None, ...],
+                lam[:, k],
+                eps,
+                tol,
+                1,
+            )
+            for k, y in enumerate(clouds)
+        ]
+    y = clouds[0]
+    k, m = int(y.shape[1]), int(y.shape[2])
+    a = weights[0] if weights else uniform((n_batch, k, m))
+
+    return [
+        Problems(
+            xp,
+            spread(xp, x, k),
+            xp.reshape(y, (n_batch * k, m, d)),
+            xp.reshape(a, (n_batch * k, m)),
+            spread(xp, b, k),
+            fs[0],
+            gs[0],
+            xp.reshape(lam, (n_batch * k,)),
+            eps,
+            tol,
+            k,
+        )
+    ]
+
+
+def _first_order_only(backend: Any, grads: list[Any], inputs: list[Any]) -> list[Any]:
+    """``grads`` as a node of the autodiff graph whose own gradient raises.
+
+    The implicit derivative runs on arrays cut from the graph: differentiated again (a
+    Hessian through the points, ``create_graph=True``, ``jax.grad`` of ``jax.grad``) it would
+    give zeros without a word. Where nothing differentiates it, the node costs nothing.
+    """
+    present = [g for g in grads if g is not None]
 
     def forward(*_: Any) -> tuple[Any, ...]:
-        return (points,)
+        return tuple(present)
 
     def backward(*_: Any) -> list[Any]:
         raise NotImplementedError(
-            "free_support_barycenter: the barycenter's points are not differentiable (the "
-            "implicit derivative of the fixed point is not implemented); differentiate the "
-            "result's value, the objective min_x E(x), whose gradients in the clouds, weights, "
-            "lambdas and b are exact (envelope theorem)"
+            "free_support_barycenter: second derivatives of the barycenter's points are not "
+            "implemented (the first derivative is the implicit one, on arrays cut from autodiff)"
         )
 
-    clouds = data.y if data.listed else [data.y]
-    weights = (data.a if data.listed else [data.a]) if data.a is not None else []
-    inputs = [v for v in [*clouds, *weights, lam, b] if v is not None]
-    (guarded,) = backend.custom_vjp(forward, backward, inputs)
-    return guarded
+    guarded = iter(backend.custom_vjp(forward, backward, inputs))
+    return [None if g is None else next(guarded) for g in grads]
+
+
+class _PointsDerivative:
+    """The VJP of the barycenter's points x* in the clouds, their weights, the lambdas and b.
+
+    Holds how the data are laid out; :meth:`__call__` takes the data and the state as arrays
+    (the residuals of an autodiff node: under ``jax.grad`` they are the only concrete ones).
+    """
+
+    def __init__(
+        self, listed: bool, n_clouds: int, weighted: bool, eps: float, tol: float, converged: bool
+    ) -> None:
+        self.listed, self.eps, self.tol, self.converged = listed, eps, tol, converged
+        self.n_clouds = n_clouds if listed else 1
+        self.n_weights = self.n_clouds if weighted else 0
+
+    def split(self, theta: list[Any]) -> tuple[list[Any], list[Any], Any, Any]:
+        """[*clouds, *weights, lambdas, b] -> (clouds, weights, lambdas, b)."""
+        c, w = self.n_clouds, self.n_weights
+        return list(theta[:c]), list(theta[c : c + w]), theta[c + w], theta[c + w + 1]
+
+    def __call__(self, theta: list[Any], state: list[Any], v: Any, wanted: list[bool]) -> list[Any]:
+        """One gradient (or None) per array of ``theta`` ([*clouds, *weights, lambdas, b]) for
+        the cotangent ``v`` (B, N, D) of the points; ``state`` = [x*, *f, *g]."""
+        if not self.converged:
+            warnings.warn(
+                "free_support_barycenter: differentiating points that are not a fixed point (the "
+                "steps stopped at max_iter before stop): the implicit derivative assumes one and is "
+                "inexact (raise max_iter)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        xp = array_api_compat.array_namespace(v)
+        stop = lazymat.backend_for(v).stop_gradient
+        raw, theta = theta, [stop(t) for t in theta]
+        n_state = (len(state) - 1) // 2
+        x, fs, gs = (
+            stop(state[0]),
+            [stop(f) for f in state[1 : 1 + n_state]],
+            [stop(g) for g in state[1 + n_state :]],
+        )
+        clouds, weights, lam, b = self.split(theta)
+        groups = _problem_groups(xp, self.listed, (clouds, weights, lam, b), (x, fs, gs), self.eps, self.tol)
+        c, w = self.n_clouds, self.n_weights
+        grads = points_vjp(groups, stop(v), (any(wanted[c : c + w]), wanted[c + w + 1]), self.tol)
+        if self.listed:
+            gy = [g[0][0, 0, ...] for g in grads]
+            ga = [g[1][0, 0, ...] if g[1] is not None else None for g in grads][:w]
+        else:
+            gy, ga = [grads[0][0]], [grads[0][1]][:w]
+        gb = None
+        for g in grads:
+            if g[2] is not None:
+                gb = g[2] if gb is None else gb + g[2]
+        glam = xp.concat([g[3] for g in grads], axis=1)
+        return _first_order_only(lazymat.backend_for(v), [*gy, *ga, glam, gb], [*raw, v])
 
 
 class _Clouds:
@@ -298,11 +430,45 @@ def free_support_barycenter(
         f = xp.stack([r.f for r in results])
         g: Any = [r.g for r in results]
         solution: Solution = _ListedSolution()
+        fs, gs = [r.f for r in results], [r.g for r in results]
     else:
         k = data.k
         f = unbatch(xp.reshape(last.f, (n_batch, k, n)))
         g = unbatch(xp.reshape(last.g, (n_batch, k, -1)))
         solution = last._solution
+        fs, gs = [last.f], [last.g]
+    clouds_in = data.y if data.listed else [data.y]
+    weights_in = [] if data.a is None else [a for a in (data.a if data.listed else [data.a]) if a is not None]
+    theta = [*clouds_in, *weights_in, lam, b]
+    state = [x, *(backend.stop_gradient(v) for v in (*fs, *gs))]
+    derivative = _PointsDerivative(
+        data.listed,
+        data.k,
+        bool(weights_in),
+        last.eps,
+        max(tol, 100 * float(xp.finfo(x.dtype).eps)),
+        converged,
+    )
+
+    def forward(*arrays: Any) -> tuple[Any, ...]:
+        return (xp.asarray(unbatch(arrays[len(theta)]), copy=True),)
+
+    def backward(
+        ins: Sequence[Any], outs: Sequence[Any], cots: Sequence[Any], wanted: Sequence[bool]
+    ) -> list[Any]:
+        v = cots[0] if batched else cots[0][None, ...]
+        grads = derivative(list(ins[: len(theta)]), list(ins[len(theta) :]), v, list(wanted[: len(theta)]))
+        return [*grads, *([None] * len(state))]
+
+    def points_vjp(cotangent: Any) -> tuple[Any, Any, Any, Any]:
+        v = cotangent if batched else cotangent[None, ...]
+        grads = derivative(theta, state, v, [True] * len(theta))
+        gy, ga, glam, gb = derivative.split(grads)
+        if data.listed:
+            return gy, ga or None, unbatch(glam), unbatch(gb)
+        return unbatch(gy[0]), unbatch(ga[0]) if ga else None, unbatch(glam), unbatch(gb)
+
+    (points,) = backend.custom_vjp(forward, backward, [*theta, *state])
     return FreeBarycenterResult(
         value=objective[-1],
         f=f,
@@ -315,8 +481,9 @@ def free_support_barycenter(
         rho=None,
         schedule=last.schedule,
         _solution=solution,
-        points=_not_differentiable(backend, unbatch(x), data, lam, b),
+        points=points,
         objective=objective,
         displacement=moves,
         transports=results,
+        _points_vjp=points_vjp,
     )

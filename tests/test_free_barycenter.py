@@ -1,5 +1,6 @@
 """Free-support barycenters of point clouds (lazymat.solvers.free_support_barycenter).
 
+The points' implicit derivative is tested in tests/test_free_barycenter_points_vjp.py.
 References: POT's ``ot.bregman.free_support_sinkhorn_barycenter`` (the same fixed point on
 entropic plans; POT's cost is |x - y|^2 and its reg = 2 blur^2 for our |x - y|^2 / 2 at
 eps = blur^2) step for step; POT's exact ``ot.lp.free_support_barycenter`` where the exact
@@ -143,10 +144,6 @@ def test_objective_gradients_match_finite_differences() -> None:
     r = free_support_barycenter(yt, torch.tensor(x0), at, lambdas=lt, **options)
     assert r.converged
     gy, ga, gl = (g.numpy() for g in torch.autograd.grad(r.value, [yt, at, lt]))
-    # the positions' implicit derivative is not implemented: a loss built on them raises
-    # instead of taking zeros from them
-    with pytest.raises(NotImplementedError, match="points are not differentiable"):
-        torch.autograd.grad((r.points**2).sum() + r.value, [yt])
 
     def value(yy: np.ndarray, aa: np.ndarray, ll: np.ndarray) -> float:
         return float(free_support_barycenter(yy, x0, aa, lambdas=ll, **options).value)
@@ -162,19 +159,14 @@ def test_objective_gradients_match_finite_differences() -> None:
     np.testing.assert_allclose((gl * dl).sum(), fd_l, rtol=1e-7)
 
 
-def test_points_refuse_differentiation_under_jax() -> None:
-    """jax.grad through the positions raises (their implicit derivative is not implemented);
-    the objective's gradient still matches central differences of the whole solve."""
+def test_objective_gradients_under_jax() -> None:
+    """jax.grad of the objective matches central differences of the whole solve."""
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     rng = np.random.default_rng(3)
     y, x0 = rng.random((2, 6, 2)), rng.random((5, 2))
     options = {"blur": 0.5, "tol": 1e-9, "max_iter": 200, "stop": 1e-22}
     with jax.enable_x64(True):
-        with pytest.raises(NotImplementedError, match="points are not differentiable"):
-            jax.grad(lambda yy: free_support_barycenter(yy, jnp.asarray(x0), **options).points.sum())(
-                jnp.asarray(y)
-            )
         g = jax.grad(lambda yy: free_support_barycenter(yy, jnp.asarray(x0), **options).value)(jnp.asarray(y))
     d, h = rng.standard_normal(y.shape), 1e-5
 
