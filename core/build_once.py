@@ -212,6 +212,13 @@ class Reduction:
         order = tuple(stand_in.position for stand_in in bound)
         return spec, order, tuple(reshapes), next(iter(backends.values()))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The Reduction without its prepared calls (they hold the registry: prepared again)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_calls"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _calls={})
+
     def __repr__(self) -> str:
         name = getattr(self.formula, "__name__", type(self.formula).__name__)
         k = f", k={self.k}" if self.k else ""

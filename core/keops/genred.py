@@ -4,7 +4,11 @@
 (:mod:`lazymat.keops.formula`); each call binds its arrays, argument k to the variable of
 position k, and runs the reduction through lazymat's dispatch
 (:mod:`lazymat.keops.reductions`), so it is differentiable wherever the arrays' library is
-(torch autograd and torch.func, jax) and runs on lazymat's engines. The same classes serve
+(torch autograd and torch.func, jax) and runs on lazymat's engines. A plain call (a reduction
+of one lazymat kind, both sides among the arguments, default options, no ``ranges``/``out``/
+``nbatchdims``) goes through the build-once form :class:`lazymat.build_once.Reduction`, built
+with the Genred: the formula is bound and prepared once per signature of the arrays, not at
+each call (the loops of pykeops code call one Genred thousands of times). The same classes serve
 ``lazymat.keops.torch`` and ``lazymat.keops.numpy``: the arrays say which library.
 
 Arrays follow KeOps' layout: ``Vi(d)`` and ``Vj(d)`` arguments of shape (*batch, N, d),
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lazymat.build_once import Reduction
 from lazymat.ir.algebra import Mul
 from lazymat.ir.leaves import Var
 from lazymat.ir.node import Node
@@ -53,6 +58,58 @@ def bind(formulas: Sequence[Node], arguments: Sequence[Argument], args: Sequence
         bound = substitute(f, lambda n: table.get(n) if isinstance(n, Var) else None)
         out.append(LazyMatrix._new(bound, dict(bindings), backend))
     return out
+
+
+#: KeOps reductions that are one lazymat reduction, by their canonical names (K-mins: scalar formulas)
+_ONE_REDUCTION = {
+    "Sum": "sum",
+    "LogSumExp": "lse",
+    "Min": "min",
+    "Max": "max",
+    "ArgMin": "argmin",
+    "ArgMax": "argmax",
+    "Min_ArgMin": "min_argmin",
+    "Max_ArgMax": "max_argmax",
+    "KMin": "kmin",
+    "ArgKMin": "argkmin",
+    "KMin_ArgKMin": "kmin_argkmin",
+}
+
+
+class _Bound:
+    """A parsed formula as the function of a build-once Reduction: the parsed variables
+    replaced by the placeholders, their declared dimensions checked (picklable, as a Genred is)."""
+
+    def __init__(self, node: Node, arguments: Sequence[Argument]) -> None:
+        self.node, self.arguments = node, tuple(arguments)
+
+    def __call__(self, *placeholders: LazyMatrix) -> LazyMatrix:
+        table: dict[Var, Node] = {}
+        bindings: dict[Var, Any] = {}
+        for arg, p in zip(self.arguments, placeholders, strict=True):
+            if p.dim != arg.dim:
+                label = arg.name or f"argument {arg.position}"
+                raise ValueError(
+                    f"{label} is declared V{arg.cat}({arg.dim}) but its array has last dimension {p.dim}"
+                )
+            table[arg.var] = p.formula
+            bindings.update(p.bindings)
+        bound = substitute(self.node, lambda n: table.get(n) if isinstance(n, Var) else None)
+        return LazyMatrix._new(bound, bindings, None)
+
+
+def build_once(
+    node: Node, arguments: Sequence[Argument], reduction: str, axis: int, k: int | None
+) -> Reduction | None:
+    """The build-once form of a plain Genred (see the module doc), or None if it has none: a
+    reduction that is not one lazymat reduction, a K-min of a vector formula, or a side (i or
+    j) without an argument (KeOps then counts that side as one row)."""
+    name = _ONE_REDUCTION.get(reduction)
+    cats = [arg.cat for arg in arguments]
+    if name is None or "i" not in cats or "j" not in cats or (k is not None and node.dim != 1):
+        return None
+
+    return Reduction(_Bound(node, arguments), name, axis, inputs=cats, k=k or 0)
 
 
 class Genred:
@@ -97,6 +154,10 @@ class Genred:
         more = () if formula2 is None else (formula2,)
         self.nodes, self.arguments = parse(formula, self.aliases, *more)
         self.nargs = len(self.arguments)
+        plain = formula2 is None and not self.options.float64_accumulation
+        self._once = (
+            build_once(self.nodes[0], self.arguments, self.reduction, axis, opt_arg) if plain else None
+        )
 
     def __call__(
         self,
@@ -109,6 +170,11 @@ class Genred:
     ) -> Any:
         if len(args) != self.nargs:
             raise ValueError(f"Genred takes {self.nargs} arrays (aliases {self.aliases}), got {len(args)}")
+        plain = (
+            backend == "auto" and device_id == -1 and ranges is None and out is None and nbatchdims is None
+        )
+        if plain and self._once is not None:
+            return self._once(*args)
         bound = bind(self.nodes, self.arguments, args)
         options = Options(**{**vars(self.options), "backend": backend, "device_id": device_id})
         return reduce(
