@@ -7,7 +7,8 @@ written here and finite differences.
   builds the formula again; the same array passed twice stays two variables);
 - gradients: torch autograd, torch.func forward mode, jax.grad (and under jax.jit), against
   central finite differences of the dense numpy formula;
-- one clear error per category (arguments, shapes, libraries, the formula function).
+- one clear error per category (arguments, shapes, libraries, the formula function);
+- lazymat.keops.Genred, whose plain calls go through the form: values and a torch gradient.
 """
 
 from __future__ import annotations
@@ -275,3 +276,31 @@ def test_errors_for_mixed_libraries() -> None:
     red(*as_library([x, y, s, b], "torch"))  # the torch signature is prepared...
     with pytest.raises(TypeError, match="one library"):  # ...and still refuses a numpy array in it
         red(torch.from_numpy(x), torch.from_numpy(y), s, torch.from_numpy(b))
+
+
+@needs_torch
+def test_keops_genred_plain_calls_match_dense_and_finite_differences() -> None:
+    """lazymat.keops.Genred's plain calls go through the build-once form: values at two sizes
+    and the torch gradient in x against dense numpy and finite differences."""
+    import torch
+
+    from lazymat.keops import Genred
+
+    aliases = ["x = Vi(3)", "y = Vj(3)", "s = Pm(1)", "b = Vj(1)"]
+    sum_op = Genred("Exp(-SqDist(x, y) / s) * b", aliases, reduction_op="Sum", axis=1)
+    lse_op = Genred("-SqDist(x, y) / s", aliases[:3], reduction_op="LogSumExp", axis=0)
+    for n, m in [(7, 9), (4, 11)]:
+        x, y, s, b = case((), n, m)
+        F = dense_exponent(x, y, s)
+        np.testing.assert_allclose(
+            sum_op(x, y, s, b), (np.exp(F) * b[None, :, 0]).sum(1)[:, None], rtol=1e-13
+        )
+        np.testing.assert_allclose(lse_op(x, y, s), dense_reduce("lse", F.T), rtol=1e-13)
+    x, y, s, b = case(())
+    b = np.abs(b) + 0.1
+    w = torch.linspace(0.5, 1.5, x.shape[0], dtype=torch.float64)
+    tx = torch.from_numpy(x).requires_grad_()
+    out = sum_op(tx, *(torch.from_numpy(a) for a in (y, s, b)))
+    (grad,) = torch.autograd.grad((torch.log(out[:, 0]) * w).sum(), tx)
+    ref = finite_differences(lambda a: dense_loss(a, y, s, b), x)
+    np.testing.assert_allclose(grad.numpy(), ref, rtol=1e-6, atol=1e-7)
