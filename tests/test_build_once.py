@@ -175,6 +175,16 @@ def dense_loss(x: np.ndarray, y: np.ndarray, s: np.ndarray, b: np.ndarray) -> fl
     return float((np.log(F.sum(-1)) * w).sum())
 
 
+def dense_gradients(x: np.ndarray, y: np.ndarray, s: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    """The gradients of ``dense_loss`` in each of its arrays, by finite differences."""
+    args = [x, y, s, b]
+
+    def moved(k: int, a: np.ndarray) -> float:
+        return dense_loss(*[a if i == k else v for i, v in enumerate(args)])
+
+    return [finite_differences(lambda a, k=k: moved(k, a), v) for k, v in enumerate(args)]
+
+
 @needs_torch
 def test_torch_autograd_and_forward_mode_match_finite_differences() -> None:
     import torch
@@ -189,12 +199,7 @@ def test_torch_autograd_and_forward_mode_match_finite_differences() -> None:
 
     tx, ty, ts, tb = (torch.from_numpy(a).requires_grad_() for a in (x, y, s, b))
     grads = torch.autograd.grad(loss(tx, ty, ts, tb), (tx, ty, ts, tb))
-    refs = [
-        finite_differences(lambda a: dense_loss(a, y, s, b), x),
-        finite_differences(lambda a: dense_loss(x, a, s, b), y),
-        finite_differences(lambda a: dense_loss(x, y, a, b), s),
-        finite_differences(lambda a: dense_loss(x, y, s, a), b),
-    ]
+    refs = dense_gradients(x, y, s, b)
     for g, r in zip(grads, refs, strict=True):
         np.testing.assert_allclose(g.numpy(), r, rtol=1e-6, atol=1e-7)
     # forward mode (torch.func.jvp): the directional derivative along a random direction of y
@@ -225,12 +230,7 @@ def test_jax_grad_and_jit_match_finite_differences() -> None:
     grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*arrays)
     jitted = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(*arrays)  # traced into jit
     np.testing.assert_allclose(float(jitted[0]), dense_loss(x, y, s, b), rtol=1e-12)
-    refs = [
-        finite_differences(lambda a: dense_loss(a, y, s, b), x),
-        finite_differences(lambda a: dense_loss(x, a, s, b), y),
-        finite_differences(lambda a: dense_loss(x, y, a, b), s),
-        finite_differences(lambda a: dense_loss(x, y, s, a), b),
-    ]
+    refs = dense_gradients(x, y, s, b)
     for g, h, r in zip(grads, jitted[1], refs, strict=True):
         np.testing.assert_allclose(np.asarray(g), r, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(np.asarray(h), r, rtol=1e-6, atol=1e-7)
