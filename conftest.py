@@ -17,6 +17,12 @@ tests run on one worker, one after the other, so that two workers never compile 
 formula at once (twice the work, and pykeops does not lock its build folder). The scheduler
 groups them by id because pytest-xdist 3.8's own ``xdist_group`` marks are lost on pytest
 9.2 (pytest-xdist issue 1386); ``xdist_group`` marks are still honoured where they work.
+
+The modules of :data:`ONE_WORKER_MODULES` likewise run whole on one worker (their group is
+their path): each starts a process cluster in a module-scoped fixture, which two workers
+splitting the module would start twice, two clusters then competing for the same cores.
+xdist hands the largest groups out first, one per worker, so the KeOps group and a cluster
+module start side by side and the single tests fill in around them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ import pytest
 
 #: the marker of the tests that run pykeops, and the name of their xdist group
 KEOPS = "keops"
+#: test modules (paths from the rootdir) whose tests share one xdist worker: a module-scoped
+#: fixture starts a ``distributed.LocalCluster`` of worker processes
+ONE_WORKER_MODULES = frozenset({"plugins/dask_backend/tests/test_dask_cluster.py"})
 
 
 def keops_cache_folder() -> Path | None:
@@ -72,10 +81,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadGroupScheduling
 
     class KeOpsGroupScheduling(LoadGroupScheduling):
-        """``--dist loadgroup``, with the tests whose id names KeOps in one group."""
+        """``--dist loadgroup``, with the tests whose id names KeOps in one group and each
+        module of :data:`ONE_WORKER_MODULES` in a group of its own."""
 
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
-            return KEOPS if scope == nodeid and names_keops(nodeid) else scope
+            if scope != nodeid:  # an xdist_group mark that survived
+                return scope
+            if names_keops(nodeid):
+                return KEOPS
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
 
     return KeOpsGroupScheduling(config, log)

@@ -89,11 +89,10 @@ def entropic_ot(a: np.ndarray, x: np.ndarray, b: np.ndarray, y: np.ndarray, eps:
     return float((G * C).sum() + eps * ((G[pos] * np.log(G[pos] / np.outer(a, b)[pos])).sum() - G.sum() + 1))
 
 
-def check_converged_sinkhorn(n: int, m: int, rows: int, backend: str) -> None:
+def check_converged_sinkhorn(n: int, m: int, rows: int, backend: str, blur: float = 0.3) -> None:
     """Sinkhorn divergence solved to tolerance (a convergence test on numbers every
     iteration), online or multiscale, vs POT's three converged problems and vs numpy."""
     x, y = clouds(n, m, seed=1)
-    blur = 0.3
     loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.7, backend=backend, tol=1e-10)
     with lazymat_dask.config(persist=True, chunk_rows=rows):
         value = float(loss(chunked(x, rows), chunked(y, rows)))
@@ -104,17 +103,17 @@ def check_converged_sinkhorn(n: int, m: int, rows: int, backend: str) -> None:
     close(value, float(loss(x, y)), 1e-12, f"converged {backend} Sinkhorn divergence vs numpy in one process")
 
 
-def check_balanced_ot(n: int, m: int, rows: int) -> None:
+def check_balanced_ot(n: int, m: int, rows: int, blur: float = 0.3) -> None:
     """sinkhorn() (no debiasing, tol) on dask vs POT's converged plan value and vs numpy."""
     x, y = clouds(n, m, seed=2)
     rng = np.random.default_rng(3)
     a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
     a, b = a / a.sum(), b / b.sum()
-    kw: dict[str, Any] = {"blur": 0.3, "debias": False, "scaling": 0.8, "tol": 1e-11}
+    kw: dict[str, Any] = {"blur": blur, "debias": False, "scaling": 0.8, "tol": 1e-11}
     r = sinkhorn(chunked(x, rows), chunked(y, rows), chunked(a, rows), chunked(b, rows), **kw)
     assert r.converged
     value = float(r.value)
-    close(value, entropic_ot(a, x, b, y, 0.09), 1e-7, "entropic OT vs POT")
+    close(value, entropic_ot(a, x, b, y, blur**2), 1e-7, "entropic OT vs POT")
     close(value, float(sinkhorn(x, y, a, b, **kw).value), 1e-12, "entropic OT vs numpy in one process")
 
 
