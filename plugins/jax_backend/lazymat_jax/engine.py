@@ -7,9 +7,10 @@ not import jax).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from lazymat.plugin import Engine, ReductionRequest
+from lazymat.plugin import Engine, ReductionRequest, tile_sizes
 
 
 class JaxXlaEngine(Engine):
@@ -18,6 +19,29 @@ class JaxXlaEngine(Engine):
     name = "jax-xla"
     priority = 10
     traceable = True  # namespace functions only
+    #: inside a program of the user's, a problem of one tile: above native-cpu (20), whose
+    #: ``jax.pure_callback`` out of the compiled program costs more than the whole tile
+    #: (shooting at N = 100 under jax.jit: 1.4 ms against 9.3 ms; BENCHMARKS.md run Q3)
+    fused_priority = 30
+    #: ... for at most this many pairs (batch included): XLA's tile beats native-cpu's callback
+    #: up to a few hundred points (N = 300: 12 ms against 65 ms, shooting under jax.jit), and
+    #: loses beyond (N = 1000: 150 ms against 66 ms)
+    fused_max_pairs = 1 << 18
+
+    def priority_for(self, request: ReductionRequest) -> int:
+        """``fused_priority`` for a small problem of one tile in the user's ``jax.jit`` program
+        (:func:`lazymat_jax.primitive.inlined`, gradients included); ``priority`` otherwise
+        (an eager call is a program of its own, where native-cpu's callback is the cheaper)."""
+        from .primitive import inlined
+
+        pairs = request.n * request.m * math.prod(request.batch)
+        if request.ranges is None and pairs <= self.fused_max_pairs and inlined(request.args):
+            import jax.numpy as jnp
+
+            ti, tj = tile_sizes(request, jnp.dtype(request.dtype).itemsize)
+            if ti >= request.n and tj >= request.m:
+                return self.fused_priority
+        return self.priority
 
     def supports(self, request: ReductionRequest) -> bool:
         if request.backend.name != "jax":

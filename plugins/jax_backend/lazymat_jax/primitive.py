@@ -11,7 +11,10 @@ core's, not this module's:
 - abstract evaluation: ``call.run`` traced by ``jax.eval_shape``, which also checks the
   request (sizes, dtypes) at trace time with lazymat's usual error messages;
 - lowering: ``call.run``'s traced code (``mlir.lower_fun``), so the primitive inlines in
-  ``jax.jit`` programs;
+  ``jax.jit`` programs; :func:`inlined` tells an engine whether the reduction it is
+  asked about is part of such a program, where it may prefer to be fused (``jax-xla`` on a
+  problem of one tile: a ``jax.pure_callback`` out of a compiled program costs more than
+  the small problem);
 - batching (``jax.vmap``): the mapped axis becomes a new leading batch dimension;
 - forward mode (``jax.jvp``): ``call.jvp``, a sum reduction linear in the tangents;
 - transposition (reverse mode): ``call.vjp`` of that linear sum reduction.
@@ -24,6 +27,7 @@ primitive again (through the backend's hook), so derivatives of any order (``gra
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -49,11 +53,26 @@ def _run(*args: Any, call: ReductionCall) -> tuple[Any, ...]:
     return tuple(call.run(*args))
 
 
+#: whether the reduction being traced is the program of one eager call (``_impl``)
+_OWN_PROGRAM = contextvars.ContextVar("lazymat_jax_own_program", default=False)
+
+
+def inlined(args: Sequence[Any]) -> bool:
+    """Whether a reduction of ``args`` becomes part of a program of the user's (traced under
+    ``jax.jit``, or its gradient's transpose there), rather than a program of its own (an
+    eager call, whose arrays are traced by ``_impl``'s jit only)."""
+    return not _OWN_PROGRAM.get() and any(isinstance(a, jax.core.Tracer) for a in args)
+
+
 _run_jit = jax.jit(_run, static_argnames=("call",))
 
 
 def _impl(*args: Any, call: ReductionCall) -> Any:
-    return _run_jit(*args, call=call)
+    token = _OWN_PROGRAM.set(True)
+    try:
+        return _run_jit(*args, call=call)
+    finally:
+        _OWN_PROGRAM.reset(token)
 
 
 def _abstract_eval(*avals: Any, call: ReductionCall) -> list[Any]:

@@ -180,3 +180,31 @@ def test_log_sum_exp_against_ott_jax(data: dict[str, np.ndarray]) -> None:
     ref = geom.apply_lse_kernel(jnp.zeros(N), g, eps, axis=1)[0]
     got = eps * ((lm.Vj(g) - lm.Vi(x).sqdist(lm.Vj(y))) / eps).logsumexp(axis=1)
     np.testing.assert_allclose(got[:, 0], ref, rtol=1e-12)
+
+
+def _gaussian_loss(x: Any, y: Any, b: Any) -> Any:
+    return ((-lm.Vi(x).sqdist(lm.Vj(y))).exp() @ b).sum()
+
+
+def _dense_loss_and_grad(x: np.ndarray, y: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    """sum_ij exp(-|x_i - y_j|^2) b_j and its gradient in x, dense float64."""
+    diff = x[:, None, :] - y[None, :, :]
+    k = np.exp(-(diff**2).sum(-1)) * b[None, :, 0]
+    return float(k.sum()), -2.0 * (k[:, :, None] * diff).sum(1)
+
+
+@pytest.mark.parametrize(("n", "fused"), [(60, True), (600, False)])
+def test_small_reductions_under_jit_are_fused_into_the_users_program(n: int, fused: bool) -> None:
+    """Under jax.jit, a reduction of at most ``fused_max_pairs`` pairs that fits one tile runs
+    as XLA code inside the user's program, gradient included (no ``pure_callback`` to
+    native-cpu, which costs more than the small problem); a larger one keeps native-cpu.
+    Values and gradients against dense float64 numpy either way."""
+    rng = np.random.default_rng(3)
+    x, y, b = rng.standard_normal((n, 3)), rng.standard_normal((n, 3)), rng.random((n, 1))
+    f = jax.jit(jax.value_and_grad(_gaussian_loss))
+    hlo = f.lower(jnp.asarray(x), jnp.asarray(y), jnp.asarray(b)).as_text()
+    assert ("callback" not in hlo) is fused, "a small reduction under jit must not call back to the host"
+    value, grad = f(jnp.asarray(x), jnp.asarray(y), jnp.asarray(b))
+    want, want_grad = _dense_loss_and_grad(x, y, b)
+    np.testing.assert_allclose(float(value), want, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-12)

@@ -20,6 +20,7 @@ import lazymat as lm
 from lazymat.builtin_engines.native_build import find_compiler
 from lazymat.builtin_engines.native_cpu import COMPILE_MIN_PAIRS, NativeCpuEngine
 from lazymat.dispatch import make_call
+from lazymat_jax.engine import JaxXlaEngine
 
 jax.config.update("jax_enable_x64", True)
 pytestmark = pytest.mark.skipif(isinstance(find_compiler(), str), reason=f"no C compiler: {find_compiler()}")
@@ -49,13 +50,14 @@ def _gauss(x: np.ndarray, y: np.ndarray, b: np.ndarray) -> np.ndarray:
 SCALE = 0.8125
 
 
-@pytest.mark.parametrize("n", [60, 300])
+@pytest.mark.parametrize("n", [60, 600])
 def test_dispatch_sends_large_cpu_requests_to_native(
     native_runs: list[int], n: int, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A request of at least COMPILE_MIN_PAIRS pairs runs on native-cpu; a smaller one whose
-    kernel is neither loaded nor on disk (an empty kernel cache, no background build) runs
-    elsewhere; a forced engine wins over priority."""
+    """Under jax.jit, a request of more than jax-xla's ``fused_max_pairs`` (hence more than
+    COMPILE_MIN_PAIRS) runs on native-cpu; a smaller one runs fused into the program
+    (jax-xla), whose kernel is neither loaded nor on disk (an empty kernel cache, no
+    background build); a forced engine wins over priority."""
     monkeypatch.setenv("LAZYMAT_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("LAZYMAT_NATIVE_BACKGROUND", "0")
     x, y, b = RNG.standard_normal((n, 3)), RNG.standard_normal((n, 3)), RNG.standard_normal((n, 2))
@@ -66,10 +68,11 @@ def test_dispatch_sends_large_cpu_requests_to_native(
     got = jax.jit(gauss)(jnp.asarray(x), jnp.asarray(y), jnp.asarray(b))
     want = np.exp(-SCALE * np.sum((x[:, None] - y[None]) ** 2, -1)) @ b
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-13)  # b has both signs
-    assert native_runs[0] == (1 if n * n >= COMPILE_MIN_PAIRS else 0)
+    native = n * n > JaxXlaEngine.fused_max_pairs and n * n >= COMPILE_MIN_PAIRS
+    assert native_runs[0] == (1 if native else 0)
     with lm.config(engine="jax-xla"):  # a forced engine wins over priority
         jax.jit(lambda *a: gauss(*a))(jnp.asarray(x), jnp.asarray(y), jnp.asarray(b))  # a new trace
-    assert native_runs[0] == (1 if n * n >= COMPILE_MIN_PAIRS else 0)
+    assert native_runs[0] == (1 if native else 0)
 
 
 def test_float32_without_x64(native_runs: list[int]) -> None:
