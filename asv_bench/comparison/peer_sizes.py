@@ -301,6 +301,28 @@ def jax_shooting() -> Contender:
     )
 
 
+def lazymat_jit_shooting() -> Contender:
+    """lazymat's shooting of the shooting task on jax arrays, value and gradient in p0 under
+    ``jax.jit`` as a jax user writes it (small reductions then run fused in the program)."""
+
+    def setup(data: dict[str, Any], case: Case) -> Callable[[], Any]:
+        jax = need("jax")
+        if "jax" not in lm.backends():
+            raise NotImplementedError("lazymat backend 'jax' is not installed")
+        kernel = w.solver("gaussian")(w.SHOOT_SCALE)
+        shoot = w.solver("shoot")
+
+        def loss(p0: Any, q0: Any) -> Any:
+            q1 = shoot(q0, p0, kernel, steps=w.SHOOT_STEPS, method="euler")[0]
+            return (q1 * q1).sum()
+
+        f = jax.jit(jax.value_and_grad(loss))
+        q0, p0 = jax.numpy.asarray(data["q0"]), jax.numpy.asarray(data["p0"])
+        return lambda: finish(f(p0, q0))
+
+    return Contender("lazymat (jax, jit)", True, setup, shooting_result)
+
+
 # -- the tasks --------------------------------------------------------------------------------------
 #: task names run only when named (``--tasks sizes``): each expands into several tables
 EXTRA_NAMES = ("sizes",)
@@ -368,6 +390,7 @@ def sizes_tasks(quick: bool) -> list[Task]:
             cases,
             lambda c: w.shoot_data(c.n, c.d),
             [default_engine(w.shoot_value_and_grad, ("q0", "p0"), b, shooting_result) for b in backends]
+            + [lazymat_jit_shooting()]
             + [dense_torch_shooting(), pykeops_shooting(), jax_shooting()],
             rel_array,
             tolerance=1e-4,
