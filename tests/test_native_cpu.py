@@ -17,6 +17,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,32 @@ def test_batch_dimensions() -> None:
         for reduction in ("sum", "lse", "min_argmin", "max_argmax"):
             check_reduction(gaussian(X, Y, P), F, reduction, dtype, what="batch")
         check_reduction(distance(X, Y, P), D, "kmin_argkmin", dtype, 4, what="batch")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("batch", "m"), [((), 10), ((), 1031), ((2,), 700), ((), 4099)])
+def test_repeated_calls_on_new_data_from_several_threads(batch: tuple[int, ...], m: int, dtype: str) -> None:
+    """One request key called again and again with new arrays, from several threads at once:
+    each thread reuses its blocked copies of small j-variables (one block, one and a bit,
+    batched; 4099 rows of float64 are too many to keep), so every answer must be its own data's, not the
+    previous call's, against dense numpy."""
+    once = lm.Reduction(gaussian, "sum", inputs="ijp", engine=ENGINE)
+    cases = []
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        x, y = rng.standard_normal((*batch, 9, 3)), rng.standard_normal((*batch, m, 3))
+        args = tuple(a.astype(dtype) for a in (x, y, rng.random(3) + 0.5))
+        dense = gaussian_dense(*grid(*(a.astype(np.float64) for a in args))).sum(-2)
+        cases.append((args, dense))
+    once(*cases[0][0])  # the kernel compiled before the threads start
+
+    def check(k: int) -> None:
+        for _ in range(3):
+            args, dense = cases[k]
+            close(once(*args), dense, dtype, f"call {k}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check, range(len(cases))))
 
 
 def test_index_match_with_integer_arrays() -> None:
