@@ -54,6 +54,7 @@ import statistics
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -81,6 +82,8 @@ MAX_K = 1024
 COMPILE_MIN_PAIRS = 1 << 16
 #: largest blocked j-variable (bytes) whose buffer a thread keeps per request key (``_Launch``)
 REUSED_BLOCK_BYTES = 1 << 16
+#: most bytes of such buffers alive at once, every key and thread together (then: fresh copies)
+REUSED_TOTAL_BYTES = 1 << 25
 #: largest request (pairs) whose thread count is chosen by timing its first calls (see _ThreadChoice)
 THREAD_TRIAL_MAX_PAIRS = 1 << 24
 #: priority of a request too small to be worth compiling for (below the reference engine's 0)
@@ -482,9 +485,8 @@ class _Launch:
             data, outs = self.pointers(), self.outputs()
             nb, n, m = (ctypes.c_int64(v) for v in self.sizes)
             buffers = [
-                _BlockedBuffer(layout.blocks, layout.dtype, self.sizes[2])
+                _BlockedBuffer.reserve(layout.blocks, layout.dtype, self.sizes[2])
                 if layout.blocks is not None
-                and math.prod(layout.blocks) * layout.dtype.itemsize <= REUSED_BLOCK_BYTES
                 else None
                 for layout in self.layouts
             ]
@@ -530,6 +532,30 @@ class _BlockedBuffer:
     views made once (0.5 us for 10 rows, against 1 us for a fresh ``_blocked``)."""
 
     __slots__ = ("data", "full", "rest", "split")
+
+    #: bytes of the buffers alive (``REUSED_TOTAL_BYTES`` at most), under ``_lock``
+    _alive = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def reserve(cls, shape: tuple[int, ...], dtype: np.dtype[Any], m: int) -> _BlockedBuffer | None:
+        """A buffer, or None when it is larger than ``REUSED_BLOCK_BYTES`` or would take the
+        buffers alive past ``REUSED_TOTAL_BYTES`` (its bytes are given back when it dies)."""
+        size = math.prod(shape) * dtype.itemsize
+        if size > REUSED_BLOCK_BYTES:
+            return None
+        with cls._lock:
+            if cls._alive + size > REUSED_TOTAL_BYTES:
+                return None
+            cls._alive += size
+        buffer = cls(shape, dtype, m)
+        weakref.finalize(buffer.data, cls._release, size)
+        return buffer
+
+    @classmethod
+    def _release(cls, size: int) -> None:
+        with cls._lock:
+            cls._alive -= size
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any], m: int) -> None:
         self.data = np.zeros(shape, dtype=dtype)
