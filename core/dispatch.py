@@ -142,6 +142,7 @@ def make_call(spec: ReductionSpec, backend: Backend, engine: str | None = None) 
 
 #: the engines that support a request (registration order), per (request key, exclusions, engines)
 _SUPPORTING = LRUCache("engines", 4096)
+_NO_EXCLUSIONS: frozenset[str] = frozenset()
 
 
 def _warn(message: str) -> None:
@@ -164,7 +165,7 @@ def _supporting(request: ReductionRequest, exclude: Iterable[str]) -> tuple[list
     not take the others down.
     """
     engines = tuple(get_registry().engines.values())
-    skip = frozenset(exclude)
+    skip = frozenset(exclude) if exclude else _NO_EXCLUSIONS
     key = None if request.key is None else (request.key, request.origin, skip, engines)
     found = None if key is None else _SUPPORTING.get(key)
     if found is not None:

@@ -46,6 +46,7 @@ and when no C compiler works — then with a one-time warning that says how to e
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
 import os
@@ -166,14 +167,14 @@ class NativeCpuEngine(GeneratedKernelEngine):
     def priority_for(self, request: ReductionRequest) -> int:
         """``priority`` for requests large enough to pay a compile, and for smaller ones whose
         kernel was ready when this process first met it; below every other engine otherwise."""
-        env = getenv("LAZYMAT_NATIVE_MIN_PAIRS")
-        try:
-            threshold = COMPILE_MIN_PAIRS if env is None else int(env)
-        except ValueError:
-            raise ValueError(
-                f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}"
-            ) from None
-        if self._pairs(request) >= threshold or self._small_ready(request):
+        threshold = _min_pairs(getenv("LAZYMAT_NATIVE_MIN_PAIRS"))
+        record = self._per_key(request)
+        pairs = None if record is None else record.pairs
+        if pairs is None:
+            pairs = self._pairs(request)
+            if record is not None:
+                record.pairs = pairs
+        if pairs >= threshold or self._small_ready(request):
             return self.priority
         return _TOO_SMALL
 
@@ -418,13 +419,15 @@ class NativeCpuEngine(GeneratedKernelEngine):
 
 
 class _PerKey:
-    """What native-cpu keeps per request key: the kernel spec, the launch plan and the final
-    verdict on small requests (``_small_ready``); filled as they are first needed."""
+    """What native-cpu keeps per request key: the kernel spec, the launch plan, the pairs and
+    the final verdict on small requests (``_small_ready``); filled as they are first needed."""
 
-    __slots__ = ("kspec", "launch", "small")
+    __slots__ = ("kspec", "launch", "pairs", "small")
 
     def __init__(self) -> None:
         self.kspec: KernelSpec | None = None
+        #: the pairs the reduction visits (``_pairs``)
+        self.pairs: int | None = None
         self.launch: _Launch | None = None
         self.small: bool | None = None
 
@@ -655,6 +658,15 @@ class _Builder:
 
 
 _builder = _Builder()
+
+
+@functools.lru_cache(maxsize=8)
+def _min_pairs(env: str | None) -> int:
+    """The compile threshold, ``$LAZYMAT_NATIVE_MIN_PAIRS`` when set (parsed once per value)."""
+    try:
+        return COMPILE_MIN_PAIRS if env is None else int(env)
+    except ValueError:
+        raise ValueError(f"LAZYMAT_NATIVE_MIN_PAIRS must be a whole number of pairs, got {env!r}") from None
 
 
 def _background_off() -> bool:
