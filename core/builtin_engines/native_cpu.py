@@ -29,8 +29,10 @@ from 10 x 10 pairs up (``BENCHMARKS.md``, "sizes"). Forcing ``native-cpu`` runs 
 compiling first.
 
 Per call, what depends on the request's key only (kernel, layout of each argument, batch
-offsets, block-sparsity chunks) is prepared once; a call lays out the j-variables, allocates
-the outputs and enters the kernel through ctypes with its argument types set once.
+offsets, block-sparsity chunks) is prepared once, and each calling thread keeps the kernel's
+argument tuple and the blocked copies of small j-variables (``_Launch.slots``); a call copies
+the j-variables in, allocates the outputs, writes the data addresses into the tuple's pointer
+arrays and enters the kernel through ctypes (argument types set once): 6 us at 10 x 10.
 
 Block-sparse reductions (``ranges``) run on a "ranged" kernel, compiled once per formula,
 reduction family and dtype like the dense one: the structure is passed at run time as
