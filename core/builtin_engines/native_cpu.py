@@ -362,6 +362,7 @@ class NativeCpuEngine(GeneratedKernelEngine):
             ranged=ranged,
             keep=keep,
             threads=threads,
+            convert=self._converter(request),
         )
         record = self._per_key(request)
         if record is not None:
@@ -396,7 +397,10 @@ class NativeCpuEngine(GeneratedKernelEngine):
             launch.fn(*call)
         else:
             launch.threads.call(launch.fn, call)
-        return tuple(self._to_backend(request, outs[k]) for k in launch.picks)
+        convert = launch.convert
+        if convert is None:
+            return tuple(outs[k] for k in launch.picks)
+        return tuple(convert(outs[k]) for k in launch.picks)
 
     @staticmethod
     def _host_view(request: ReductionRequest, a: Any) -> np.ndarray:
@@ -408,16 +412,19 @@ class NativeCpuEngine(GeneratedKernelEngine):
         return view() if callable(view) else np.from_dlpack(a)
 
     @staticmethod
-    def _to_backend(request: ReductionRequest, out: np.ndarray) -> Any:
-        if request.backend.recognizes(out):
-            return out
+    def _converter(request: ReductionRequest) -> Callable[[np.ndarray], Any] | None:
+        """How a numpy output becomes an array of the request's backend (None: as it is),
+        chosen once per request key."""
+        if request.backend.recognizes(np.empty(0)):
+            return None
         # the backend's own exchange first (torch: torch.from_numpy, a third of from_dlpack's cost)
         from_dlpack = getattr(request.backend, "from_dlpack", None) or getattr(
             request.xp, "from_dlpack", None
         )
         if from_dlpack is not None:
-            return from_dlpack(out)
-        return request.backend.from_numpy(out, request.device)
+            return from_dlpack  # type: ignore[no-any-return]
+        backend, device = request.backend, request.device
+        return lambda out: backend.from_numpy(out, device)
 
 
 class _PerKey:
@@ -478,6 +485,8 @@ class _Launch:
     keep: tuple[np.ndarray, ...]
     #: the measured choice of one thread or all, for requests the kernel may split over threads
     threads: _ThreadChoice | None
+    #: numpy output -> the backend's array (None: numpy outputs returned as they are)
+    convert: Callable[[np.ndarray], Any] | None
     #: per calling thread: (data pointers, output pointers, the kernel's argument tuple)
     local: threading.local = field(default_factory=threading.local, compare=False)
 
