@@ -407,7 +407,8 @@ class NativeCpuEngine(GeneratedKernelEngine):
         """A numpy view of a CPU array of any backend (no copy), cut from autodiff graphs."""
         if isinstance(a, np.ndarray):
             return a
-        a = request.backend.stop_gradient(a)
+        if getattr(a, "requires_grad", True):  # torch's flag: a tensor outside any graph is read as is
+            a = request.backend.stop_gradient(a)
         view = getattr(a, "numpy", None)  # torch's own view: 0.7 us, np.from_dlpack's 3.3 us
         return view() if callable(view) else np.from_dlpack(a)
 
