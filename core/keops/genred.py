@@ -35,29 +35,38 @@ from .reductions import K_REDUCTIONS, Options, canonical, reduce
 _WRAP = {"i": Vi, "j": Vj, "p": Pm}
 
 
-def bind(formulas: Sequence[Node], arguments: Sequence[Argument], args: Sequence[Any]) -> list[LazyMatrix]:
-    """The formulas as LazyMatrices over ``args`` (argument k bound to ``args[k]``)."""
+def substituted(
+    formulas: Sequence[Node], arguments: Sequence[Argument], matrices: Sequence[LazyMatrix], backend: Any
+) -> list[LazyMatrix]:
+    """The formulas as LazyMatrices, argument k's variable replaced by ``matrices[k]`` (a wrapped
+    array, or a placeholder of the build-once form) after its declared dimension is checked."""
     table: dict[Var, Node] = {}
     bindings: dict[Var, Any] = {}
-    backend = None
-    for arg, a in zip(arguments, args, strict=True):
-        wrapped = _WRAP[arg.cat](a)
+    for arg, wrapped in zip(arguments, matrices, strict=True):
         if wrapped.dim != arg.dim:
             label = arg.name or f"argument {arg.position}"
             raise ValueError(
-                f"{label} is declared V{arg.cat}({arg.dim}) but its array has shape {tuple(a.shape)} "
-                f"(last dimension {wrapped.dim})"
+                f"{label} is declared V{arg.cat}({arg.dim}) but its array has last dimension {wrapped.dim}"
             )
         table[arg.var] = wrapped.formula
         bindings.update(wrapped.bindings)
-        if backend is not None and wrapped.backend is not None and wrapped.backend.name != backend.name:
-            raise TypeError(f"arrays from several libraries: {backend.name} and {wrapped.backend.name}")
-        backend = backend or wrapped.backend
-    out = []
-    for f in formulas:
-        bound = substitute(f, lambda n: table.get(n) if isinstance(n, Var) else None)
-        out.append(LazyMatrix._new(bound, dict(bindings), backend))
-    return out
+    return [
+        LazyMatrix._new(
+            substitute(f, lambda n: table.get(n) if isinstance(n, Var) else None), dict(bindings), backend
+        )
+        for f in formulas
+    ]
+
+
+def bind(formulas: Sequence[Node], arguments: Sequence[Argument], args: Sequence[Any]) -> list[LazyMatrix]:
+    """The formulas as LazyMatrices over ``args`` (argument k bound to ``args[k]``)."""
+    wrapped = [_WRAP[arg.cat](a) for arg, a in zip(arguments, args, strict=True)]
+    backend = None
+    for w in wrapped:
+        if backend is not None and w.backend is not None and w.backend.name != backend.name:
+            raise TypeError(f"arrays from several libraries: {backend.name} and {w.backend.name}")
+        backend = backend or w.backend
+    return substituted(formulas, arguments, wrapped, backend)
 
 
 #: KeOps reductions that are one lazymat reduction, by their canonical names (K-mins: scalar formulas)
@@ -84,18 +93,7 @@ class _Bound:
         self.node, self.arguments = node, tuple(arguments)
 
     def __call__(self, *placeholders: LazyMatrix) -> LazyMatrix:
-        table: dict[Var, Node] = {}
-        bindings: dict[Var, Any] = {}
-        for arg, p in zip(self.arguments, placeholders, strict=True):
-            if p.dim != arg.dim:
-                label = arg.name or f"argument {arg.position}"
-                raise ValueError(
-                    f"{label} is declared V{arg.cat}({arg.dim}) but its array has last dimension {p.dim}"
-                )
-            table[arg.var] = p.formula
-            bindings.update(p.bindings)
-        bound = substitute(self.node, lambda n: table.get(n) if isinstance(n, Var) else None)
-        return LazyMatrix._new(bound, bindings, None)
+        return substituted([self.node], self.arguments, placeholders, None)[0]
 
 
 def build_once(
