@@ -1,7 +1,7 @@
 """lazymat-dask on a two-process ``distributed.LocalCluster`` (one cluster for the module).
 
 - A part of the conformance suite (dense float64 references) runs with the cluster as
-  dask's scheduler; all of it under the ``slow`` marker.
+  dask's scheduler; the rest of it under the ``slow`` marker.
 - Reductions on the cluster equal, bit for bit, the same graph run by the threads of this
   process (the blocks run on the same engines, merged in the same tree), and the plain
   numpy reduction in one process wherever rounding allows it: the order-free kinds (min,
@@ -84,11 +84,17 @@ class TestDaskClusterConformance(DaskConformance):
         assert dask.base.get_scheduler() == client.get
 
 
-@pytest.mark.slow
-class TestDaskClusterConformanceFull(TestDaskClusterConformance):
-    """The whole conformance suite on the cluster."""
+def _rest_of_the_suite(name: str) -> bool:
+    """The conformance tests :func:`_cluster_suite` leaves out."""
+    return not _cluster_suite(name)
 
-    selection = None
+
+@pytest.mark.slow
+class TestDaskClusterConformanceRest(TestDaskClusterConformance):
+    """The rest of the conformance suite on the cluster: with :class:`TestDaskClusterConformance`,
+    the whole suite, each test once."""
+
+    selection = staticmethod(_rest_of_the_suite)
 
 
 def _reduce(x: Any, y: Any, reduction: str, axis: int) -> tuple[Any, ...]:
