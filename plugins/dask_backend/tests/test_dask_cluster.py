@@ -94,7 +94,7 @@ class TestDaskClusterConformanceRest(TestDaskClusterConformance):
     """The rest of the conformance suite on the cluster: with :class:`TestDaskClusterConformance`,
     the whole suite, each test once."""
 
-    selection = staticmethod(_rest_of_the_suite)
+    selection: ClassVar[Callable[[str], bool] | None] = staticmethod(_rest_of_the_suite)
 
 
 def _reduce(x: Any, y: Any, reduction: str, axis: int) -> tuple[Any, ...]:
