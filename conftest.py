@@ -11,12 +11,17 @@ compiles each formula once, and ``make clean`` removes it with the environment. 
 variable is set before any test module imports pykeops, and subprocesses inherit it.
 
 A test whose id names KeOps (``keops``, any case) in a module that names pykeops gets the
-``keops`` marker (others mark themselves; lazymat.keops' own API tests never run pykeops),
-so ``-m "not keops"`` leaves pykeops out. Under ``--dist loadgroup`` (``make test``) these
-tests run on one worker, one after the other, so that two workers never compile the same
-formula at once (twice the work, and pykeops does not lock its build folder). The scheduler
-groups them by id because pytest-xdist 3.8's own ``xdist_group`` marks are lost on pytest
-9.2 (pytest-xdist issue 1386); ``xdist_group`` marks are still honoured where they work.
+``keops`` marker; the others that run pykeops (through GeomLoss's online, multiscale or image
+routines) mark themselves, with ``pytest.mark.keops`` as a decorator of a top-level test or
+class or in the module's ``pytestmark`` (lazymat.keops' own API tests never run pykeops), so
+``-m "not keops"`` leaves pykeops out. Under ``--dist loadgroup`` (``make test``) all of
+them run on one worker, one after the other, so that two workers never compile the same
+formula at once: twice the work, and pykeops does not lock its build folder (a process that
+loads a library another one is writing fails with "file too short", and its pykeops is broken
+for the tests that follow). The scheduler sees node ids only (pytest-xdist 3.8's own
+``xdist_group`` marks are lost on pytest 9.2, pytest-xdist issue 1386), so it reads the marks
+from the modules' source (:func:`marked_keops`); ``xdist_group`` marks are still honoured
+where they work.
 
 The modules of :data:`ONE_WORKER_MODULES` likewise run whole on one worker (their group is
 their path): each starts a process cluster in a module-scoped fixture, which two workers
@@ -27,6 +32,7 @@ module start side by side and the single tests fill in around them.
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import sys
@@ -63,9 +69,41 @@ def mentions_pykeops(module: str) -> bool:
     return path.is_file() and "pykeops" in path.read_text(encoding="utf-8", errors="replace")
 
 
+def _is_keops_mark(node: ast.expr) -> bool:
+    """``pytest.mark.keops`` (or ``mark.keops``) anywhere in an expression."""
+    return any(isinstance(n, ast.Attribute) and n.attr == KEOPS for n in ast.walk(node))
+
+
+@functools.cache
+def marked_keops(module: str) -> tuple[bool, frozenset[str]]:
+    """(whether a module's ``pytestmark`` holds ``pytest.mark.keops``, the names of its top-level
+    tests and classes decorated with it), read from its source."""
+    path = Path(__file__).resolve().parent / module
+    if not path.is_file():
+        return False, frozenset()
+    tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    whole = any(
+        isinstance(node, ast.Assign)
+        and any(getattr(t, "id", None) == "pytestmark" for t in node.targets)
+        and _is_keops_mark(node.value)
+        for node in tree.body
+    )
+    names = frozenset(
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and any(map(_is_keops_mark, node.decorator_list))
+    )
+    return whole, names
+
+
 def names_keops(nodeid: str) -> bool:
-    """Whether a test may run pykeops: its id names KeOps and its module names pykeops."""
-    return KEOPS in nodeid.lower() and mentions_pykeops(nodeid.split("::", 1)[0])
+    """Whether a test may run pykeops: its id names KeOps and its module names pykeops, or its
+    source marks it ``keops``."""
+    module, _, rest = nodeid.partition("::")
+    if KEOPS in nodeid.lower() and mentions_pykeops(module):
+        return True
+    whole, names = marked_keops(module)
+    return whole or rest.split("::", 1)[0].split("[", 1)[0] in names
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

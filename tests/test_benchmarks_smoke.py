@@ -13,8 +13,8 @@
    preconditioner on every backend and engine is checked by the asv benchmarks' run, 1.).
    The contenders that run pykeops are a sample (:data:`KEOPS_SAMPLE`): pykeops and our
    keops engine on the kernel product, GeomLoss's multiscale backend, the multiscale task's
-   reference. Their formulas compile into the shared KeOps build folder (``conftest.py``),
-   once per machine. The full peer run is ``make bench-peers``.
+   reference, GeomLoss's image routine on grids. Their formulas compile into the shared KeOps
+   build folder (``conftest.py``), once per machine. The full peer run is ``make bench-peers``.
 3. ``peers.py`` end to end (command line, markdown report, JSON, plot) on one cheap task.
 
 No timing is asserted and nothing is skipped for time (the harness's per-call cap and
@@ -217,13 +217,14 @@ def task_names() -> tuple[str, ...]:
 
 TASKS = task_names()
 #: contenders of the peer comparison that run pykeops besides those named "keops"
-KEOPS_PEERS = ("GeomLoss online", "GeomLoss multiscale")
+KEOPS_PEERS = ("GeomLoss online", "GeomLoss multiscale", "GeomLoss sinkhorn_divergence (images)")
 #: cases (label parts) in which every contender runs pykeops (GeomLoss's online backend)
 KEOPS_CASES = {"geomloss_tutorials": ("transport-blur",)}
 #: the pykeops contenders the smoke test runs, per task (the others: ``make bench-peers``)
 KEOPS_SAMPLE = {
     "kernel": ("pykeops (torch CPU)", "lazymat keops (torch)"),
     "multiscale": ("GeomLoss multiscale",),  # the task's checked peer (the same algorithm)
+    "grid": ("GeomLoss sinkhorn_divergence (images)",),  # its separable soft-mins
 }
 
 

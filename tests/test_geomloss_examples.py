@@ -248,6 +248,7 @@ def test_epsilon_scaling(debias, scaling):
 
 
 # -- sinkhorn_multiscale/plot_kernel_truncation.py ----------------------------------------------
+@pytest.mark.keops  # GeomLoss's multiscale backend compiles pykeops formulas
 def test_kernel_truncation_runs_like_geomloss():
     """backend="multiscale", cluster_scale=0.2, diameter=1: both run every blur of the example;
     the values agree to 3% (both approximate; see test_geomloss_multiscale.py for which is closer)."""
@@ -281,6 +282,7 @@ def kmeans(x, k: int, iterations: int = 10):
     return labels, c
 
 
+@pytest.mark.keops  # GeomLoss's multiscale backend compiles pykeops formulas
 def test_optimal_transport_cluster():
     """4-D clouds, K-means labels, cluster_scale a 0-d tensor, GeomLoss's six-argument call."""
     pytest.importorskip("pykeops")
