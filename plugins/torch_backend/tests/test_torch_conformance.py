@@ -87,7 +87,7 @@ if importlib.util.find_spec("pykeops") is not None:
         tests of :func:`keops_float64_only` in :class:`TestKeOpsFloat64`)."""
 
         engine = "keops"
-        dtypes = ("float64", "float32") if KEOPS_FULL else ("float32",)
+        dtypes = ("float32", "float64") if KEOPS_FULL else ("float32",)
         selection = None if KEOPS_FULL else staticmethod(keops_in_float32)
         _NAN = "KeOps' comparisons skip NaN (x < NaN is false), so NaN does not win min/max/K-min"
         _LSE_VECTOR = "KeOps' LogSumExp takes scalar formulas only (the engine declines)"
