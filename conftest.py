@@ -62,11 +62,16 @@ if _folder is not None:
 
 
 @functools.cache
+def _source(module: str) -> str:
+    """A test module's source ("" for an id that is not a file here), read once."""
+    path = Path(__file__).resolve().parent / module  # node ids are relative to the rootdir, here
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+
 def mentions_pykeops(module: str) -> bool:
     """Whether a test module's source names pykeops (the modules of lazymat.keops' own API,
     which never run pykeops, do not)."""
-    path = Path(__file__).resolve().parent / module  # node ids are relative to the rootdir, here
-    return path.is_file() and "pykeops" in path.read_text(encoding="utf-8", errors="replace")
+    return "pykeops" in _source(module)
 
 
 def _is_keops_mark(node: ast.expr) -> bool:
@@ -78,10 +83,7 @@ def _is_keops_mark(node: ast.expr) -> bool:
 def marked_keops(module: str) -> tuple[bool, frozenset[str]]:
     """(whether a module's ``pytestmark`` holds ``pytest.mark.keops``, the names of its top-level
     tests and classes decorated with it), read from its source."""
-    path = Path(__file__).resolve().parent / module
-    if not path.is_file():
-        return False, frozenset()
-    tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    tree = ast.parse(_source(module))
     whole = any(
         isinstance(node, ast.Assign)
         and any(getattr(t, "id", None) == "pytestmark" for t in node.targets)
