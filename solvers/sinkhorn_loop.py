@@ -121,16 +121,21 @@ class Transport:
 
     def __post_init__(self) -> None:
         self.xp = array_api_compat.array_namespace(self.x)
-        stop = lazymat.backend_for(self.x).stop_gradient
-        self.stop = stop
-        self.log_a = log_weights(self.xp, stop(self.a))
-        self.log_b = self.log_a if self.symmetric else log_weights(self.xp, stop(self.b))
+        backend = lazymat.backend_for(self.x)
+        stop = self.stop = backend.stop_gradient
+        self.materialize = backend.materialize
+        log_a = log_weights(self.xp, stop(self.a))
+        log_b = log_a if self.symmetric else log_weights(self.xp, stop(self.b))
+        # the loop's constants hold their values: a lazy library (dask) computes them once,
+        # not again in every iteration's graph
+        self.log_a, self.log_b = self.materialize(log_a, log_b)
 
     @cached_property
     def matrix(self) -> LazyMatrix:
-        """The cost matrix of the loop, on the stopped points (built on first use)."""
+        """The cost matrix of the loop, on the stopped points (built on first use, its points
+        holding their values: see ``log_a``)."""
         xs = self.stop(self.x)
-        ys = xs if self.symmetric else self.stop(self.y)
+        xs, ys = self.materialize(xs, xs if self.symmetric else self.stop(self.y))
         return evaluate_cost(self.cost, Vi(xs), Vj(ys))
 
     def zeros(self) -> tuple[Any, ...]:

@@ -138,6 +138,7 @@ class StackedTransports:
         self.columns = max(c.shape[1] for _, c, _, _ in blocks)
         rows = _stack(self.xp, [r for r, _, _, _ in blocks], max(n for _, n in self.shapes), 0.0)
         cols = _stack(self.xp, [c for _, c, _, _ in blocks], self.columns, 0.0)
+        rows, cols = t.materialize(rows, cols)  # computed once, not in every iteration's graph
         self.cost = evaluate_cost(t.cost, Vi(rows), Vj(cols))
 
     def zeros(self) -> tuple[Any, ...]:

@@ -69,35 +69,42 @@ def as_dask(a: Any, rows: tuple[int, ...] | None) -> da.Array:
 
 
 class PersistedInputs:
-    """The last ``size`` input arrays persisted on the current scheduler, by dask name."""
+    """The last ``size`` input arrays persisted on the current scheduler, by dask name.
+
+    :meth:`lookup` swaps the arrays persisted before for their persisted copies and names
+    the others; the caller persists those together with the reduction's outputs (one
+    submission to the scheduler, not one for the inputs and one for the outputs) and
+    hands them to :meth:`remember`."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
         self._arrays: OrderedDict[tuple[str, int], da.Array] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, arrays: Sequence[da.Array]) -> list[da.Array]:
-        scheduler = id(getattr(dask.base.get_scheduler(), "__self__", None))  # the Client, if any
-        out: list[da.Array | None] = []
+    @staticmethod
+    def _scheduler() -> int:
+        return id(getattr(dask.base.get_scheduler(), "__self__", None))  # the Client, if any
+
+    def lookup(self, arrays: Sequence[da.Array]) -> tuple[list[da.Array], dict[str, da.Array]]:
+        """The arrays with the persisted ones swapped in; the others by name (first of each)."""
+        scheduler = self._scheduler()
+        out: list[da.Array] = []
         missing: dict[str, da.Array] = {}
         with self._lock:
             for a in arrays:
                 found = self._arrays.get((a.name, scheduler))
                 if found is None:
-                    missing[a.name] = a
+                    missing.setdefault(a.name, a)
                 else:
                     self._arrays.move_to_end((a.name, scheduler))
-                out.append(found)
-        persisted: dict[str, da.Array] = {}
-        if missing:
-            persisted = dict(zip(missing, dask.persist(*missing.values(), optimize_graph=False), strict=True))
-            with self._lock:
-                for name, p in persisted.items():
-                    self._arrays[(name, scheduler)] = p
-                while len(self._arrays) > self.size:
-                    self._arrays.popitem(last=False)
-        return [persisted[a.name] if o is None else o for a, o in zip(arrays, out, strict=True)]
+                out.append(a if found is None else found)
+        return out, missing
 
-    def clear(self) -> None:
+    def remember(self, persisted: dict[str, da.Array]) -> None:
+        """Keep ``persisted`` (name -> persisted array) for later lookups, the oldest dropped."""
+        scheduler = self._scheduler()
         with self._lock:
-            self._arrays.clear()
+            for name, p in persisted.items():
+                self._arrays[(name, scheduler)] = p
+            while len(self._arrays) > self.size:
+                self._arrays.popitem(last=False)

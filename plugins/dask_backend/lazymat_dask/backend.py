@@ -122,13 +122,18 @@ class DaskBackend(Backend):
                 for v, a in zip(variables, args, strict=True)
             )
         results = current().results
+        missing: dict[str, Any] = {}
         if results == "persist":
             if self._persisted is None:
                 self._persisted = PersistedInputs()
-            args = tuple(self._persisted(args))
+            swapped, missing = self._persisted.lookup(args)
+            args = tuple(swapped)
         outputs = tuple(call.run(*args))
         if results == "persist":
-            return tuple(dask.persist(*outputs, optimize_graph=False))
+            # the inputs not persisted yet and the outputs in one submission
+            held = dask.persist(*missing.values(), *outputs, optimize_graph=False)
+            self._persisted.remember(dict(zip(missing, held[: len(missing)], strict=True)))
+            return tuple(held[len(missing) :])
         if results == "compute":
             return tuple(dask.compute(*outputs))
         return outputs

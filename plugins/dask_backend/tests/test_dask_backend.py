@@ -236,6 +236,58 @@ def test_materialize_keeps_the_iteration_graph_from_growing() -> None:
     np.testing.assert_allclose(sol.compute(), exact, rtol=1e-9, atol=1e-11)
 
 
+def test_persist_mode_submits_new_inputs_with_the_outputs() -> None:
+    """In persist mode a reduction whose inputs are new is one submission (inputs and outputs
+    together), and a later reduction on the same inputs reads them persisted: their chunks
+    run once in all (``+ 0.0``: chunks that are tasks, which from_array's are not)."""
+    x, y = _clouds(seed=3)
+    X, Y = da.from_array(x, chunks=(50, 3)) + 0.0, da.from_array(y, chunks=(40, 3)) + 0.0
+    submissions: list[int] = []
+    chunk_runs: list[Any] = []
+
+    def pretask(key: Any, dsk: Any, state: Any) -> None:
+        if isinstance(key, tuple) and key[0] in (X.name, Y.name):
+            chunk_runs.append(key)
+
+    count = Callback(start=lambda dsk: submissions.append(1), pretask=pretask)
+    with lazymat_dask.config(persist=True), count:
+        first = (-lm.Vi(X).sqdist(lm.Vj(Y))).exp().sum(axis=1)
+        second = lm.Vi(X).sqdist(lm.Vj(Y)).min(axis=1)
+    assert len(submissions) == 2, f"{len(submissions)} submissions for two reductions"
+    assert len(chunk_runs) == X.npartitions + Y.npartitions, chunk_runs
+    d = _sqdist(x, y)
+    np.testing.assert_allclose(first.compute()[:, 0], np.exp(-d).sum(1), rtol=1e-13)
+    np.testing.assert_allclose(second.compute()[:, 0], d.min(1), rtol=1e-14)
+
+
+def test_sinkhorn_computes_its_constants_once() -> None:
+    """The Sinkhorn loop's constants (the points' stacks, the log-weights) hold their values:
+    the input chunks (tasks: ``+ 0.0``) run a few times before the loop, not again in each of
+    its iterations."""
+    from test_dask_solvers import entropic_ot
+
+    from lazymat.solvers import sinkhorn
+
+    rng = np.random.default_rng(11)
+    x, y = rng.random((120, 2)), rng.random((90, 2)) + 0.2
+    a, b = rng.random(120) + 0.1, rng.random(90) + 0.1
+    a, b = a / a.sum(), b / b.sum()
+    inputs = [da.from_array(v, chunks=(60, *v.shape[1:])) + 0.0 for v in (x, y, a, b)]
+    names = {v.name for v in inputs}
+    runs: list[Any] = []
+
+    def pretask(key: Any, dsk: Any, state: Any) -> None:
+        if isinstance(key, tuple) and key[0] in names:
+            runs.append(key)
+
+    with Callback(pretask=pretask):
+        r = sinkhorn(*inputs, blur=0.3, debias=False, scaling=0.8, tol=1e-11)
+        value = float(r.value)
+    assert r.converged and r.n_iter > 30
+    assert 0 < len(runs) <= 8 * len(names) * 2, f"input chunks ran {len(runs)} times in {r.n_iter} iterations"
+    np.testing.assert_allclose(value, entropic_ot(a, x, b, y, 0.3**2), rtol=1e-9)
+
+
 def test_an_array_wrapped_with_two_chunkings_is_two_arrays() -> None:
     """A numpy argument wrapped for reductions whose sides are cut differently (a cotangent
     of two calls) gives two dask arrays of distinct keys: computed together, each is the
