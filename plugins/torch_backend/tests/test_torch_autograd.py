@@ -153,17 +153,26 @@ def test_custom_vjp_hook_on_its_own() -> None:
 @pytest.mark.parametrize("name", ["sum", "lse"])
 def test_keops_gradients(name: str) -> None:
     """The keops engine under autograd (few formulas: each compiles): second derivatives of a
-    kernel product, and the log-sum-exp's gradient, which the KeOps conformance suite does
-    not differentiate (its vector formula's log-sum-exp is declined). The gradient of min
-    (the index mask, which KeOps evaluates through ``Equal``) under autograd is
-    ``TestKeOps::test_autodiff[min]``'s, vs the dense oracle, on formulas that
-    ``test_vjp[1-min]`` compiles anyway."""
+    kernel product in a point (i) and the parameter, and the log-sum-exp's gradient in
+    every input, which the KeOps conformance suite does not differentiate (its vector
+    formula's log-sum-exp is declined). The kernel product's first derivatives in the j
+    variables are ``TestKeOps::test_autodiff[sum]``'s; differentiating twice in all four
+    inputs compiles 7 formulas, in x and s 3. The gradient of min (the index mask, which
+    KeOps evaluates through ``Equal``) under autograd is ``TestKeOps::test_autodiff[min]``'s,
+    vs the dense oracle, on formulas that ``test_vjp[1-min]`` compiles anyway."""
     f = REDUCTIONS[name]
+    x, y, b, s = _inputs()
+    if name == "sum":
+        y, b = y.detach(), b.detach()
+
+        def in_x_and_s(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            return f(x, y, b, s, 1, "keops")
+
+        assert gradcheck(in_x_and_s, (x, s))
+        assert gradgradcheck(in_x_and_s, (x, s))
+        return
 
     def fn(*a: torch.Tensor) -> torch.Tensor:
         return f(*a, 1, "keops")
 
-    inputs = _inputs()
-    assert gradcheck(fn, inputs)
-    if name == "sum":
-        assert gradgradcheck(fn, inputs)
+    assert gradcheck(fn, (x, y, b, s))
