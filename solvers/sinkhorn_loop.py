@@ -8,7 +8,12 @@ convolutions", 2020), the loop GeomLoss runs on point clouds:
    all the potentials *in parallel* and average them with the old ones
    ("symmetric" updates: f <- (f + ft) / 2, g <- (g + gt) / 2);
 3. optionally (``tol``), keep iterating at the final eps until the potentials move by
-   less than ``tol``;
+   less than ``tol``, the updates weighted by ``RELAXATION`` instead of 1/2:
+   f <- (1 - w) f + w ft. The parallel update is nonexpansive in the sup norm, so any
+   weight in (0, 1) converges (Krasnosel'skii-Mann); near the fixed point its eigenvalues
+   lie in [-1, 1), and the weight maps them to 1 - w + w mu: the slow modes (mu near 1)
+   shrink 1.8 times faster per iteration than with 1/2, the alternating ones (mu near -1,
+   a constant added to f and g, which averaging exists to damp) by |1 - 2 w| = 0.8;
 4. one last, differentiable extrapolation (:meth:`Transport.extrapolate`).
 
 Steps 1-3 run on arrays cut from the autodiff graph (``stop_gradient``): by the envelope
@@ -44,6 +49,8 @@ from .penalties import Penalty
 
 logger = logging.getLogger(__name__)
 
+#: the weight of the new potentials in the iterations at the final eps (step 3)
+RELAXATION = 0.9
 #: log-weight standing for log(0), as in GeomLoss: exp(-1e5) underflows to 0 in every dtype
 LOG_ZERO = -100000.0
 
@@ -245,10 +252,10 @@ def sinkhorn_loop(
     eps0 = eps_list[0]
     pots = [t.sinkhorn_step(t.zeros(), eps0, penalty) for t in problems] if initial is None else initial
 
-    def averaged_step(eps: float) -> list[tuple[Any, ...]]:
+    def averaged_step(eps: float, w: float = 0.5) -> list[tuple[Any, ...]]:
         updates = [t.sinkhorn_step(p, eps, penalty) for t, p in zip(problems, pots, strict=True)]
         return [
-            materialize(*(0.5 * (o + n) for o, n in zip(p, u, strict=True)))
+            materialize(*((1 - w) * o + w * n for o, n in zip(p, u, strict=True)))
             for p, u in zip(pots, updates, strict=True)
         ]
 
@@ -262,7 +269,7 @@ def sinkhorn_loop(
         limit = max_iter if max_iter is not None else n_iter + 1000
         first = None
         while n_iter < limit:
-            new = averaged_step(eps_list[-1])
+            new = averaged_step(eps_list[-1], RELAXATION)
             change = _largest_change(xp, pots, new)
             pots = new
             n_iter += 1
