@@ -47,7 +47,7 @@ import lazymat
 
 from .cloud_solution import CloudSolution, unsort
 from .costs import Cost, ground_cost
-from .measures import check_measures
+from .measures import Measures, check_finite, check_measures
 from .multiscale import DEFAULT_TRUNCATE, check_multiscale_options, multiscale_sinkhorn_loop
 from .ot_result import OTResult
 from .penalties import Balanced, KullbackLeibler, Penalty, make_penalty
@@ -106,6 +106,27 @@ def ot_value(
     return d_ab - 0.5 * dual(problems[1], f_aa, f_aa) - 0.5 * dual(problems[2], g_bb, g_bb)
 
 
+def warm_start(m: Measures, init: Sequence[Any], debias: bool) -> list[tuple[Any, ...]]:
+    """``sinkhorn``'s ``init`` as the loop's starting potentials: checked, batched, cut from
+    autodiff (starting values carry no gradient), in the order of its problems."""
+    names = ("f", "g", "f_aa", "g_bb") if debias else ("f", "g")
+    if not isinstance(init, (tuple, list)) or len(init) != len(names):
+        got = f"{len(init)} arrays" if isinstance(init, (tuple, list)) else type(init).__name__
+        raise ValueError(f"init must be a tuple ({', '.join(names)}) when debias={debias}, got {got}")
+    xp, backend = m.xp, lazymat.backend_for(m.x)
+    pots = []
+    for name, v, like in zip(names, init, (m.a, m.b, m.a, m.b), strict=False):
+        if backend.name != lazymat.backend_for(v).name:
+            raise TypeError(f"init's {name} must be an array of the points' library ({backend.name})")
+        expected = tuple(like.shape) if m.batched else tuple(like.shape[1:])
+        if tuple(v.shape) != expected:
+            raise ValueError(f"init's {name} must have shape {expected} (its weights'), got {tuple(v.shape)}")
+        check_finite(xp, f"init's {name}", v, "potentials")
+        v = xp.astype(backend.stop_gradient(v), m.x.dtype)
+        pots.append(v if m.batched else v[None, ...])
+    return [tuple(pots[:2]), *((v,) for v in pots[2:])]
+
+
 def sinkhorn(
     x: Any,
     y: Any,
@@ -129,6 +150,7 @@ def sinkhorn(
     truncate: float | None = DEFAULT_TRUNCATE,
     cluster_levels: int | None = None,
     cluster_labels: tuple[Any, Any] | None = None,
+    init: Sequence[Any] | None = None,
 ) -> OTResult:
     """Sinkhorn divergence (or entropic OT) between sum_i a_i delta_{x_i} and sum_j b_j delta_{y_j}.
 
@@ -165,6 +187,12 @@ def sinkhorn(
             two scales).
         cluster_labels: multiscale: integer labels (N,), (M,) of x's and y's coarsest
             clusters (None on a side: grid clusters), as GeomLoss's ``L(l_x, a, x, l_y, b, y)``.
+        init: a warm start (POT's ``warmstart``, OTT-JAX's ``init``): the potentials
+            ``(f, g)`` of an earlier solve of a nearby problem (``(result.f, result.g)``;
+            with ``debias=True``, ``(f, g, f_aa, g_bb)``), shaped like ``a`` and ``b``. The
+            loop starts from them at the final eps, without the annealing, and needs
+            ``tol``: the result and its gradients are those of a cold solve to ``tol``, in
+            fewer iterations when the problems are close (a solver's loop over moving points).
 
     Returns:
         an :class:`~.ot_result.OTResult` (value, potentials, plan, marginal errors, iterations).
@@ -176,6 +204,11 @@ def sinkhorn(
         raise ValueError(f"tol must be positive, got {tol!r}")
     if max_iter is not None and max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if init is not None and (tol is None or multiscale):
+        raise ValueError(
+            "init (a warm start) runs the loop at the final eps until the potentials move by less "
+            f"than tol: pass tol=..., without multiscale (got tol={tol!r}, multiscale={multiscale!r})"
+        )
     if multiscale:
         check_multiscale_options(cluster_scale, truncate, cluster_levels, cost)
     elif cluster_labels is not None:
@@ -186,8 +219,8 @@ def sinkhorn(
     xp = m.xp
     if diameter is None:
         diameter = max_diameter(xp, m.x, m.y) or blur  # every point at one place: no annealing
-    eps_list = epsilon_schedule(p, diameter, blur, scaling)
     eps = blur**p
+    eps_list = [eps] if init is not None else epsilon_schedule(p, diameter, blur, scaling)
 
     solved = m  # the measures of the problems: sorted by cluster if multiscale
     perm = None
@@ -215,7 +248,14 @@ def sinkhorn(
         if debias:
             problems += [Transport(m.x, m.x, m.a, m.a, True, c), Transport(m.y, m.y, m.b, m.b, True, c)]
         outcome = stacked_sinkhorn_loop(
-            problems, eps_list, pen, tol=tol, max_iter=max_iter, verbose=verbose, progress=progress
+            problems,
+            eps_list,
+            pen,
+            tol=tol,
+            max_iter=max_iter,
+            verbose=verbose,
+            progress=progress,
+            initial=None if init is None else warm_start(m, init, debias),
         )
     pots = stacked_extrapolate(problems, outcome.potentials, eps, pen)
     value = ot_value(xp, pen, eps, solved.a, solved.b, problems, pots, debias)

@@ -236,7 +236,8 @@ def sinkhorn_loop(
 ) -> LoopOutcome:
     """Steps 1-3 of the module docstring for several problems at once (same schedule).
 
-    ``initial`` potentials (from a coarser scale, multiscale Sinkhorn) replace step 1. Each
+    ``initial`` potentials (from a coarser scale, multiscale Sinkhorn; from an earlier solve,
+    ``sinkhorn(init=...)``) replace step 1. Each
     iteration is a step of ``report``, the :class:`~lazymat.progress.Progress` of a longer run
     the loop is part of (the levels of multiscale Sinkhorn), or of the loop's own (logger
     ``lazymat.solvers.sinkhorn_loop``; ``verbose``: every iteration at INFO; ``progress``: a

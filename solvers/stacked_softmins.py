@@ -144,6 +144,10 @@ class StackedTransports:
     def zeros(self) -> tuple[Any, ...]:
         return tuple(z for p in self.problems for z in p.zeros())
 
+    def join(self, pots: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+        """The problems' potentials as this one's (the inverse of :meth:`split`)."""
+        return tuple(v for q in pots for v in q)
+
     def split(self, pots: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         out, start = [], 0
         for size in self.sizes:
@@ -176,16 +180,17 @@ def stacked_sinkhorn_loop(
     max_iter: int | None = None,
     verbose: bool = False,
     progress: bool = False,
+    initial: list[tuple[Any, ...]] | None = None,
 ) -> LoopOutcome:
     """:func:`~.sinkhorn_loop.sinkhorn_loop` on the problems, stacked when it pays: on one
     dense tile (:mod:`.tile_transports`) when their costs fit the tile budget, else as one
-    stacked reduction per step."""
+    stacked reduction per step. ``initial``: each problem's starting potentials (a warm start)."""
     loop = partial(sinkhorn_loop, tol=tol, max_iter=max_iter, verbose=verbose, progress=progress)
     if not _stackable(problems):
-        return loop(problems, eps_list, penalty)
+        return loop(problems, eps_list, penalty, initial=initial)
     stacked: StackedTransports | TileTransports
     stacked = TileTransports(problems) if fits_one_tile(problems) else StackedTransports(problems)
-    out = loop([stacked], eps_list, penalty)
+    out = loop([stacked], eps_list, penalty, initial=None if initial is None else [stacked.join(initial)])
     return LoopOutcome(stacked.split(out.potentials[0]), out.n_iter, out.converged)
 
 

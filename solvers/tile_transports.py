@@ -202,6 +202,10 @@ class TileTransports:
     def mass_term(self, f: Any, g: Any, eps: float) -> Any:
         raise NotImplementedError("the tile's problems only run the loop")
 
+    def join(self, pots: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+        """The problems' potentials as the tile's (the inverse of :meth:`split`)."""
+        return (self.tile.stack(pots),)
+
     def split(self, pots: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self.tile.cut(pots[0])
 

@@ -36,6 +36,7 @@ NAMES = (
     "grid",
     "grid_barycenter",
     "matrix_ot",
+    "warm_start",
 )
 
 
@@ -194,6 +195,10 @@ def build(name: str, quick: bool) -> Task:
         from .peer_matrix import matrix_task
 
         return matrix_task(quick)
+    if name == "warm_start":
+        from .peer_warm_start import warm_start_task
+
+        return warm_start_task(quick)
     if name == "laguerre":
         from .peer_laguerre import laguerre_task
 
