@@ -131,7 +131,7 @@ def reduce(
 def make_call(spec: ReductionSpec, backend: Backend, engine: str | None = None) -> ReductionCall:
     """The call of ``spec`` on ``backend`` under the configuration in force (engine, tile budget).
 
-    The call carries the canonical spec equal to ``spec`` (:func:`lazymat.request.canonical_spec`),
+    The call carries the canonical spec equal to ``spec`` (``lazymat.request.canonical_spec``),
     so that the caches downstream compare it by identity."""
     return ReductionCall(
         canonical_spec(spec), backend, engine_for(backend.name, engine), get_option("tile_bytes")

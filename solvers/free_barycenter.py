@@ -90,7 +90,7 @@ class FreeBarycenterResult(OTResult):
     def points_vjp(self, cotangent: Any) -> tuple[Any, Any, Any, Any]:
         """The gradients of ``sum(cotangent * points)`` in (clouds, weights, lambdas, b).
 
-        The implicit derivative of the points (:mod:`.barycenter_implicit`) without autodiff
+        The implicit derivative of the points (``solvers/barycenter_implicit.py``) without autodiff
         (numpy, cupy; torch.autograd and jax.grad reach it through ``points``). ``cotangent``
         is shaped like ``points``; the gradients like the clouds (an array or a list), their
         weights (None if uniform), and the lambdas and b of each barycenter, (K,) and (N,)

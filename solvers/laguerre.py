@@ -116,7 +116,7 @@ class LaguerreResult(OTResult):
     g_j = min_i c(s_i, y_j) - f_i on the domain's samples (pixel centres for a density; the
     dual's integral is taken at them); ``n_iter`` Newton iterations; ``converged`` whether
     ``errors[-1] <= tol``; ``eps`` 0 (unregularised) and ``schedule`` the warm start's
-    temperatures (empty without it); ``marginal_errors`` (sum_i |Vol_i - v_i|, 0): every
+    temperatures (empty without it); ``marginal_errors`` (``sum_i |Vol_i - v_i|``, 0): every
     sample's mass goes to the cells. The plan (a partition of the domain) is not a lazy
     operator: read it with :meth:`labels`, ``volumes`` and ``centroids``.
 

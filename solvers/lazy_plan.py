@@ -43,7 +43,7 @@ class PlanQueries:
     """What OT users ask of a plan, for any plan that gives its row sums and largest entries.
 
     :class:`TransportPlan` (a LazyMatrix) and :class:`~.matrix_plan.MatrixPlan` (a user's
-    cost matrix) implement :meth:`_sums` and :meth:`_largest`, and hold ``_a_shape``,
+    cost matrix) implement ``_sums`` and ``_largest``, and hold ``_a_shape``,
     ``_b_shape``, ``_batched`` and a transpose ``T``.
     """
 
@@ -156,7 +156,8 @@ class TransportPlan(PlanQueries, LazyMatrix):
     """pi = exp(L), never stored; built by the solvers (see the module docstring).
 
     ``a_shape`` and ``b_shape`` are the shapes of the user's weights (``(N,)``, ``(B, N)``,
-    an image ``(n1, n2)``, ...): :meth:`marginals` returns arrays of these shapes.
+    an image ``(n1, n2)``, ...): :meth:`~lazymat.solvers.lazy_plan.PlanQueries.marginals`
+    returns arrays of these shapes.
     """
 
     __slots__ = ("_a_shape", "_b_shape", "_batched", "_log", "_product", "_product_t")

@@ -206,7 +206,7 @@ def solve(
         reg: the temperature eps of the entropic term eps KL(pi | a x b).
         unbalanced: None for balanced transport (pi 1 = a, pi^T 1 = b; sum a = sum b), else
             the strength rho of the marginal penalty.
-        unbalanced_type: "KL" (rho KL(pi 1 | a), as GeomLoss and POT) or "TV" (rho |pi 1 - a|_1).
+        unbalanced_type: "KL" (rho KL(pi 1 | a), as GeomLoss and POT) or "TV" (``rho |pi 1 - a|_1``).
         reg_start: the first temperature of the annealing (default: max C - min C, the
             cost's range; under jax.jit pass it).
         scaling: the ratio of two successive temperatures in (0, 1) (0.25: the point-cloud
