@@ -13,7 +13,9 @@ convolutions", 2020), the loop GeomLoss runs on point clouds:
    weight in (0, 1) converges (Krasnosel'skii-Mann); near the fixed point its eigenvalues
    lie in [-1, 1), and the weight maps them to 1 - w + w mu: the slow modes (mu near 1)
    shrink 1.8 times faster per iteration than with 1/2, the alternating ones (mu near -1,
-   a constant added to f and g, which averaging exists to damp) by |1 - 2 w| = 0.8;
+   a constant added to f and g, which averaging exists to damp) by |1 - 2 w| = 0.8. The
+   change tested against ``tol`` is w |ft - f|: a solve stops with a residual |ft - f|
+   below tol / 0.9 (2 tol with the average), closer to the fixed point;
 4. one last, differentiable extrapolation (:meth:`Transport.extrapolate`).
 
 Steps 1-3 run on arrays cut from the autodiff graph (``stop_gradient``): by the envelope
@@ -237,9 +239,9 @@ def sinkhorn_loop(
     """Steps 1-3 of the module docstring for several problems at once (same schedule).
 
     ``initial`` potentials (from a coarser scale, multiscale Sinkhorn; from an earlier solve,
-    ``sinkhorn(init=...)``) replace step 1. Each
-    iteration is a step of ``report``, the :class:`~lazymat.progress.Progress` of a longer run
-    the loop is part of (the levels of multiscale Sinkhorn), or of the loop's own (logger
+    ``sinkhorn(init=...)``) replace step 1. Each iteration is a step of ``report``, the
+    :class:`~lazymat.progress.Progress` of a longer run the loop is part of (the levels of
+    multiscale Sinkhorn), or of the loop's own (logger
     ``lazymat.solvers.sinkhorn_loop``; ``verbose``: every iteration at INFO; ``progress``: a
     progress bar), with its eps and, with ``tol``, the potentials' largest change.
     """
