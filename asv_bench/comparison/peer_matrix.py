@@ -6,7 +6,7 @@ convergence: lazymat with ``tol=TOL`` (the potentials' sup change per iteration,
 eps-scaling from max C - min C), POT's ``ot.sinkhorn(..., method="sinkhorn_log")`` with
 ``stopThr=TOL`` (its marginal error, tested every 10 iterations). Both iterations are two
 log-sum-exps over C (POT alternates them, lazymat updates both in parallel, weighting the new
-values 1/2 during the eps-scaling and 0.9 at the final eps), so the times
+values 1/2 during the eps-scaling and 3/4 at the final eps), so the times
 compare the loops' costs to one accuracy. Results: the entropic OT value
 <pi, C> + eps KL(pi | a x b) (lazymat's ``value``; POT's from its dense plan, outside the
 timed call).
