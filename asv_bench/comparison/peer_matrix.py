@@ -28,11 +28,16 @@ REG = 0.01
 TOL = 1e-9
 
 
+def half_sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The dense cost matrix C = |x_i - y_j|^2 / 2."""
+    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2
+
+
 def make_data(case: Case) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     x, y = rng.random((case.n, 2)), rng.random((case.m, 2))
     return {
-        "C": ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2,
+        "C": half_sqdist(x, y),
         "a": np.full(case.n, 1.0 / case.n),
         "b": np.full(case.m, 1.0 / case.m),
     }

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .harness import Case, Contender, Result, Task
-from .peer_matrix import REG, TOL, entropic_value
+from .peer_matrix import REG, TOL, entropic_value, half_sqdist
 from .peer_reductions import need
 
 #: problems in the loop, and how far the points move per step
@@ -38,10 +38,6 @@ def make_data(case: Case) -> dict[str, Any]:
         "a": np.full(case.n, 1.0 / case.n),
         "b": np.full(case.m, 1.0 / case.m),
     }
-
-
-def cost(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2
 
 
 def ours(warm: bool) -> Contender:
@@ -75,7 +71,7 @@ def pot(warm: bool) -> Contender:
         def run() -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
             start, total = None, 0
             for x in data["xs"]:
-                c = cost(x, data["y"])
+                c = half_sqdist(x, data["y"])
                 plan, log = ot.sinkhorn(
                     a, b, c, REG, "sinkhorn_log", stopThr=TOL, numItermax=100_000, log=True, warmstart=start
                 )
